@@ -1,0 +1,158 @@
+"""Command line: `python -m fwsvd_core {layers,sweep,compress}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .data import TaskData, load_task_data
+from .errors import FwsvdError
+from .evaluation import evaluate
+from .export import save_compressed
+from .factorization import METHODS
+from .fisher import ESTIMATORS, estimate_fisher
+from .layers import layer_table
+from .models import LoadedModel, load_model
+from .session import CompressionSession
+from .sweep import ranks_for, run_sweep, same_split_warning
+from .tasks import get_task
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="hub id, local directory, or a compressed model directory")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli")
+    p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue"],
+                   help="auto: the local GLUE folder when one is set, else the hub")
+    p.add_argument("--data-dir", default=None, help="a GLUE-format folder (default: $FWSVD_DATA_DIR)")
+    p.add_argument("--fisher-split", default="train")
+    p.add_argument("--eval-split", default="dev")
+    p.add_argument("--fisher-samples", type=int, default=256)
+    p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--eval-subsample", type=int, default=None, help="score a random subset (reports a 95%% CI)")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    return report
+
+
+def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
+    task = get_task(args.task)
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir)
+    fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir)
+    print(f"model: {loaded.source}", file=sys.stderr)
+    print(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)", file=sys.stderr)
+    if warning := same_split_warning(fisher_data, eval_data):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    session = CompressionSession(loaded)
+    return loaded, session, fisher_data, eval_data
+
+
+def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
+    fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
+                             args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
+                             progress=_progress("Fisher"))
+    cached = " (from cache)" if fisher.from_cache else ""
+    print(f"Fisher: {fisher.estimator} estimator, {fisher.n_examples} examples of {fisher_data.split}, "
+          f"{fisher.n_skipped} skipped, {fisher.seconds:.1f} s{cached}", file=sys.stderr)
+    session.set_fisher(fisher)
+
+
+def cmd_layers(args) -> int:
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    print(layer_table(CompressionSession(loaded).layers).to_string(index=False))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    loaded, session, fisher_data, eval_data = _prepare(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if any(m != "svd" for m in methods):
+        _fisher(args, session, fisher_data)
+    start = time.perf_counter()
+    table = run_sweep(session, eval_data, methods, _floats(args.ratios) if args.ratios else None,
+                      _floats(args.param_ratios) if args.param_ratios else None, args.batch_size, args.max_length,
+                      args.eval_subsample, report=lambda t: print(t, file=sys.stderr))
+    print(table.to_string(index=False))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
+            "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
+            "estimator": args.estimator, "seed": args.seed, "seconds": round(time.perf_counter() - start, 1),
+            "rows": table.to_dict(orient="records")}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def cmd_compress(args) -> int:
+    loaded, session, fisher_data, eval_data = _prepare(args)
+    if args.method != "svd":
+        _fisher(args, session, fisher_data)
+    if args.ranks:
+        ranks = json.loads(Path(args.ranks).read_text())
+        ranks = ranks.get("ranks", ranks)
+    else:
+        ranks = ranks_for(session, args.rank_ratio, args.param_ratio)
+    compressed = session.compress(args.method, ranks)
+    if args.evaluate:
+        for label, model in (("dense", session.model), (args.method, compressed)):
+            result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample)
+            print(f"{label}: {result.describe()}")
+    saved = save_compressed(compressed, loaded.tokenizer, args.save, {"source": loaded.source, "task": args.task})
+    print(f"saved to {saved}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("layers", help="list the compressible layers of a model")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_layers)
+    p = sub.add_parser("sweep", help="score every method at every ratio")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output", help=f"comma-separated: {', '.join(METHODS)}")
+    p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated")
+    p.add_argument("--param-ratios", default=None, help="parameter ratios (kept/original of the layers), comma-separated")
+    p.add_argument("--out", default="results/sweep", help="output path without suffix: writes .csv and .json")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("compress", help="compress and save a model")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--method", default="fwsvd-output", help=", ".join(METHODS))
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rank-ratio", type=float)
+    group.add_argument("--param-ratio", type=float)
+    group.add_argument("--ranks", help="a JSON file {layer: rank} (or {'ranks': {...}})")
+    p.add_argument("--save", required=True, help="directory to write the compressed model to")
+    p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving")
+    p.set_defaults(func=cmd_compress)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FwsvdError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

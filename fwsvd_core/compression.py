@@ -1,0 +1,76 @@
+"""Applying a per-layer rank map to a model, without touching the model itself."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .factorization import Factors
+from .layers import LayerInfo
+from .lowrank import LowRankLinear
+from .ranks import RankMap, validate_ranks
+
+FORM_ORIGINAL, FORM_DENSE, FORM_LOWRANK = "original", "dense", "lowrank"
+
+
+def structural_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every parameter and buffer with `model`.
+
+    Replacing a submodule of the copy leaves `model` as it was; no weight is copied.
+    """
+    memo = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def layer_form(layer: LayerInfo, rank: int) -> str:
+    """How a layer is stored at `rank`: unchanged at full rank, dense while factorizing would not save."""
+    if rank >= layer.max_rank:
+        return FORM_ORIGINAL
+    return FORM_LOWRANK if rank <= layer.break_even_rank else FORM_DENSE
+
+
+def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    out_f, in_f = weight.shape
+    linear = nn.Linear(in_f, out_f, bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
+    return linear
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def compress(
+    model: nn.Module, layers: list[LayerInfo], factors: dict[str, Factors], ranks: RankMap, method: str = "",
+) -> nn.Module:
+    """A compressed view of `model`: layers below break-even become LowRankLinear, the rest are shared.
+
+    Ranks are slices of the cached factors: no SVD is computed here.
+    """
+    ranks = validate_ranks(layers, ranks)
+    compressed = structural_copy(model)
+    table = {}
+    for layer in layers:
+        rank = ranks[layer.name]
+        form = layer_form(layer, rank)
+        table[layer.name] = {"rank": rank, "form": form, "in": layer.in_features, "out": layer.out_features}
+        if form == FORM_ORIGINAL:
+            continue
+        f = factors[layer.name]
+        bias = model.get_submodule(layer.name).bias
+        bias = None if bias is None else bias.detach()
+        if form == FORM_LOWRANK:
+            new = LowRankLinear.from_factors(f.left[:, :rank].detach().clone(), f.right[:rank].detach().clone(), bias)
+            new.requires_grad_(False)
+        else:
+            new = _dense_linear(f.reconstruct(rank).detach(), bias)
+        replace_module(compressed, layer.name, new)
+    if getattr(compressed, "config", None) is not None:
+        compressed.config = copy.deepcopy(model.config)
+        compressed.config.fwsvd_compression = {"method": method, "layers": table}
+    return compressed.eval()

@@ -1,0 +1,138 @@
+"""SVD and Fisher-weighted SVD factors per layer, computed once; any rank is then a slice."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import FwsvdError
+from .layers import LayerInfo, weight_out_in
+
+METHODS = ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both")
+_ALIASES = {"fwsvd": "fwsvd-input"}
+# a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
+IMPORTANCE_FLOOR = 1e-6
+
+
+def canonical_method(method: str) -> str:
+    name = _ALIASES.get(method.strip().lower(), method.strip().lower())
+    if name not in METHODS:
+        raise FwsvdError(f"Unknown method {method!r}; choose from {', '.join(METHODS)} (fwsvd = fwsvd-input).")
+    return name
+
+
+@dataclass
+class Factors:
+    """W ~ left[:, :r] @ right[:r] for every rank r, W in [out, in] layout.
+
+    `spectrum` holds the singular values of the matrix the method decomposed (W itself for
+    SVD, the row-scaled W for FWSVD); `d_out` / `d_in` are the scalings (None = not scaled).
+    """
+
+    left: torch.Tensor  # [out, k]
+    right: torch.Tensor  # [k, in]
+    spectrum: torch.Tensor  # [k]
+    d_out: torch.Tensor | None
+    d_in: torch.Tensor | None
+    method: str
+
+    @property
+    def max_rank(self) -> int:
+        return self.spectrum.shape[0]
+
+    def reconstruct(self, rank: int) -> torch.Tensor:
+        return self.left[:, :rank] @ self.right[:rank]
+
+
+def importance_scaling(fisher: torch.Tensor, side: str) -> torch.Tensor:
+    """sqrt of the summed Fisher per output row (side='output') or input column (side='input'), clamped."""
+    sums = fisher.double().sum(dim=1 if side == "output" else 0)
+    sums = torch.nan_to_num(sums, nan=0.0, posinf=0.0).clamp_min(0.0)
+    mean = float(sums.mean())
+    if mean <= 0.0:
+        return torch.ones_like(sums, dtype=torch.float32)  # no information: fall back to plain SVD
+    return sums.clamp_min(IMPORTANCE_FLOOR * mean).sqrt().float()
+
+
+def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = None) -> Factors:
+    """Factors of one [out, in] weight by `method` (SVD, or FWSVD weighted on the input, output or both sides)."""
+    method = canonical_method(method)
+    w = weight.detach().float()
+    d_out = d_in = None
+    if method != "svd":
+        if fisher is None:
+            raise FwsvdError(f"{method} needs the Fisher of the layer.")
+        if fisher.shape != w.shape:
+            raise FwsvdError(f"Fisher shape {tuple(fisher.shape)} does not match weight shape {tuple(w.shape)}.")
+        fisher = fisher.to(w.device)
+        if method in ("fwsvd-output", "fwsvd-both"):
+            d_out = importance_scaling(fisher, "output")
+        if method in ("fwsvd-input", "fwsvd-both"):
+            d_in = importance_scaling(fisher, "input")
+    scaled = w
+    if d_out is not None:
+        scaled = d_out[:, None] * scaled
+    if d_in is not None:
+        scaled = scaled * d_in[None, :]
+    u, s, vh = torch.linalg.svd(scaled, full_matrices=False)
+    left = u * s[None, :]
+    right = vh
+    if d_out is not None:
+        left = left / d_out[:, None]
+    if d_in is not None:
+        right = right / d_in[None, :]
+    return Factors(left.contiguous(), right.contiguous(), s, d_out, d_in, method)
+
+
+def factorize_layers(
+    model: nn.Module, layers: list[LayerInfo], method: str, fisher: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Factors]:
+    """Factors for every layer; each layer uses its own Fisher."""
+    modules = dict(model.named_modules())
+    out = {}
+    for layer in layers:
+        f = None if fisher is None else fisher.get(layer.name)
+        if method != "svd" and f is None:
+            raise FwsvdError(f"No Fisher for layer {layer.name}.")
+        out[layer.name] = factorize(weight_out_in(modules[layer.name]), method, f)
+    return out
+
+
+def reconstruction_errors(
+    weight: torch.Tensor, factors: Factors, fisher: torch.Tensor | None, ranks: list[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Relative errors of the rank-r approximation at each rank.
+
+    `plain`: ||W - W_r||_F / ||W||_F. `fisher`: sqrt(sum I (W - W_r)^2 / sum I W^2), the element-wise
+    Fisher-weighted error. `objective`: the method's own scaled error, read off its spectrum.
+    The residual is built from the smallest-rank end up, one block of components at a time, so all
+    ranks cost about one dense reconstruction.
+    """
+    k = factors.max_rank
+    ranks = sorted(set(range(0, k + 1) if ranks is None else (min(max(int(r), 0), k) for r in ranks)))
+    w = weight.detach().float()
+    residual = w - factors.reconstruct(k)
+    norm_w = float(w.norm()) or 1.0
+    weights = None if fisher is None else fisher.float().to(w.device)
+    norm_fw = float(((weights * w * w).sum()).sqrt()) if weights is not None else 1.0
+    norm_fw = norm_fw or 1.0
+    energy = (factors.spectrum.double() ** 2).flip(0).cumsum(0).flip(0)  # energy[r] = sum_{i>=r} s_i^2
+    total = float(energy[0]) or 1.0
+    plain, weighted, objective = {}, {}, {}
+    upper = k
+    for r in reversed(ranks):
+        if r < upper:
+            residual = residual + factors.left[:, r:upper] @ factors.right[r:upper]
+            upper = r
+        plain[r] = float(residual.norm()) / norm_w
+        weighted[r] = float(((weights * residual * residual).sum()).sqrt()) / norm_fw if weights is not None else np.nan
+        objective[r] = (float(energy[r]) / total) ** 0.5 if r < k else 0.0
+    return {
+        "rank": np.array(ranks),
+        "plain": np.array([plain[r] for r in ranks]),
+        "fisher": np.array([weighted[r] for r in ranks]),
+        "objective": np.array([objective[r] for r in ranks]),
+    }
+

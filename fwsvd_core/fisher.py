@@ -1,0 +1,203 @@
+"""The empirical Fisher of every compressible weight, from the task loss."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batching import CancelFn, ProgressFn, encode, iter_batches
+from .cache import cache_key, cache_root, load_tensors, save_tensors
+from .data import TaskData
+from .errors import FwsvdError
+from .labels import map_labels
+from .layers import LayerInfo, require_layers
+from .models import model_fingerprint
+
+ESTIMATORS = ("per-sample", "batch")
+# elements of one chunk of per-example gradients: bounds the memory of the vectorised estimator
+_CHUNK_ELEMENTS = 32 * 1024 * 1024
+
+
+@dataclass
+class FisherResult:
+    """Fisher per layer as [out, in] float32 tensors on the CPU, and how it was estimated."""
+
+    per_layer: dict[str, torch.Tensor]
+    estimator: str
+    n_examples: int
+    n_skipped: int
+    split: str
+    source: str
+    seconds: float
+    from_cache: bool = False
+    key: str | None = None  # the cache key: names this Fisher in the keys of what is derived from it
+    notes: list[str] = field(default_factory=list)
+
+    def mass(self) -> dict[str, float]:
+        """Total Fisher per layer."""
+        return {name: float(f.sum()) for name, f in self.per_layer.items()}
+
+
+def task_targets(data: TaskData, model: nn.Module, indices) -> torch.Tensor:
+    """Labels of the chosen examples, in the model's output order."""
+    labels = torch.as_tensor(data.labels[indices])
+    if data.task.is_regression:
+        return labels.float()
+    to_task = map_labels(model.config, data.task).model_to_task
+    to_model = torch.empty(len(to_task), dtype=torch.long)
+    to_model[list(to_task)] = torch.arange(len(to_task))
+    return to_model[labels.long()]
+
+
+def per_example_loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return (logits[:, 0].float() - targets.float()) ** 2
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+class _Capture:
+    """Forward hooks that keep each layer's inputs and outputs (a shared layer: one entry per call)."""
+
+    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        self.inputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        self.outputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        modules = dict(model.named_modules())
+        self.handles = [modules[l.name].register_forward_hook(self._hook(l.name)) for l in layers]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            self.inputs[name].append(args[0].detach())
+            self.outputs[name].append(output)
+        return hook
+
+    def clear(self) -> None:
+        for store in (*self.inputs.values(), *self.outputs.values()):
+            store.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """[B, tokens of all calls, features]: a shared layer's calls add up in one per-example gradient."""
+    return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
+
+
+def _accumulate_batch(
+    capture: _Capture, grads: dict[str, list[torch.Tensor]], good: torch.Tensor, estimator: str,
+    sums: dict[str, torch.Tensor],
+) -> None:
+    batch = good.shape[0]
+    n_good = int(good.sum())
+    keep = good.view(-1, 1, 1)
+    for name, sums_l in sums.items():
+        x = torch.where(keep, _stack_tokens(capture.inputs[name], batch), 0.0).float()
+        g = torch.where(keep, _stack_tokens(grads[name], batch), 0.0).float()
+        if estimator == "batch":
+            sums_l += (torch.einsum("bto,bti->oi", g, x) / max(n_good, 1)) ** 2
+            continue
+        out_f, in_f = sums_l.shape
+        step = max(1, _CHUNK_ELEMENTS // (out_f * in_f))
+        for start in range(0, batch, step):
+            per_example = torch.einsum("bto,bti->boi", g[start : start + step], x[start : start + step])
+            sums_l += (per_example**2).sum(dim=0)
+
+
+def _finite_examples(losses: torch.Tensor, capture: _Capture, grads: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+    good = torch.isfinite(losses.detach())
+    batch = losses.shape[0]
+    for name, g in grads.items():
+        good &= torch.isfinite(_stack_tokens(g, batch)).flatten(1).all(dim=1)
+        good &= torch.isfinite(_stack_tokens(capture.inputs[name], batch)).flatten(1).all(dim=1)
+    return good
+
+
+def compute_fisher(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
+    estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> FisherResult:
+    """Fisher over all of `data` (uncached). Examples whose loss or gradients are not finite are skipped."""
+    if estimator not in ESTIMATORS:
+        raise FwsvdError(f"Unknown Fisher estimator {estimator!r}; choose from {ESTIMATORS}.")
+    if len(data) == 0:
+        raise FwsvdError("The Fisher needs at least one example.")
+    start = time.perf_counter()
+    layers = layers or require_layers(model)
+    device = next(model.parameters()).device
+    modules = dict(model.named_modules())
+    weights = {id(modules[l.name].weight) for l in layers}
+    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    capture = _Capture(model, layers)
+    sums = {l.name: torch.zeros(l.out_features, l.in_features, device=device) for l in layers}
+    n_good = n_batches = 0
+    try:
+        model.eval()  # no dropout: the Fisher of the deployed function, and reproducible
+        for p, _ in saved_flags:
+            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
+        encoded = encode(tokenizer, data, max_length, model)
+        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+            capture.clear()
+            logits = model(**batch).logits
+            targets = task_targets(data, model, idx).to(device)
+            losses = per_example_loss(logits, targets, data.task.is_regression)
+            names = list(capture.outputs)
+            flat = [o for n in names for o in capture.outputs[n]]
+            # the summed loss keeps examples apart: each example's gradient reaches only its own rows
+            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
+            grads, k = {}, 0
+            for n in names:
+                count = len(capture.outputs[n])
+                grads[n] = [torch.zeros_like(o) if g is None else g for o, g in zip(capture.outputs[n], grads_flat[k : k + count])]
+                k += count
+            good = _finite_examples(losses, capture, grads)
+            if good.any():
+                _accumulate_batch(capture, grads, good, estimator, sums)
+                n_batches += 1
+            n_good += int(good.sum())
+    finally:
+        capture.remove()
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+    denom = max(n_good if estimator == "per-sample" else n_batches, 1)
+    per_layer = {}
+    for l in layers:
+        f = sums[l.name] / denom
+        per_layer[l.name] = torch.nan_to_num(f, nan=0.0, posinf=0.0).cpu()
+    notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
+    return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
+                        time.perf_counter() - start, notes=notes)
+
+
+def estimate_fisher(
+    model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, estimator: str = "per-sample",
+    seed: int = 0, batch_size: int = 16, max_length: int = 128, layers: list[LayerInfo] | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+    use_cache: bool = True, fingerprint: str | None = None,
+) -> FisherResult:
+    """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before."""
+    layers = layers or require_layers(model)
+    part = data.sample(n_examples, seed)
+    key = cache_key(
+        kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name, source=data.source,
+        split=data.split, n=len(part), estimator=estimator, seed=seed, max_length=max_length,
+        batch_size=batch_size if estimator == "batch" else None, layers=[l.name for l in layers],
+    )
+    path = cache_root() / "fisher" / f"{key}.safetensors"
+    if use_cache and (hit := load_tensors(path)) is not None:
+        tensors, meta = hit
+        if set(tensors) == {l.name for l in layers}:
+            return FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
+                                data.source, float(meta["seconds"]), from_cache=True, key=key)
+    result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
+    result.key = key
+    if use_cache:
+        save_tensors(path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                              "seconds": f"{result.seconds:.3f}", "estimator": estimator})
+    return result

@@ -1,0 +1,103 @@
+"""Loading a sequence-classification model and its tokenizer from a hub id or a local directory."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .devices import resolve_device
+from .errors import ModelLoadError
+from .hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on its device, its tokenizer, and a description of where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str
+    notes: list[str] = field(default_factory=list)
+    _fingerprint: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the config and every weight: two models share it only if they compute the same."""
+    digest = hashlib.blake2b(digest_size=16)
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _ensure_pad_token(model: nn.Module, tokenizer) -> None:
+    """Decoder tokenizers (GPT-2, LLaMA) have no pad token; batching needs one."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError("The tokenizer has neither a pad nor an end-of-sequence token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_model(
+    source: str | Path,
+    num_labels: int | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load from a local directory or a hub id; fail within seconds when the hub is out of reach."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = str(source)
+    local = Path(source).expanduser()
+    notes: list[str] = []
+    offline_reason = ""
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    if local.is_dir():
+        from .export import is_compressed_dir, load_compressed
+
+        if is_compressed_dir(local):
+            return load_compressed(local, device)
+        where, origin, files_only = str(local), f"local directory {local}", True
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"{local} has no config.json: it is not a saved model directory.")
+    elif local.exists():
+        raise ModelLoadError(f"{local} is a file; give the directory a model was saved to.")
+    else:
+        if "/" not in source and source.startswith((".", "~")):
+            raise ModelLoadError(f"No such directory: {source}. {LOCAL_MODEL_HINT}")
+        where, origin = source, f"hub id {source}"
+        files_only = not hub_reachable()
+        if files_only:
+            offline_reason = "offline mode is set" if offline_by_setting() else "the Hugging Face hub cannot be reached"
+            notes.append(f"{offline_reason}: looked only in the local Hugging Face cache")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        if offline_reason:
+            raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
+        raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
+    _ensure_pad_token(model, tokenizer)
+    model.to(resolve_device(device)).eval()
+    return LoadedModel(model, tokenizer, origin, notes)

@@ -1,0 +1,71 @@
+"""Task score, parameters and reconstruction error per method and ratio: the table behind the SVD mismatch."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from .batching import CancelFn
+from .data import TaskData
+from .evaluation import evaluate
+from .ranks import RankMap, count_params, ranks_for_param_ratio, summarize, uniform_ranks
+from .session import CompressionSession
+
+
+def ranks_for(session: CompressionSession, rank_ratio: float | None = None, param_ratio: float | None = None) -> RankMap:
+    """Uniform ranks from a rank ratio, or the largest uniform ranks within a parameter ratio."""
+    if (rank_ratio is None) == (param_ratio is None):
+        raise ValueError("Give exactly one of rank_ratio and param_ratio.")
+    if rank_ratio is not None:
+        return uniform_ranks(session.layers, rank_ratio)
+    return ranks_for_param_ratio(session.layers, param_ratio)[0]
+
+
+def same_split_warning(fisher_data: TaskData, eval_data: TaskData) -> str | None:
+    """Calibrating on the split that is scored flatters the weighted methods: say so."""
+    if fisher_data.source == eval_data.source and fisher_data.split == eval_data.split:
+        return (f"The Fisher was estimated on the same split that is scored ({eval_data.split}); "
+                "scores of the Fisher-weighted methods are optimistic.")
+    return None
+
+
+def run_sweep(
+    session: CompressionSession, eval_data: TaskData, methods: list[str],
+    rank_ratios: list[float] | None = None, param_ratios: list[float] | None = None,
+    batch_size: int = 64, max_length: int = 128, subsample: int | None = None,
+    report: Callable[[str], None] | None = None, cancel: CancelFn | None = None,
+) -> pd.DataFrame:
+    """One row for the dense model, then one per method and ratio."""
+    if not methods:
+        raise ValueError("Choose at least one method.")
+    model_params = count_params(session.model)
+    say = report or (lambda text: None)
+    rows = []
+
+    def score_row(method: str, model, ranks: RankMap, rank_ratio, errors: dict[str, float]) -> dict:
+        result = evaluate(model, session.loaded.tokenizer, eval_data, batch_size, max_length, subsample, cancel=cancel)
+        summary = summarize(model_params, session.layers, ranks)
+        row = {
+            "method": method, "rank ratio": rank_ratio, "mean rank ratio": round(summary.mean_rank_ratio, 4),
+            "param ratio (layers)": round(summary.compressible_param_ratio, 4),
+            "param ratio (model)": round(summary.param_ratio, 4), "params": summary.model_params_after,
+            **{k: round(v, 4) for k, v in result.metrics.items()},
+            "plain error": round(errors["plain"], 4), "fisher error": round(errors["fisher"], 4),
+        }
+        if result.interval is not None:
+            row["ci low"], row["ci high"] = (round(v, 4) for v in result.interval)
+        say(f"{method:>13} rank ratio {rank_ratio}: {result.describe()}")
+        return row
+
+    full = {l.name: l.max_rank for l in session.layers}
+    rows.append(score_row("dense", session.model, full, 1.0, {"plain": 0.0, "fisher": 0.0}))
+    targets = [("rank", r) for r in rank_ratios or []] + [("param", p) for p in param_ratios or []]
+    for method in methods:
+        for kind, value in targets:
+            ranks = ranks_for(session, **({"rank_ratio": value} if kind == "rank" else {"param_ratio": value}))
+            compressed = session.compress(method, ranks)
+            row = score_row(method, compressed, ranks, value if kind == "rank" else None, session.model_errors(method, ranks))
+            if kind == "param":
+                row["target param ratio"] = value
+            rows.append(row)
+    return pd.DataFrame(rows)

