@@ -84,7 +84,7 @@ def load_model(
     elif local.exists():
         raise ModelLoadError(f"{local} is a file; give the directory a model was saved to.")
     else:
-        if "/" not in source and source.startswith((".", "~")):
+        if source.startswith((".", "~", "/")) or source.count("/") > 1:  # a path, not an org/name hub id
             raise ModelLoadError(f"No such directory: {source}. {LOCAL_MODEL_HINT}")
         where, origin = source, f"hub id {source}"
         files_only = not hub_reachable()

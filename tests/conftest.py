@@ -80,7 +80,7 @@ def sst2_small(glue_dir):
     from fwsvd_core.tasks import get_task
 
     task = get_task("sst2")
-    return load_glue_folder(task, glue_dir, "train").sample(400, seed=1), load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
+    return load_glue_folder(task, glue_dir, "train").sample(1000, seed=1), load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
     loaded.model.config.id2label = {0: "negative", 1: "positive"}
     loaded.model.config.label2id = {"negative": 0, "positive": 1}
     train, _ = sst2_small
-    finetune(loaded.model, loaded.tokenizer, train, epochs=1, lr=1e-4, batch_size=16, seed=0)
+    finetune(loaded.model, loaded.tokenizer, train, epochs=2, lr=1e-4, batch_size=32, seed=0)
     out = tmp_path_factory.mktemp("minilm") / "sst2"
     loaded.model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)

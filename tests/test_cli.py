@@ -1,0 +1,52 @@
+import json
+
+import pandas as pd
+import torch
+
+from fwsvd_core.cli import main
+from fwsvd_core.models import load_model
+
+
+def test_sweep_writes_a_table_with_dense_and_every_method_and_ratio(tiny_models, glue_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--methods", "svd,fwsvd-output", "--ratios", "0.5,0.2", "--fisher-samples", "16",
+                 "--eval-subsample", "64", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["method"]) == ["dense", "svd", "svd", "fwsvd-output", "fwsvd-output"]
+    assert table.loc[0, "param ratio (model)"] == 1.0 and table.loc[0, "plain error"] == 0.0
+    assert (table.loc[1:, "params"] < table.loc[0, "params"]).all()
+    assert table.loc[2, "plain error"] > table.loc[1, "plain error"] > 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["fisher split"] == "train" and meta["eval split"] == "dev" and len(meta["rows"]) == 5
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_same_split_is_warned_about(tiny_models, glue_dir, tmp_path, capsys):
+    main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+          "--methods", "fwsvd-input", "--ratios", "0.3", "--fisher-samples", "8", "--fisher-split", "dev",
+          "--eval-subsample", "32", "--out", str(tmp_path / "s")])
+    assert "same split that is scored" in capsys.readouterr().err
+
+
+def test_compress_saves_a_model_that_loads_back(tiny_models, glue_dir, tmp_path, capsys):
+    save = tmp_path / "compressed"
+    code = main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--method", "fwsvd-output", "--param-ratio", "0.5", "--fisher-samples", "8", "--save", str(save)])
+    assert code == 0 and (save / "model.safetensors").is_file()
+    back = load_model(save, device="cpu")
+    table = back.model.config.fwsvd_compression
+    assert table["method"] == "fwsvd-output" and table["task"] == "sst2"
+    assert {row["form"] for row in table["layers"].values()} == {"lowrank"}
+    x = back.tokenizer(["fine"], return_tensors="pt")
+    with torch.no_grad():
+        assert back.model(**x).logits.shape == (1, 2)
+
+
+def test_errors_are_one_clear_line_and_exit_2(tiny_models, glue_dir, capsys):
+    code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "imdb", "--data-dir", str(glue_dir)])
+    assert code == 2 and "Unknown task 'imdb'" in capsys.readouterr().err
+    code = main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--method", "svd", "--rank-ratio", "2", "--save", "/tmp/never"])
+    assert code == 2 and "rank ratio must be in (0, 1]" in capsys.readouterr().err
