@@ -12,6 +12,7 @@ from .errors import FwsvdError
 from .evaluation import evaluate
 from .export import save_compressed
 from .factorization import METHODS
+from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .layers import layer_table
 from .models import LoadedModel, load_model
@@ -43,6 +44,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--eval-subsample", type=int, default=None, help="score a random subset (reports a 95%% CI)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="fine-tune each compressed model this many steps on the Fisher split (the paper's 'with fine-tuning')")
+    p.add_argument("--finetune-lr", type=float, default=5e-5)
 
 
 def _progress(label: str):
@@ -88,7 +92,8 @@ def cmd_sweep(args) -> int:
     start = time.perf_counter()
     table = run_sweep(session, eval_data, methods, _floats(args.ratios) if args.ratios else None,
                       _floats(args.param_ratios) if args.param_ratios else None, args.batch_size, args.max_length,
-                      args.eval_subsample, report=lambda t: print(t, file=sys.stderr))
+                      args.eval_subsample, report=lambda t: print(t, file=sys.stderr),
+                      finetune_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
     print(table.to_string(index=False))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +117,11 @@ def cmd_compress(args) -> int:
     else:
         ranks = ranks_for(session, args.rank_ratio, args.param_ratio)
     compressed = session.compress(args.method, ranks)
+    if args.finetune_steps:
+        compressed, tuned = finetune_compressed(compressed, loaded.tokenizer, fisher_data, args.finetune_steps,
+                                                lr=args.finetune_lr, max_length=args.max_length,
+                                                progress=_progress("fine-tuning"))
+        print(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}", file=sys.stderr)
     if args.evaluate:
         for label, model in (("dense", session.model), (args.method, compressed)):
             result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample)

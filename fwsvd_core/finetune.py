@@ -1,9 +1,15 @@
 """Fine-tuning a sequence-classification model (dense or compressed) on a task."""
 from __future__ import annotations
 
+import copy
+import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,3 +82,60 @@ def finetune(
         model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     return FinetuneResult(step, step * batch_size, losses[0], float(np.mean(tail)), time.perf_counter() - start)
+
+
+RECORD_FILE = "fwsvd_finetune.json"
+
+
+def save_finetuned(model: nn.Module, tokenizer, directory: str | Path, record: dict) -> Path:
+    """save_pretrained plus a record of how the model was made; the folder appears only when complete."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.building-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        # the record is written last: a folder without it is an unfinished one
+        (staging / RECORD_FILE).write_text(json.dumps({**record, "complete": True}, indent=1, default=str))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_record(directory: str | Path) -> dict | None:
+    """The record of a finished fine-tuning run, or None for a missing or unfinished one."""
+    path = Path(directory) / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("complete") else None
+
+
+def finetune_compressed(
+    compressed: nn.Module, tokenizer, data: TaskData, steps: int, lr: float = 5e-5, batch_size: int = 32,
+    max_length: int = 128, seed: int = 0, factors_only: bool = False,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> tuple[nn.Module, FinetuneResult]:
+    """Fine-tune an independent copy of a compressed model; the low-rank factors are trainable weights.
+
+    The compressed view shares its untouched weights with the base model, so training works on a
+    full copy. With `factors_only`, everything but the factorized layers stays frozen.
+    """
+    from .lowrank import LowRankLinear
+
+    model = copy.deepcopy(compressed)
+    for p in model.parameters():
+        p.requires_grad_(not factors_only)
+    for module in model.modules():
+        if isinstance(module, LowRankLinear):
+            module.requires_grad_(True)
+    epochs = steps / max(1, math.ceil(len(data) / batch_size))
+    result = finetune(model, tokenizer, data, epochs=max(epochs, 1e-9), lr=lr, batch_size=batch_size,
+                      max_length=max_length, seed=seed, max_steps=steps, progress=progress, cancel=cancel)
+    model.requires_grad_(False)
+    return model, result

@@ -67,6 +67,10 @@ def load_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     source = str(source)
+    if source.startswith("demo:"):
+        from .demo import load_demo
+
+        return load_demo(source, device)
     local = Path(source).expanduser()
     notes: list[str] = []
     offline_reason = ""

@@ -8,6 +8,7 @@ import pandas as pd
 from .batching import CancelFn
 from .data import TaskData
 from .evaluation import evaluate
+from .finetune import finetune_compressed
 from .ranks import RankMap, count_params, ranks_for_param_ratio, summarize, uniform_ranks
 from .session import CompressionSession
 
@@ -34,15 +35,22 @@ def run_sweep(
     rank_ratios: list[float] | None = None, param_ratios: list[float] | None = None,
     batch_size: int = 64, max_length: int = 128, subsample: int | None = None,
     report: Callable[[str], None] | None = None, cancel: CancelFn | None = None,
+    finetune_data: TaskData | None = None, finetune_steps: int = 0, finetune_lr: float = 5e-5,
 ) -> pd.DataFrame:
-    """One row for the dense model, then one per method and ratio."""
+    """One row for the dense model, then one per method and ratio.
+
+    With `finetune_steps`, each compressed model is also fine-tuned on `finetune_data` and scored
+    again, in a row of its own (method name + "+ft").
+    """
+    if finetune_steps and finetune_data is None:
+        raise ValueError("Fine-tuning after compression needs training data.")
     if not methods:
         raise ValueError("Choose at least one method.")
     model_params = count_params(session.model)
     say = report or (lambda text: None)
     rows = []
 
-    def score_row(method: str, model, ranks: RankMap, rank_ratio, errors: dict[str, float]) -> dict:
+    def score_row(method: str, model, ranks: RankMap, rank_ratio, errors: dict[str, float], label: str) -> dict:
         result = evaluate(model, session.loaded.tokenizer, eval_data, batch_size, max_length, subsample, cancel=cancel)
         summary = summarize(model_params, session.layers, ranks)
         row = {
@@ -54,18 +62,26 @@ def run_sweep(
         }
         if result.interval is not None:
             row["ci low"], row["ci high"] = (round(v, 4) for v in result.interval)
-        say(f"{method:>13} rank ratio {rank_ratio}: {result.describe()}")
+        say(f"{method:>13} {label}: {result.describe()}")
         return row
 
     full = {l.name: l.max_rank for l in session.layers}
-    rows.append(score_row("dense", session.model, full, 1.0, {"plain": 0.0, "fisher": 0.0}))
+    rows.append(score_row("dense", session.model, full, 1.0, {"plain": 0.0, "fisher": 0.0}, "full rank"))
     targets = [("rank", r) for r in rank_ratios or []] + [("param", p) for p in param_ratios or []]
     for method in methods:
         for kind, value in targets:
             ranks = ranks_for(session, **({"rank_ratio": value} if kind == "rank" else {"param_ratio": value}))
             compressed = session.compress(method, ranks)
-            row = score_row(method, compressed, ranks, value if kind == "rank" else None, session.model_errors(method, ranks))
+            row = score_row(method, compressed, ranks, value if kind == "rank" else None,
+                            session.model_errors(method, ranks), f"{kind} ratio {value}")
             if kind == "param":
                 row["target param ratio"] = value
             rows.append(row)
+            if finetune_steps:
+                tuned, _ = finetune_compressed(compressed, session.loaded.tokenizer, finetune_data, finetune_steps,
+                                               lr=finetune_lr, max_length=max_length, cancel=cancel)
+                tuned_row = score_row(f"{method}+ft", tuned, ranks, row["rank ratio"], session.model_errors(method, ranks),
+                                      f"{kind} ratio {value}, {finetune_steps} fine-tuning steps")
+                tuned_row["finetune steps"] = finetune_steps
+                rows.append({**row, **tuned_row})
     return pd.DataFrame(rows)

