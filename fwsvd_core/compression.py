@@ -74,3 +74,12 @@ def compress(
         compressed.config = copy.deepcopy(model.config)
         compressed.config.fwsvd_compression = {"method": method, "layers": table}
     return compressed.eval()
+
+
+def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """A view of `model` whose named layers apply the given [out, in] weights (dense), the rest shared."""
+    view = structural_copy(model)
+    for name, weight in weights.items():
+        bias = model.get_submodule(name).bias
+        replace_module(view, name, _dense_linear(weight.detach(), None if bias is None else bias.detach()))
+    return view.eval()

@@ -1,0 +1,83 @@
+"""The SVD mismatch: smaller reconstruction error, yet a lower task score."""
+import streamlit as st
+
+from fwsvd_core.ablation import group_ablation
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.factorization import METHODS
+from fwsvd_core.figures import ablation_figure, mismatch_figure, spectra_figure
+from fwsvd_core.sweep import run_sweep
+from studio.state import ready
+
+st.title("The SVD mismatch")
+state = ready()
+if state is None:
+    st.stop()
+session, choice = state.session, state.choice
+metric = state.dev.task.primary_metric
+
+st.markdown(
+    "Plain SVD gives the best rank-r approximation of each weight matrix: no other method has a smaller "
+    "reconstruction error ||W - W_r||. Yet the task does not care about every weight equally. FWSVD scales each row "
+    "by its Fisher importance before the SVD, so it spends the rank on the weights the task needs. The result: "
+    "**a larger plain error, and a higher task score.** Run the sweep and compare the left panel with the middle one."
+)
+
+c1, c2, c3 = st.columns([2, 2, 1])
+methods = c1.multiselect("Methods", METHODS, default=["svd", "fwsvd-input", "fwsvd-output"])
+ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0.25, 0.2, 0.15, 0.1, 0.05],
+                        default=[0.5, 0.33, 0.25, 0.15])
+scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 400), step=100,
+                         help="a random subset scores faster; the table then gives a 95% bootstrap interval")
+key = ("sweep", choice, tuple(methods), tuple(sorted(ratios)), scored)
+if st.button("Run the sweep", type="primary", disabled=not methods or not ratios):
+    total = 1 + len(methods) * len(ratios)
+    bar = st.progress(0.0, text="scoring ...")
+    done = []
+
+    def report(text: str) -> None:
+        done.append(text)
+        bar.progress(len(done) / total, text=text.strip())
+
+    try:
+        st.session_state[key] = run_sweep(session, state.dev, methods, rank_ratios=sorted(ratios, reverse=True),
+                                          subsample=scored or None, report=report)
+    except FwsvdError as exc:
+        st.error(str(exc))
+    bar.empty()
+
+table = st.session_state.get(key)
+if table is not None:
+    st.plotly_chart(mismatch_figure(table, metric), width="stretch", key="mismatch")
+    st.caption("Left: task score (higher is better). Middle: plain relative reconstruction error (SVD is lowest by "
+               "construction). Right: the error weighted element-wise by the Fisher, the one that tracks the score.")
+    st.dataframe(table, hide_index=True, width="stretch")
+else:
+    st.info("Choose methods and ratios, then run the sweep.")
+
+st.subheader("Spectra of one layer")
+st.caption("The singular values of W, and of the Fisher-weighted matrices that FWSVD decomposes. A flatter spectrum "
+           "needs a larger rank for the same error.")
+names = [l.name for l in session.layers]
+name = st.selectbox("Layer", names, key="spectrum_layer")
+spectra = {m: session.factors(m)[name].spectrum for m in METHODS}
+st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
+
+st.subheader("Which singular values matter?")
+st.markdown(
+    "The FWSVD paper's teaching figure: split each layer's singular values into ten groups, largest first, remove "
+    "one group from every layer at a time, and measure the score drop. If only size mattered, the drop would "
+    "shrink steadily from group 1 to group 10; in fine-tuned models small singular values can matter too."
+)
+a1, a2 = st.columns(2)
+ablation_method = a1.selectbox("Decomposition", METHODS, key="ablation_method")
+ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 300), step=100,
+                                  key="ablation_scored")
+akey = ("ablation", choice, ablation_method, ablation_scored)
+if st.button("Run the ablation (11 evaluations)"):
+    bar = st.progress(0.0, text="ablating ...")
+    st.session_state[akey] = group_ablation(session, state.dev, ablation_method, subsample=ablation_scored or None,
+                                            progress=lambda d, t: bar.progress(d / t, text=f"group {d} of {t}"))
+    bar.empty()
+if akey in st.session_state:
+    st.plotly_chart(ablation_figure(st.session_state[akey]), width="stretch", key="ablation")
+    st.dataframe(st.session_state[akey], hide_index=True, width="stretch")

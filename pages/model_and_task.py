@@ -1,0 +1,99 @@
+"""Model and task: what to compress, on which data, with which Fisher settings."""
+import streamlit as st
+
+from fwsvd_core.fisher import ESTIMATORS
+from fwsvd_core.layers import layer_table
+from fwsvd_core.sweep import same_split_warning
+from fwsvd_core.tasks import TASKS, get_task
+from studio.state import (DATA_SOURCES, demo_names, get_choice, ready, save_upload, set_choice, model_or_error,
+                          dense_score, data_or_error)
+from fwsvd_core.data import read_table
+from fwsvd_core.errors import FwsvdError
+
+st.title("Model and task")
+choice = get_choice()
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Model")
+    kinds = ["Built-in demo", "Local directory", "Hugging Face hub id"]
+    kind = st.radio("Where the model comes from", kinds, horizontal=True,
+                    index=0 if choice.model.startswith("demo:") else 1 if choice.model.startswith(("/", ".", "~")) else 2)
+    if kind == "Built-in demo":
+        names = demo_names()
+        model = st.selectbox("Demo", names, index=names.index(choice.model) if choice.model in names else 0,
+                             help="MiniLM-L6 fine-tuned by FWSVD Studio itself; built on first use")
+    else:
+        placeholder = "/path/to/saved/model" if kind == "Local directory" else "textattack/bert-base-uncased-SST-2"
+        model = st.text_input("Directory" if kind == "Local directory" else "Hub id",
+                              value="" if choice.model.startswith("demo:") else choice.model, placeholder=placeholder)
+    if model and model != choice.model:
+        demo_task = {"demo:sst2": "sst2", "demo:stsb": "stsb"}.get(model)
+        choice = set_choice(model=model, **({"task": demo_task} if demo_task else {}))
+
+with right:
+    st.subheader("Task and data")
+    task_names = list(TASKS)
+    task = st.selectbox("Task", task_names, index=task_names.index(choice.task))
+    source = st.radio("Data source", DATA_SOURCES, index=DATA_SOURCES.index(choice.data_source), horizontal=True)
+    changes = {"task": task, "data_source": source}
+    if source == "Local GLUE folder":
+        changes["data_dir"] = st.text_input("GLUE folder", value=choice.data_dir, placeholder="../shared/data/glue")
+    elif source == "Uploaded file":
+        upload = st.file_uploader("CSV, TSV or JSON with a header", type=["csv", "tsv", "json", "jsonl"])
+        if upload is not None:
+            digest = save_upload(upload.name, upload.getvalue())
+            from studio.state import upload_path
+
+            try:
+                columns = list(read_table(upload_path(digest)).columns)
+            except FwsvdError as exc:
+                st.error(str(exc))
+                columns = []
+            if columns:
+                n_text = len(get_task(task).text_columns)
+                texts = [st.selectbox(f"Text column {i + 1}", columns, index=min(i, len(columns) - 1), key=f"text{i}")
+                         for i in range(n_text)]
+                label = st.selectbox("Label column", columns, index=len(columns) - 1)
+                changes.update(upload_name=upload.name, upload_digest=digest, text_columns=tuple(texts), label_column=label)
+    elif source == "Synthetic (generated)" and task not in ("sst2", "stsb"):
+        st.error("The synthetic task exists for sst2 and stsb only.")
+    choice = set_choice(**changes)
+
+st.subheader("Fisher settings")
+c1, c2, c3 = st.columns(3)
+samples = c1.select_slider("Training examples for the Fisher", [32, 64, 128, 256, 512, 1024, 2048], value=choice.fisher_samples)
+estimator = c2.radio("Estimator", ESTIMATORS, index=ESTIMATORS.index(choice.estimator), horizontal=True,
+                     help="per-sample: the definition (each example's gradient squared); batch: squared mini-batch "
+                          "gradients, cheaper and biased low")
+subsample = c3.number_input("Score on a random subset of the dev split (0 = all)", 0, 100000, choice.eval_subsample, step=100)
+choice = set_choice(fisher_samples=samples, estimator=estimator, eval_subsample=int(subsample))
+
+st.divider()
+loaded = model_or_error(choice.model, choice.data_dir)
+if loaded is not None:
+    st.markdown(f"**Model:** {loaded.source}")
+    for note in loaded.notes:
+        (st.warning if note.startswith("SYNTHETIC") else st.caption)(note)
+    train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")
+    if train is not None and dev is not None:
+        st.markdown(f"**Data:** {dev.source} — {len(train)} training examples (Fisher), {len(dev)} scored ({dev.split})")
+        if warning := same_split_warning(train, dev):
+            st.warning(warning)
+        state = ready()
+        if state is not None:
+            try:
+                score = dense_score(choice, loaded, dev)
+            except FwsvdError as exc:
+                st.error(str(exc))
+            else:
+                m1, m2, m3, m4 = st.columns(4)
+                m1.metric(f"Dense {score.primary_metric}", f"{score.score:.4f}")
+                m2.metric("Parameters", f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f} M")
+                m3.metric("Compressible layers", len(state.session.layers))
+                m4.metric("Fisher", f"{state.fisher.n_examples} examples", state.fisher.estimator, delta_color="off")
+                st.caption(f"{score.describe()}; {score.label_message}. Fisher: {state.fisher.estimator} estimator on "
+                           f"{state.fisher.split}, {state.fisher.n_skipped} skipped"
+                           f"{' (from cache)' if state.fisher.from_cache else f', {state.fisher.seconds:.1f} s'}.")
+            st.subheader("Compressible layers")
+            st.dataframe(layer_table(state.session.layers), hide_index=True, width="stretch")

@@ -1,0 +1,145 @@
+"""Rank editor: a rank per layer, by hand, from a ratio or from a budget; recompress, score, export."""
+import io
+import json
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fwsvd_core.compression import layer_form
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.evaluation import evaluate
+from fwsvd_core.export import save_compressed
+from fwsvd_core.factorization import METHODS
+from fwsvd_core.figures import history_figure, ranks_figure
+from fwsvd_core.ranks import count_params, ranks_for_param_ratio, summarize, uniform_ranks, validate_ranks
+from studio.state import dense_score, ready
+
+st.title("Rank editor")
+state = ready()
+if state is None:
+    st.stop()
+session, choice = state.session, state.choice
+layers = session.layers
+metric = state.dev.task.primary_metric
+
+if "ranks" not in st.session_state or set(st.session_state["ranks"]) != {l.name for l in layers}:
+    st.session_state["ranks"] = uniform_ranks(layers, 0.25)
+st.session_state.setdefault("table_version", 0)
+st.session_state.setdefault("history", [])
+
+method = st.selectbox("Method", METHODS, index=METHODS.index("fwsvd-output"),
+                      help="all ranks are slices of factors computed once per method: changing a rank recomputes no SVD")
+
+f1, f2 = st.columns(2)
+with f1:
+    ratio = st.slider("Uniform rank ratio r / min(out, in)", 0.02, 1.0, 0.25, 0.01)
+    if st.button("Fill from rank ratio"):
+        st.session_state["ranks"] = uniform_ranks(layers, ratio)
+        st.session_state["table_version"] += 1
+with f2:
+    budget = st.slider("Parameter budget: kept / original parameters of the compressible layers", 0.05, 1.0, 0.5, 0.01)
+    if st.button("Fill from parameter budget"):
+        try:
+            st.session_state["ranks"], used = ranks_for_param_ratio(layers, budget)
+            st.session_state["table_version"] += 1
+            st.toast(f"uniform rank ratio {used:.3f} is the largest within the budget")
+        except FwsvdError as exc:
+            st.error(str(exc))
+
+mass = state.fisher.mass()
+total_mass = sum(mass.values()) or 1.0
+ranks = st.session_state["ranks"]
+table = pd.DataFrame([{
+    "layer": l.name, "block": l.block, "role": l.role, "shape": f"{l.out_features}x{l.in_features}",
+    "Fisher share": mass[l.name] / total_mass, "max rank": l.max_rank, "break-even rank": l.break_even_rank,
+    "rank": ranks[l.name],
+} for l in layers])
+edited = st.data_editor(
+    table, hide_index=True, width="stretch", key=f"rank_table_{st.session_state['table_version']}",
+    disabled=[c for c in table.columns if c != "rank"],
+    column_config={
+        "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
+                                              help="above the break-even rank the layer is kept dense"),
+        "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
+                                                        max_value=float(table["Fisher share"].max())),
+    },
+)
+try:
+    ranks = validate_ranks(layers, {row.layer: row.rank for row in edited.itertuples()})
+except FwsvdError as exc:
+    st.error(f"{exc} The last valid ranks are kept.")
+    ranks = st.session_state["ranks"]
+st.session_state["ranks"] = ranks
+
+summary = summarize(count_params(session.model), layers, ranks)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Parameters (model)", f"{summary.model_params_after / 1e6:.2f} M",
+          f"{summary.model_params_after - summary.model_params_before:+,}", delta_color="inverse")
+m2.metric("Parameter ratio (model)", f"{summary.param_ratio:.3f}")
+m3.metric("Parameter ratio (compressible layers)", f"{summary.compressible_param_ratio:.3f}")
+m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}")
+dense_layers = sum(layer_form(l, ranks[l.name]) == "dense" for l in layers)
+if dense_layers:
+    st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
+               "rank, since two factors would hold more parameters.")
+st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
+
+if st.button("Recompress and evaluate", type="primary"):
+    start = time.perf_counter()
+    compressed = session.compress(method, ranks)
+    recompress_ms = (time.perf_counter() - start) * 1000
+    with st.spinner("Scoring the compressed model ..."):
+        result = evaluate(compressed, state.loaded.tokenizer, state.dev, subsample=choice.eval_subsample or None)
+    st.session_state["history"].append({
+        "run": len(st.session_state["history"]) + 1, "method": method, "mean rank ratio": round(summary.mean_rank_ratio, 4),
+        "param ratio (model)": round(summary.param_ratio, 4), "param ratio (layers)": round(summary.compressible_param_ratio, 4),
+        "params": summary.model_params_after, metric: round(result.score, 4), "recompress ms": round(recompress_ms, 1),
+        "eval s": round(result.seconds, 2), "ranks": dict(ranks),
+    })
+    st.session_state["last_compressed"] = (method, dict(ranks), compressed)
+
+history = st.session_state["history"]
+if history:
+    dense = dense_score(choice, state.loaded, state.dev)
+    last = history[-1]
+    r1, r2 = st.columns(2)
+    r1.metric(f"Compressed {metric} (run {last['run']})", f"{last[metric]:.4f}", f"{last[metric] - dense.score:+.4f} vs dense")
+    r2.metric(f"Dense {metric}", f"{dense.score:.4f}")
+    st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
+    frame = pd.DataFrame(history).drop(columns=["ranks"])
+    st.plotly_chart(history_figure(frame, metric), width="stretch", key="history_chart")
+    st.dataframe(frame, hide_index=True, width="stretch")
+
+st.subheader("Export")
+e1, e2, e3 = st.columns(3)
+rank_rows = edited.assign(rank=[ranks[n] for n in edited["layer"]])
+e1.download_button("Rank table (CSV)", rank_rows.to_csv(index=False), "ranks.csv", "text/csv")
+e2.download_button("Rank table (JSON)", json.dumps({"method": method, "ranks": ranks}, indent=1), "ranks.json",
+                   "application/json")
+e3.download_button("Run history (CSV)", pd.DataFrame(history).to_csv(index=False) if history else "", "history.csv",
+                   "text/csv", disabled=not history)
+
+folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model")
+if st.button("Save compressed model", disabled=not folder):
+    try:
+        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(folder).expanduser(),
+                                {"source": state.loaded.source, "task": choice.task})
+        st.success(f"Saved to {saved}; load it with `fwsvd_core.models.load_model('{saved}')` or in this app.")
+    except (FwsvdError, OSError) as exc:
+        st.error(f"Could not save: {exc}")
+if st.button("Prepare a zip of the compressed model"):
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(tmp) / "model",
+                                {"source": state.loaded.source, "task": choice.task})
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in saved.iterdir():
+                zf.write(path, f"compressed-model/{path.name}")
+    st.session_state["model_zip"] = buffer.getvalue()
+if "model_zip" in st.session_state:
+    st.download_button("Download compressed model (zip)", st.session_state["model_zip"], "compressed-model.zip",
+                       "application/zip")

@@ -1,0 +1,229 @@
+"""What the pages share: the user's choice (per browser session) and cached heavy objects (shared, read-only)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import streamlit as st
+
+from fwsvd_core.data import TaskData, load_file, load_glue_folder, load_hub
+from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
+from fwsvd_core.finetune import read_record
+from fwsvd_core.errors import DataError, FwsvdError
+from fwsvd_core.evaluation import EvalResult, evaluate
+from fwsvd_core.fisher import FisherResult, estimate_fisher
+from fwsvd_core.models import LoadedModel, load_model
+from fwsvd_core.session import CompressionSession
+from fwsvd_core.synthetic import synthetic_task_data
+from fwsvd_core.tasks import get_task
+
+DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("FWSVD_DATA_DIR", "")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Model, task, data and Fisher settings: everything the other pages read."""
+
+    model: str = DEFAULT_DEMO
+    task: str = "sst2"
+    data_source: str = "Local GLUE folder"
+    data_dir: str = field(default_factory=default_data_dir)
+    upload_name: str = ""
+    upload_digest: str = ""
+    text_columns: tuple[str, ...] = ()
+    label_column: str = ""
+    fisher_samples: int = 256
+    estimator: str = "per-sample"
+    eval_subsample: int = 0  # 0: the whole split
+
+    @property
+    def data_key(self) -> tuple:
+        return (self.task, self.data_source, self.data_dir, self.upload_digest, self.text_columns, self.label_column)
+
+
+def get_choice() -> Choice:
+    if "choice" not in st.session_state:
+        st.session_state["choice"] = initial_choice()
+    return st.session_state["choice"]
+
+
+def initial_choice() -> Choice:
+    """The demo default, with data from the local GLUE folder when one is set, else synthetic."""
+    choice = Choice()
+    if not choice.data_dir or not Path(choice.data_dir).is_dir():
+        choice = replace(choice, data_source="Synthetic (generated)")
+    return choice
+
+
+def set_choice(**changes) -> Choice:
+    """Update the choice; a change of model or data drops what was derived from the old one."""
+    old = get_choice()
+    new = replace(old, **changes)
+    if new != old:
+        st.session_state["choice"] = new
+        if (new.model, new.data_key) != (old.model, old.data_key):
+            st.session_state.pop("ranks", None)
+    return new
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def cached_model(source: str) -> LoadedModel:
+    """Shared between browser sessions and never modified: compression works on structural copies."""
+    return load_model(source)
+
+
+def build_demo_with_progress(name: str, data_dir: str) -> None:
+    """A demo not built yet is built here, with a progress bar and a cancel button (a few minutes, once)."""
+    if name not in DEMOS or read_record(demo_dir(name)) is not None:
+        return
+    box = st.empty()
+    with box.container():
+        st.info(f"Building the demo model {name} (once; about 2-4 minutes on 2 CPU cores): fine-tuning MiniLM-L6 ...")
+        bar = st.progress(0.0)
+        st.button("Cancel", key="cancel_demo")
+    ensure_demo(name, data_dir or None, progress=lambda d, t: bar.progress(d / t, text=f"fine-tuning step {d}/{t}"))
+    box.empty()
+
+
+def model_or_error(source: str, data_dir: str = "") -> LoadedModel | None:
+    """The model, or None after showing why it could not be loaded."""
+    try:
+        build_demo_with_progress(source, data_dir)
+        return cached_model(source)
+    except FwsvdError as exc:
+        st.error(str(exc))
+        return None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _glue(task: str, folder: str, split: str) -> TaskData:
+    return load_glue_folder(get_task(task), folder, split)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _hub(task: str, split: str) -> TaskData:
+    return load_hub(get_task(task), split)
+
+
+def save_upload(name: str, data: bytes) -> str:
+    """Keep an uploaded file in a private temporary folder; returns its digest (the cache key)."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "fwsvd_uploads"
+    folder.mkdir(exist_ok=True)
+    suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl") else ".csv"
+    (folder / f"{digest}{suffix}").write_bytes(data)
+    return digest
+
+
+def upload_path(digest: str) -> Path | None:
+    matches = list((Path(tempfile.gettempdir()) / "fwsvd_uploads").glob(f"{digest}.*"))
+    return matches[0] if matches else None
+
+
+def load_split(choice: Choice, split: str) -> TaskData:
+    """One split of the chosen task from the chosen source (an uploaded file is cut 80/20 into train/dev)."""
+    if choice.data_source == "Local GLUE folder":
+        if not choice.data_dir:
+            raise DataError("Name a local GLUE folder (or set FWSVD_DATA_DIR), or choose another data source.")
+        return _glue(choice.task, choice.data_dir, split)
+    if choice.data_source == "Hugging Face hub":
+        return _hub(choice.task, split)
+    if choice.data_source == "Synthetic (generated)":
+        return synthetic_task_data(choice.task, split, 2000 if split == "train" else 500)
+    path = upload_path(choice.upload_digest)
+    if path is None:
+        raise DataError("Upload a CSV, TSV or JSON file first.")
+    data = load_file(get_task(choice.task), path, choice.text_columns, choice.label_column, split)
+    cut = int(0.8 * len(data))
+    if cut == 0 or cut == len(data):
+        raise DataError("The uploaded file needs at least 2 rows to give a Fisher part and a scored part.")
+    return data.subset(range(cut)) if split == "train" else data.subset(range(cut, len(data)))
+
+
+def data_or_error(choice: Choice, split: str) -> TaskData | None:
+    try:
+        return load_split(choice, split)
+    except FwsvdError as exc:
+        st.error(str(exc))
+        return None
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _session(model: str, fisher_key: str | None, _loaded: LoadedModel, _fisher: FisherResult | None) -> CompressionSession:
+    session = CompressionSession(_loaded)
+    if _fisher is not None:
+        session.set_fisher(_fisher)
+    return session
+
+
+def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResult | None) -> CompressionSession:
+    """The shared session (layers, Fisher, cached factors) for this model and Fisher."""
+    return _session(choice.model, None if fisher is None else fisher.key, loaded, fisher)
+
+
+def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
+    """The Fisher of the choice: from the disk cache, or computed with a progress bar and a cancel button."""
+    key = ("fisher", choice.model, choice.data_key, choice.fisher_samples, choice.estimator)
+    if key in st.session_state:
+        return st.session_state[key]
+    box = st.empty()
+    with box.container():
+        bar = st.progress(0.0, text="Estimating the Fisher ...")
+        # a click reruns the page, which stops this computation at its next progress update
+        st.button("Cancel", key="cancel_fisher")
+    try:
+        fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
+                                 fingerprint=loaded.fingerprint,
+                                 progress=lambda d, t: bar.progress(d / t, text=f"Estimating the Fisher: {d}/{t} examples"))
+    except FwsvdError as exc:
+        box.error(str(exc))
+        return None
+    box.empty()
+    st.session_state[key] = fisher
+    return fisher
+
+
+def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResult:
+    key = ("dense", choice.model, choice.data_key, choice.eval_subsample)
+    if key not in st.session_state:
+        with st.spinner("Scoring the dense model ..."):
+            st.session_state[key] = evaluate(loaded.model, loaded.tokenizer, dev, subsample=choice.eval_subsample or None)
+    return st.session_state[key]
+
+
+@dataclass
+class Ready:
+    """What a page needs once the choice is loaded."""
+
+    choice: Choice
+    loaded: LoadedModel
+    train: TaskData
+    dev: TaskData
+    fisher: FisherResult
+    session: CompressionSession
+
+
+def ready() -> Ready | None:
+    """Model, data and Fisher for the current choice, or None after saying what is missing."""
+    choice = get_choice()
+    loaded = model_or_error(choice.model, choice.data_dir)
+    if loaded is None:
+        return None
+    train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")
+    if train is None or dev is None:
+        return None
+    fisher = fisher_with_progress(choice, loaded, train)
+    if fisher is None:
+        return None
+    return Ready(choice, loaded, train, dev, fisher, compression_session(choice, loaded, fisher))
+
+
+def demo_names() -> list[str]:
+    return list(DEMOS)
