@@ -55,7 +55,7 @@ def fisher_overview(layers: list[LayerInfo], mass: dict[str, float]) -> go.Figur
         z[i, j] = np.log10(max(mass.get(l.name, 0.0), 1e-30))
         text[i][j] = f"{mass.get(l.name, 0.0):.2e}"
     fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
-                               colorscale="Inferno", colorbar={"title": "log10 Fisher"},
+                               colorscale="Viridis", colorbar={"title": "log10 Fisher"},
                                hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
     fig.update_layout(title="Fisher mass per layer (sum of the element-wise Fisher)", height=360,
                       margin={"l": 120, "r": 20, "t": 50, "b": 40})
@@ -88,7 +88,7 @@ def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
                                      legendgroup=method, showlegend=col == 1, line={"color": color}), 1, col)
     if not dense.empty:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense", row=1, col=1)
-    fig.update_xaxes(title_text="parameter ratio of the compressed layers (kept / original)")
+    fig.update_xaxes(title_text="parameter ratio (layers)")
     fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25})
     return fig
 

@@ -1,14 +1,14 @@
 """Model and task: what to compress, on which data, with which Fisher settings."""
 import streamlit as st
 
+from fwsvd_core.data import read_table
+from fwsvd_core.errors import FwsvdError
 from fwsvd_core.fisher import ESTIMATORS
 from fwsvd_core.layers import layer_table
 from fwsvd_core.sweep import same_split_warning
 from fwsvd_core.tasks import TASKS, get_task
-from studio.state import (DATA_SOURCES, demo_names, get_choice, ready, save_upload, set_choice, model_or_error,
-                          dense_score, data_or_error)
-from fwsvd_core.data import read_table
-from fwsvd_core.errors import FwsvdError
+from studio.state import (DATA_SOURCES, data_or_error, demo_names, dense_score, get_choice, model_or_error, ready,
+                          save_upload, set_choice, upload_path)
 
 st.title("Model and task")
 choice = get_choice()
@@ -43,8 +43,6 @@ with right:
         upload = st.file_uploader("CSV, TSV or JSON with a header", type=["csv", "tsv", "json", "jsonl"])
         if upload is not None:
             digest = save_upload(upload.name, upload.getvalue())
-            from studio.state import upload_path
-
             try:
                 columns = list(read_table(upload_path(digest)).columns)
             except FwsvdError as exc:
@@ -77,7 +75,9 @@ if loaded is not None:
         (st.warning if note.startswith("SYNTHETIC") else st.caption)(note)
     train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")
     if train is not None and dev is not None:
-        st.markdown(f"**Data:** {dev.source} — {len(train)} training examples (Fisher), {len(dev)} scored ({dev.split})")
+        st.markdown(f"**Data:** {dev.source} — the Fisher uses {min(choice.fisher_samples, len(train))} of "
+                    f"{len(train)} training examples; {choice.eval_subsample or len(dev)} of {len(dev)} "
+                    f"{dev.split} examples are scored")
         if warning := same_split_warning(train, dev):
             st.warning(warning)
         state = ready()
@@ -91,7 +91,7 @@ if loaded is not None:
                 m1.metric(f"Dense {score.primary_metric}", f"{score.score:.4f}")
                 m2.metric("Parameters", f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f} M")
                 m3.metric("Compressible layers", len(state.session.layers))
-                m4.metric("Fisher", f"{state.fisher.n_examples} examples", state.fisher.estimator, delta_color="off")
+                m4.metric(f"Fisher ({state.fisher.estimator})", f"{state.fisher.n_examples} examples")
                 st.caption(f"{score.describe()}; {score.label_message}. Fisher: {state.fisher.estimator} estimator on "
                            f"{state.fisher.split}, {state.fisher.n_skipped} skipped"
                            f"{' (from cache)' if state.fisher.from_cache else f', {state.fisher.seconds:.1f} s'}.")

@@ -27,11 +27,16 @@ def default_data_dir() -> str:
     return os.environ.get("FWSVD_DATA_DIR", "")
 
 
+def default_model() -> str:
+    """The model the app opens on: FWSVD_DEFAULT_MODEL, else the built-in SST-2 demo."""
+    return os.environ.get("FWSVD_DEFAULT_MODEL", DEFAULT_DEMO)
+
+
 @dataclass(frozen=True)
 class Choice:
     """Model, task, data and Fisher settings: everything the other pages read."""
 
-    model: str = DEFAULT_DEMO
+    model: str = field(default_factory=default_model)
     task: str = "sst2"
     data_source: str = "Local GLUE folder"
     data_dir: str = field(default_factory=default_data_dir)
@@ -57,6 +62,8 @@ def get_choice() -> Choice:
 def initial_choice() -> Choice:
     """The demo default, with data from the local GLUE folder when one is set, else synthetic."""
     choice = Choice()
+    if choice.model == "demo:stsb":
+        choice = replace(choice, task="stsb")
     if not choice.data_dir or not Path(choice.data_dir).is_dir():
         choice = replace(choice, data_source="Synthetic (generated)")
     return choice
@@ -79,23 +86,50 @@ def cached_model(source: str) -> LoadedModel:
     return load_model(source)
 
 
-def build_demo_with_progress(name: str, data_dir: str) -> None:
-    """A demo not built yet is built here, with a progress bar and a cancel button (a few minutes, once)."""
-    if name not in DEMOS or read_record(demo_dir(name)) is not None:
-        return
+def _cancel(flag: str) -> None:
+    st.session_state[flag] = True
+
+
+def cancelled(flag: str, what: str) -> bool:
+    """After a cancel: say so and wait for the user to start again (True while waiting)."""
+    if not st.session_state.get(flag):
+        return False
+    st.warning(f"{what} was cancelled; nothing half-done was kept.")
+    if st.button(f"Start {what.lower()} again", type="primary", key=f"restart_{flag}"):
+        st.session_state[flag] = False
+        return False
+    return True
+
+
+def progress_box(text: str, flag: str):
+    """An info line, a progress bar and a Cancel button; a click reruns the page, which stops the
+    computation at its next progress update, and the flag keeps the next run from starting it again."""
     box = st.empty()
     with box.container():
-        st.info(f"Building the demo model {name} (once; about 2-4 minutes on 2 CPU cores): fine-tuning MiniLM-L6 ...")
+        st.info(text)
         bar = st.progress(0.0)
-        st.button("Cancel", key="cancel_demo")
+        st.button("Cancel", key=f"cancel_{flag}", on_click=_cancel, args=(flag,))
+    return box, bar
+
+
+def build_demo_with_progress(name: str, data_dir: str) -> bool:
+    """A demo not built yet is built here, with progress and cancel (a few minutes, once). False if cancelled."""
+    if name not in DEMOS or read_record(demo_dir(name)) is not None:
+        return True
+    if cancelled("demo_cancelled", "Building the demo"):
+        return False
+    box, bar = progress_box(f"Building the demo model {name} (once; 2-4 minutes on 2 CPU cores): fine-tuning "
+                            "MiniLM-L6 ...", "demo_cancelled")
     ensure_demo(name, data_dir or None, progress=lambda d, t: bar.progress(d / t, text=f"fine-tuning step {d}/{t}"))
     box.empty()
+    return True
 
 
 def model_or_error(source: str, data_dir: str = "") -> LoadedModel | None:
     """The model, or None after showing why it could not be loaded."""
     try:
-        build_demo_with_progress(source, data_dir)
+        if not build_demo_with_progress(source, data_dir):
+            return None
         return cached_model(source)
     except FwsvdError as exc:
         st.error(str(exc))
@@ -173,11 +207,9 @@ def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -
     key = ("fisher", choice.model, choice.data_key, choice.fisher_samples, choice.estimator)
     if key in st.session_state:
         return st.session_state[key]
-    box = st.empty()
-    with box.container():
-        bar = st.progress(0.0, text="Estimating the Fisher ...")
-        # a click reruns the page, which stops this computation at its next progress update
-        st.button("Cancel", key="cancel_fisher")
+    if cancelled("fisher_cancelled", "Estimating the Fisher"):
+        return None
+    box, bar = progress_box(f"Estimating the Fisher on {choice.fisher_samples} training examples ...", "fisher_cancelled")
     try:
         fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
                                  fingerprint=loaded.fingerprint,

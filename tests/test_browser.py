@@ -1,0 +1,117 @@
+"""End to end: the real app under `streamlit run`, driven in headless Chromium. Screenshots go to artifacts/."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, make_tiny_model
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+SHOTS = REPO / "artifacts" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, minilm_dir, glue_dir):
+    root = tmp_path_factory.mktemp("browser")
+    bert = make_tiny_model("bert", root / "tiny-bert", minilm_dir)
+    distil = make_tiny_model("distilbert", root / "tiny-distilbert", minilm_dir)
+    port = free_port()
+    env = {**os.environ, "FWSVD_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1",
+           "FWSVD_DATA_DIR": str(glue_dir), "FWSVD_DEFAULT_MODEL": str(bert)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+    yield f"http://127.0.0.1:{port}", distil
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run is over (Streamlit keeps the old elements on screen while it reruns)."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def open_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for()
+    settle(page)
+
+
+def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page):
+    url, distil = server
+    page.goto(url)
+    page.get_by_text("Dense accuracy").wait_for()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    settle(page)
+    shot(page, "1-model-and-task")
+
+    # load another small model from a local directory, as a user would type it
+    page.get_by_text("Local directory", exact=True).click()
+    box = page.get_by_role("textbox", name="Directory")
+    box.fill(str(distil))
+    box.press("Enter")
+    page.get_by_text(f"local directory {distil}").wait_for()
+    settle(page)
+    page.get_by_text("Dense accuracy").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    open_page(page, "Fisher importance")
+    page.locator('[data-testid="stPlotlyChart"]').nth(3).wait_for()
+    shot(page, "2-fisher")
+
+    open_page(page, "The SVD mismatch")
+    page.get_by_role("button", name="Run the sweep").click()
+    page.get_by_text("task score (accuracy)").wait_for()
+    shot(page, "3-mismatch")
+
+    open_page(page, "Rank editor")
+    page.get_by_role("button", name="Fill from rank ratio").click()
+    settle(page)
+    page.get_by_role("button", name="Recompress and evaluate").click()
+    page.get_by_text("Compressed accuracy (run 1)").wait_for()
+    shot(page, "4-rank-editor")
+    assert page.locator('[data-testid="stException"]').count() == 0
+    for name in ("1-model-and-task", "2-fisher", "3-mismatch", "4-rank-editor"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 10_000

@@ -1,0 +1,168 @@
+"""Every page driven through Streamlit's AppTest, on a tiny model and the local GLUE data."""
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from studio.state import Choice, save_upload
+
+
+def make_app(model: str, glue_dir, **overrides) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    settings = dict(model=model, task="sst2", data_source="Local GLUE folder", data_dir=str(glue_dir),
+                    fisher_samples=32, eval_subsample=100)
+    at.session_state["choice"] = Choice(**{**settings, **overrides})
+    return at
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture
+def app(tiny_models, glue_dir):
+    return make_app(str(tiny_models["bert"]), glue_dir).run()
+
+
+def test_model_page_shows_source_layers_dense_score_and_fisher(app):
+    no_failure(app)
+    metrics = {m.label: m.value for m in app.metric}
+    assert float(metrics["Dense accuracy"]) == pytest.approx(float(metrics["Dense accuracy"]))
+    assert metrics["Compressible layers"] == "12" and metrics["Fisher (per-sample)"] == "32 examples"
+    layers = app.dataframe[0].value
+    assert list(layers.columns[:4]) == ["layer", "block", "role", "out"] and len(layers) == 12
+    assert any("local directory" in m.value for m in app.markdown)
+    assert any("GLUE folder" in m.value for m in app.markdown)
+
+
+def test_unknown_model_gives_a_message_not_a_traceback(tiny_models, glue_dir):
+    at = make_app("someone/not-a-model", glue_dir).run()
+    assert not at.exception
+    assert any("not in the local cache" in e.value and "demo:sst2" in e.value for e in at.error)
+
+
+def test_a_file_without_the_columns_is_refused_clearly(tiny_models, glue_dir):
+    digest = save_upload("mine.csv", b"text,score\nhello,1\nbye,0\n")
+    at = make_app(str(tiny_models["bert"]), glue_dir, data_source="Uploaded file", upload_digest=digest,
+                  text_columns=("sentence",), label_column="label").run()
+    assert not at.exception
+    assert any("missing column" in e.value for e in at.error)
+
+
+def test_an_uploaded_file_is_split_and_scored(tiny_models, glue_dir):
+    digest = save_upload("mine.csv", b"t,y\n" + b"".join(f"sentence {i},{i % 2}\n".encode() for i in range(40)))
+    at = make_app(str(tiny_models["bert"]), glue_dir, data_source="Uploaded file", upload_digest=digest,
+                  text_columns=("t",), label_column="y").run()
+    no_failure(at)
+    assert any(m.label == "Dense accuracy" for m in at.metric)
+
+
+def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
+    app.switch_page("pages/fisher.py").run()
+    no_failure(app)
+    figs = figures(app)
+    assert len(figs) == 4
+    overview = figs[0]["data"][0]
+    assert overview["type"] == "heatmap" and len(overview["y"]) == 6 and len(overview["x"]) == 2  # roles x blocks
+    assert figs[1]["data"][0]["type"] == "heatmap" and "Fisher" in figs[1]["layout"]["title"]["text"]
+    assert "|W|" in figs[2]["layout"]["title"]["text"]
+    assert len(figs[3]["data"]) == 2  # input side and output side
+    chosen = app.selectbox[0].value
+    app.selectbox[0].set_value([o for o in app.selectbox[0].options if o != chosen][0].split("  (")[0]).run()
+    no_failure(app)
+
+
+def test_mismatch_page_sweeps_spectra_and_ablation(app):
+    app.switch_page("pages/mismatch.py").run()
+    no_failure(app)
+    assert len(figures(app)) == 1  # the spectra; the sweep waits for its button
+    app.button[0].click().run()
+    no_failure(app)
+    table = app.dataframe[0].value
+    assert list(table["method"]).count("dense") == 1 and len(table) == 1 + 3 * 4
+    mismatch = figures(app)[0]
+    assert {t["name"] for t in mismatch["data"]} == {"svd", "fwsvd-input", "fwsvd-output"}
+    [b for b in app.button if b.label.startswith("Run the ablation")][0].click().run()
+    no_failure(app)
+    ablation = app.dataframe[1].value
+    assert list(ablation["group"]) == list(range(1, 11))
+
+
+def test_rank_editor_fills_recompresses_scores_and_exports(app):
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+    before = {m.label: m.value for m in app.metric}
+    app.slider[1].set_value(0.3).run()
+    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    no_failure(app)
+    after = {m.label: m.value for m in app.metric}
+    assert float(after["Parameter ratio (compressible layers)"]) <= 0.3
+    assert after != before
+    recompress = lambda: [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()  # noqa: E731
+    recompress()
+    app.slider[0].set_value(0.1).run()
+    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    recompress()
+    no_failure(app)
+    history = app.session_state["history"]
+    assert [h["run"] for h in history] == [1, 2] and history[1]["mean rank ratio"] < history[0]["mean rank ratio"]
+    assert history[0]["recompress ms"] < 5000
+    assert any(m.label.startswith("Compressed accuracy (run 2)") for m in app.metric)
+    labels = [d.label for d in app.get("download_button")]
+    assert {"Rank table (CSV)", "Rank table (JSON)", "Run history (CSV)"} <= set(labels)
+
+
+def test_ranks_out_of_range_give_a_message(app):
+    app.switch_page("pages/rank_editor.py").run()
+    ranks = dict(app.session_state["ranks"])
+    ranks[next(iter(ranks))] = 10_000
+    app.session_state["ranks"] = ranks
+    app.run()
+    assert not app.exception
+    assert any("must be between 1 and 32" in e.value for e in app.error)
+
+
+def test_save_compressed_model_from_the_editor(app, tmp_path):
+    from fwsvd_core.models import load_model
+
+    app.switch_page("pages/rank_editor.py").run()
+    app.text_input[0].set_value(str(tmp_path / "out")).run()
+    [b for b in app.button if b.label == "Save compressed model"][0].click().run()
+    no_failure(app)
+    assert any("Saved to" in s.value for s in app.success)
+    back = load_model(tmp_path / "out", device="cpu")
+    assert back.model.config.fwsvd_compression["method"] == "fwsvd-output"
+
+
+def test_two_sessions_keep_their_own_ranks(tiny_models, glue_dir):
+    from fwsvd_core.models import model_fingerprint
+    from studio.state import cached_model
+
+    first, second = make_app(str(tiny_models["bert"]), glue_dir), make_app(str(tiny_models["bert"]), glue_dir)
+    for at, ratio in ((first, 0.1), (second, 0.5)):
+        at.run().switch_page("pages/rank_editor.py").run()
+        at.slider[0].set_value(ratio).run()
+        [b for b in at.button if b.label == "Fill from rank ratio"][0].click().run()
+        [b for b in at.button if b.label == "Recompress and evaluate"][0].click().run()
+    name = next(iter(first.session_state["ranks"]))
+    assert first.session_state["ranks"][name] == 3 and second.session_state["ranks"][name] == 16
+    assert len(first.session_state["history"]) == len(second.session_state["history"]) == 1
+    loaded = cached_model(str(tiny_models["bert"]))
+    assert model_fingerprint(loaded.model) == loaded.fingerprint  # the shared model was never modified
+
+
+def test_a_cancelled_fisher_waits_for_the_user_then_restarts(tiny_models, glue_dir):
+    at = make_app(str(tiny_models["bert"]), glue_dir)
+    at.session_state["fisher_cancelled"] = True
+    at.run()
+    assert not at.exception and any("was cancelled" in w.value for w in at.warning)
+    assert not any(m.label == "Dense accuracy" for m in at.metric)
+    [b for b in at.button if b.label.startswith("Start estimating the fisher again")][0].click().run()
+    no_failure(at)
+    assert any(m.label == "Dense accuracy" for m in at.metric)
