@@ -45,6 +45,17 @@ class Factors:
     def reconstruct(self, rank: int) -> torch.Tensor:
         return self.left[:, :rank] @ self.right[:rank]
 
+    _PARTS = ("left", "right", "spectrum", "d_out", "d_in")
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Flat name -> tensor entries for a safetensors file."""
+        return {f"{prefix}/{p}": getattr(self, p) for p in self._PARTS if getattr(self, p) is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, method: str, device) -> "Factors":
+        parts = {p: tensors.get(f"{prefix}/{p}") for p in cls._PARTS}
+        return cls(**{p: None if t is None else t.to(device) for p, t in parts.items()}, method=method)
+
 
 def importance_scaling(fisher: torch.Tensor, side: str) -> torch.Tensor:
     """sqrt of the summed Fisher per output row (side='output') or input column (side='input'), clamped."""

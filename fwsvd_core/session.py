@@ -64,24 +64,12 @@ class CompressionSession:
         path = cache_root() / "factors" / f"{key}.safetensors" if key else None
         cached = load_tensors(path) if path else None
         if cached is not None:
-            tensors, _ = cached
-            device = self.loaded.device
-            out = {}
-            for l in self.layers:
-                get = lambda part: tensors.get(f"{l.name}/{part}")  # noqa: E731
-                out[l.name] = Factors(get("left").to(device), get("right").to(device), get("spectrum").to(device),
-                                      None if get("d_out") is None else get("d_out").to(device),
-                                      None if get("d_in") is None else get("d_in").to(device), method)
+            out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
         else:
             out = {l.name: factorize(self.weight(l.name), method, None if fisher is None else fisher[l.name])
                    for l in self.layers}
             if path:
-                flat = {}
-                for name, f in out.items():
-                    for part in ("left", "right", "spectrum", "d_out", "d_in"):
-                        if getattr(f, part) is not None:
-                            flat[f"{name}/{part}"] = getattr(f, part)
-                save_tensors(path, flat, {"method": method})
+                save_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()}, {"method": method})
         self._factors[method] = out
         return out
 

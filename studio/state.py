@@ -15,6 +15,7 @@ from fwsvd_core.finetune import read_record
 from fwsvd_core.errors import DataError, FwsvdError
 from fwsvd_core.evaluation import EvalResult, evaluate
 from fwsvd_core.fisher import FisherResult, estimate_fisher
+from fwsvd_core.hub import hub_reachable
 from fwsvd_core.models import LoadedModel, load_model
 from fwsvd_core.session import CompressionSession
 from fwsvd_core.synthetic import synthetic_task_data
@@ -60,12 +61,12 @@ def get_choice() -> Choice:
 
 
 def initial_choice() -> Choice:
-    """The demo default, with data from the local GLUE folder when one is set, else synthetic."""
+    """The demo default; data from the local GLUE folder when one is set, else the hub, else synthetic."""
     choice = Choice()
     if choice.model == "demo:stsb":
         choice = replace(choice, task="stsb")
     if not choice.data_dir or not Path(choice.data_dir).is_dir():
-        choice = replace(choice, data_source="Synthetic (generated)")
+        choice = replace(choice, data_source="Hugging Face hub" if hub_reachable() else "Synthetic (generated)")
     return choice
 
 
