@@ -7,16 +7,23 @@ import sys
 import time
 from pathlib import Path
 
+from .activations import estimate_activation_stats
+from .allocation import ALLOCATORS, allocate
 from .data import TaskData, load_task_data
 from .errors import FwsvdError
 from .evaluation import evaluate
 from .export import save_compressed
-from .factorization import METHODS
+from .factorization import ACTIVATION_METHODS
 from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .layers import layer_table
 from .models import LoadedModel, load_model
-from .session import CompressionSession
+from .predictor import validate_predictor
+from .session import (
+    COMPRESSION_METHODS,
+    CompressionSession,
+    canonical_compression_method,
+)
 from .sweep import ranks_for, run_sweep, same_split_warning
 from .tasks import get_task
 
@@ -47,6 +54,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=int, default=0,
                    help="fine-tune each compressed model this many steps on the Fisher split (the paper's 'with fine-tuning')")
     p.add_argument("--finetune-lr", type=float, default=5e-5)
+    p.add_argument("--solver-iters", type=int, default=30, help="TFWSVD: most iterations per layer and rank")
+    p.add_argument("--solver-seconds", type=float, default=3.0, help="TFWSVD: time budget per layer and rank")
 
 
 def _progress(label: str):
@@ -78,6 +87,35 @@ def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
     session.set_fisher(fisher)
 
 
+def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods: list[str], allocators: str) -> None:
+    """Estimate what the chosen methods and allocators need: the Fisher, input activations."""
+    session.tfwsvd_settings = {"max_iter": args.solver_iters, "tol": 1e-4, "time_budget": args.solver_seconds}
+    needs_fisher = any(m != "svd" and m not in ACTIVATION_METHODS for m in methods) or any(
+        a in allocators for a in ("spectral", "sensitivity"))
+    if needs_fisher:
+        _fisher(args, session, fisher_data)
+    if any(m in ACTIVATION_METHODS for m in methods):
+        stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
+                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
+        print(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s", file=sys.stderr)
+        session.set_activations(stats)
+
+
+def cmd_predictor(args) -> int:
+    loaded, session, fisher_data, eval_data = _prepare(args)
+    _fisher(args, session, fisher_data)
+    table, correlation = validate_predictor(session, eval_data, args.rank_ratio, args.weighted,
+                                            subsample=args.eval_subsample, progress=_progress("layers"))
+    print(table.round(5).to_string(index=False))
+    print(json.dumps(correlation))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out.with_suffix(".csv"), index=False)
+    out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
+                                                    "weighted": args.weighted, "correlation": correlation}, indent=1))
+    return 0
+
+
 def cmd_layers(args) -> int:
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     print(layer_table(CompressionSession(loaded).layers).to_string(index=False))
@@ -86,14 +124,15 @@ def cmd_layers(args) -> int:
 
 def cmd_sweep(args) -> int:
     loaded, session, fisher_data, eval_data = _prepare(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if any(m != "svd" for m in methods):
-        _fisher(args, session, fisher_data)
+    methods = [canonical_compression_method(m) for m in args.methods.split(",") if m.strip()]
+    _calibrate(args, session, fisher_data, methods, args.allocators)
     start = time.perf_counter()
     table = run_sweep(session, eval_data, methods, _floats(args.ratios) if args.ratios else None,
-                      _floats(args.param_ratios) if args.param_ratios else None, args.batch_size, args.max_length,
-                      args.eval_subsample, report=lambda t: print(t, file=sys.stderr),
-                      finetune_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
+                      _floats(args.param_ratios) if args.param_ratios else None, batch_size=args.batch_size,
+                      max_length=args.max_length,
+                      allocators=[a.strip() for a in args.allocators.split(",") if a.strip()],
+                      subsample=args.eval_subsample, report=lambda t: print(t, file=sys.stderr),
+                      train_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
     print(table.to_string(index=False))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,13 +148,14 @@ def cmd_sweep(args) -> int:
 
 def cmd_compress(args) -> int:
     loaded, session, fisher_data, eval_data = _prepare(args)
-    if args.method != "svd":
-        _fisher(args, session, fisher_data)
+    _calibrate(args, session, fisher_data, [canonical_compression_method(args.method)], args.allocator)
     if args.ranks:
         ranks = json.loads(Path(args.ranks).read_text())
         ranks = ranks.get("ranks", ranks)
+    elif args.param_ratio is not None:
+        ranks = allocate(session, args.allocator, args.param_ratio, args.method, calibration=fisher_data)
     else:
-        ranks = ranks_for(session, args.rank_ratio, args.param_ratio)
+        ranks = ranks_for(session, rank_ratio=args.rank_ratio)
     compressed = session.compress(args.method, ranks)
     if args.finetune_steps:
         compressed, tuned = finetune_compressed(compressed, loaded.tokenizer, fisher_data, args.finetune_steps,
@@ -140,15 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="score every method at every ratio")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output", help=f"comma-separated: {', '.join(METHODS)}")
-    p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated")
+    p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output",
+                   help=f"comma-separated: {', '.join(COMPRESSION_METHODS)}")
+    p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated ('' for none)")
     p.add_argument("--param-ratios", default=None, help="parameter ratios (kept/original of the layers), comma-separated")
+    p.add_argument("--allocators", default="uniform", help=f"for --param-ratios, comma-separated: {', '.join(ALLOCATORS)}")
     p.add_argument("--out", default="results/sweep", help="output path without suffix: writes .csv and .json")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("compress", help="compress and save a model")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--method", default="fwsvd-output", help=", ".join(METHODS))
+    p.add_argument("--method", default="fwsvd-output", help=", ".join(COMPRESSION_METHODS))
+    p.add_argument("--allocator", default="uniform", choices=ALLOCATORS, help="how --param-ratio is met")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--rank-ratio", type=float)
     group.add_argument("--param-ratio", type=float)
@@ -156,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", required=True, help="directory to write the compressed model to")
     p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving")
     p.set_defaults(func=cmd_compress)
+    p = sub.add_parser("predictor", help="validate the per-layer predictor of SVD failure against measured drops")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--rank-ratio", type=float, default=0.25)
+    p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
+    p.add_argument("--out", default="results/predictor")
+    p.set_defaults(func=cmd_predictor)
     return parser
 
 

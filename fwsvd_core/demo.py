@@ -34,7 +34,7 @@ class DemoSpec:
 
 DEMOS = {
     "demo:sst2": DemoSpec("sst2", train_examples=16000, epochs=1.0, lr=5e-5),
-    "demo:stsb": DemoSpec("stsb", train_examples=5749, epochs=3.0, lr=5e-5),
+    "demo:stsb": DemoSpec("stsb", train_examples=5749, epochs=2.0, lr=1e-4),
 }
 DEFAULT_DEMO = "demo:sst2"
 

@@ -23,6 +23,7 @@ class EvalResult:
     interval: tuple[float, float] | None  # 95% bootstrap interval of the primary metric, when subsampled
     seconds: float
     label_message: str
+    loss: float = float("nan")  # mean task loss (cross-entropy, or squared error for regression)
 
     @property
     def score(self) -> float:
@@ -40,9 +41,20 @@ def predict(
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> np.ndarray:
     """Predictions in the task's label space (class indices, or floats for regression), in data order."""
+    return predict_with_loss(model, tokenizer, data, mapping, batch_size, max_length, progress, cancel)[0]
+
+
+def predict_with_loss(
+    model: nn.Module, tokenizer, data: TaskData, mapping: LabelMapping, batch_size: int = 64, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (as `predict`) and each example's task loss."""
+    from .fisher import per_example_loss, task_targets
+
     device = next(model.parameters()).device
     encoded = encode(tokenizer, data, max_length, model)
     out = np.empty(len(data), dtype=np.float32 if data.task.is_regression else np.int64)
+    losses = np.empty(len(data), dtype=np.float64)
     to_task = torch.tensor(mapping.model_to_task, device=device)
     was_training = model.training
     model.eval()
@@ -52,9 +64,11 @@ def predict(
                 logits = model(**batch).logits
                 pred = logits[:, 0] if data.task.is_regression else to_task[logits.argmax(dim=-1)]
                 out[idx] = pred.float().cpu().numpy() if data.task.is_regression else pred.cpu().numpy()
+                targets = task_targets(data, model, idx).to(device)
+                losses[idx] = per_example_loss(logits, targets, data.task.is_regression).double().cpu().numpy()
     finally:
         model.train(was_training)
-    return out
+    return out, losses
 
 
 def evaluate(
@@ -66,8 +80,8 @@ def evaluate(
     start = time.perf_counter()
     mapping = map_labels(model.config, data.task)
     part = data.sample(subsample, seed)
-    preds = predict(model, tokenizer, part, mapping, batch_size, max_length, progress, cancel)
+    preds, losses = predict_with_loss(model, tokenizer, part, mapping, batch_size, max_length, progress, cancel)
     metrics = compute_metrics(data.task, preds, part.labels)
     interval = bootstrap_interval(data.task, preds, part.labels, seed=seed) if len(part) < len(data) else None
     return EvalResult(metrics, data.task.primary_metric, len(part), len(data), interval,
-                      time.perf_counter() - start, mapping.message)
+                      time.perf_counter() - start, mapping.message, float(np.mean(losses)))

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model as load_safetensors_into, save_model as save_safetensors_from
+from safetensors.torch import load_model as load_safetensors_into
+from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
 from .compression import FORM_DENSE, FORM_LOWRANK, replace_module
@@ -50,7 +51,11 @@ def is_compressed_dir(directory: str | Path) -> bool:
 
 def load_compressed(directory: str | Path, device: str | torch.device | None = None) -> LoadedModel:
     """Rebuild the architecture from the config, put the factorized layers in place, load the weights."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     directory = Path(directory)
     if not is_compressed_dir(directory):

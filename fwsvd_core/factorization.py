@@ -5,12 +5,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .errors import FwsvdError
-from .layers import LayerInfo, weight_out_in
 
-METHODS = ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both")
+METHODS = ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm")
+FISHER_METHODS = ("fwsvd-input", "fwsvd-output", "fwsvd-both")
+ACTIVATION_METHODS = ("asvd", "svd-llm")
+ASVD_ALPHA = 0.5
 _ALIASES = {"fwsvd": "fwsvd-input"}
 # a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
 IMPORTANCE_FLOOR = 1e-6
@@ -67,12 +68,54 @@ def importance_scaling(fisher: torch.Tensor, side: str) -> torch.Tensor:
     return sums.clamp_min(IMPORTANCE_FLOOR * mean).sqrt().float()
 
 
-def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = None) -> Factors:
-    """Factors of one [out, in] weight by `method` (SVD, or FWSVD weighted on the input, output or both sides)."""
+def whitening(second_moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """S and S^-1 with S S^T equal to the input second moment (SVD-LLM), and how S was had.
+
+    Cholesky first; with growing jitter when the matrix is singular (dead or duplicated channels);
+    an eigendecomposition with clamped eigenvalues as the last resort.
+    """
+    c = second_moment.double()
+    scale = float(c.diagonal().mean()) or 1.0
+    eye = torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
+    for jitter in (0.0, 1e-8, 1e-6, 1e-4, 1e-2):
+        factor, info = torch.linalg.cholesky_ex(c + jitter * scale * eye)
+        if int(info) == 0:
+            inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
+            return factor.float(), inverse.float(), "cholesky" if jitter == 0 else f"cholesky+jitter {jitter:g}"
+    values, vectors = torch.linalg.eigh(c)
+    values = values.clamp_min(1e-6 * scale)
+    return (vectors * values.sqrt()).float(), (vectors / values.sqrt()).T.float(), "eigh (clamped)"
+
+
+def activation_scaling(mean_abs: torch.Tensor, alpha: float = ASVD_ALPHA) -> torch.Tensor:
+    """ASVD's per-input-channel scale: mean |x| to the power alpha, clamped away from zero."""
+    m = torch.nan_to_num(mean_abs.double(), nan=0.0).clamp_min(0.0)
+    mean = float(m.mean())
+    if mean <= 0.0:
+        return torch.ones_like(m, dtype=torch.float32)
+    return m.clamp_min(IMPORTANCE_FLOOR * mean).pow(alpha).float()
+
+
+def factorize(
+    weight: torch.Tensor, method: str, fisher: torch.Tensor | None = None,
+    mean_abs: torch.Tensor | None = None, second_moment: torch.Tensor | None = None,
+) -> Factors:
+    """Factors of one [out, in] weight by `method`: SVD; FWSVD weighted on the input, output or both
+    sides (needs the Fisher); ASVD (needs the mean |input|); SVD-LLM (needs the input second moment)."""
     method = canonical_method(method)
     w = weight.detach().float()
     d_out = d_in = None
-    if method != "svd":
+    if method == "svd-llm":
+        if second_moment is None:
+            raise FwsvdError("svd-llm needs the input second moment of the layer (calibration activations).")
+        factor, inverse, _ = whitening(second_moment.to(w.device))
+        u, s, vh = torch.linalg.svd(w @ factor, full_matrices=False)
+        return Factors((u * s[None, :]).contiguous(), (vh @ inverse).contiguous(), s, None, None, method)
+    if method == "asvd":
+        if mean_abs is None:
+            raise FwsvdError("asvd needs the mean absolute input of the layer (calibration activations).")
+        d_in = activation_scaling(mean_abs.to(w.device))
+    elif method != "svd":
         if fisher is None:
             raise FwsvdError(f"{method} needs the Fisher of the layer.")
         if fisher.shape != w.shape:
@@ -95,20 +138,6 @@ def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = N
     if d_in is not None:
         right = right / d_in[None, :]
     return Factors(left.contiguous(), right.contiguous(), s, d_out, d_in, method)
-
-
-def factorize_layers(
-    model: nn.Module, layers: list[LayerInfo], method: str, fisher: dict[str, torch.Tensor] | None = None,
-) -> dict[str, Factors]:
-    """Factors for every layer; each layer uses its own Fisher."""
-    modules = dict(model.named_modules())
-    out = {}
-    for layer in layers:
-        f = None if fisher is None else fisher.get(layer.name)
-        if method != "svd" and f is None:
-            raise FwsvdError(f"No Fisher for layer {layer.name}.")
-        out[layer.name] = factorize(weight_out_in(modules[layer.name]), method, f)
-    return out
 
 
 def reconstruction_errors(

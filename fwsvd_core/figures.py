@@ -42,8 +42,9 @@ def matrix_heatmap(matrix: torch.Tensor, title: str, log: bool = True, max_cells
     return fig
 
 
-def fisher_overview(layers: list[LayerInfo], mass: dict[str, float]) -> go.Figure:
-    """Blocks x roles: total Fisher per layer, log scale."""
+def fisher_overview(layers: list[LayerInfo], mass: dict[str, float],
+                    title: str = "Fisher mass per layer (sum of the element-wise Fisher)") -> go.Figure:
+    """Blocks x roles: a positive number per layer (the Fisher mass by default), log scale."""
     roles = [r for r in ROLES if any(l.role == r for l in layers)]
     blocks = sorted({l.block for l in layers if l.block is not None})
     z = np.full((len(roles), len(blocks)), np.nan)
@@ -55,9 +56,9 @@ def fisher_overview(layers: list[LayerInfo], mass: dict[str, float]) -> go.Figur
         z[i, j] = np.log10(max(mass.get(l.name, 0.0), 1e-30))
         text[i][j] = f"{mass.get(l.name, 0.0):.2e}"
     fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
-                               colorscale="Viridis", colorbar={"title": "log10 Fisher"},
+                               colorscale="Viridis", colorbar={"title": "log10"},
                                hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
-    fig.update_layout(title="Fisher mass per layer (sum of the element-wise Fisher)", height=360,
+    fig.update_layout(title=title, height=360,
                       margin={"l": 120, "r": 20, "t": 50, "b": 40})
     return fig
 

@@ -1,19 +1,47 @@
 """One model under study: its layers, its Fisher, and factors per method computed once and cached."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from .activations import ActivationStats
 from .cache import cache_key, cache_root, load_tensors, save_tensors
 from .compression import compress
-from .factorization import Factors, canonical_method, factorize, reconstruction_errors
+from .errors import FwsvdError
+from .factorization import (
+    ACTIVATION_METHODS,
+    FISHER_METHODS,
+    METHODS,
+    Factors,
+    canonical_method,
+    factorize,
+    reconstruction_errors,
+)
 from .fisher import FisherResult
 from .layers import LayerInfo, require_layers, weight_out_in
 from .models import LoadedModel
-from .ranks import RankMap
+from .ranks import RankMap, validate_ranks
+from .tfwsvd import SOLVERS, solve, weighted_objective
+
+TFWSVD_METHODS = tuple(f"tfwsvd-{s}" for s in SOLVERS)
+COMPRESSION_METHODS = METHODS + TFWSVD_METHODS
+
+
+def canonical_compression_method(method: str) -> str:
+    """Any method `compress` takes: a decomposition of METHODS, or TFWSVD with a named solver."""
+    name = method.strip().lower()
+    if name in ("tfwsvd",):
+        return "tfwsvd-als"
+    if name in TFWSVD_METHODS:
+        return name
+    try:
+        return canonical_method(name)
+    except FwsvdError:
+        raise FwsvdError(f"Unknown method {method!r}; choose from {', '.join(COMPRESSION_METHODS)}.") from None
 
 
 @dataclass
@@ -23,8 +51,11 @@ class CompressionSession:
     loaded: LoadedModel
     layers: list[LayerInfo] = field(default_factory=list)
     fisher: FisherResult | None = None
+    activations: ActivationStats | None = None
     use_disk_cache: bool = True
+    tfwsvd_settings: dict = field(default_factory=lambda: {"max_iter": 30, "tol": 1e-4, "time_budget": 3.0})
     _factors: dict[str, dict[str, Factors]] = field(default_factory=dict)
+    _solved: dict[tuple, Factors] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.layers:
@@ -39,44 +70,103 @@ class CompressionSession:
 
     def set_fisher(self, fisher: FisherResult) -> None:
         self.fisher = fisher
-        self._factors = {m: f for m, f in self._factors.items() if m == "svd"}  # weighted factors depend on it
+        for method in FISHER_METHODS:
+            self._factors.pop(method, None)
 
-    def _fisher_for(self, method: str) -> dict[str, torch.Tensor] | None:
-        if method == "svd":
-            return None
-        if self.fisher is None:
-            raise ValueError(f"{method} needs the Fisher: estimate it first.")
-        return self.fisher.per_layer
+    def set_activations(self, stats: ActivationStats) -> None:
+        self.activations = stats
+        for method in ACTIVATION_METHODS:
+            self._factors.pop(method, None)
+
+    def _inputs(self, method: str, name: str) -> dict[str, torch.Tensor]:
+        """What `factorize` needs beside the weight, for one layer."""
+        if method in FISHER_METHODS:
+            if self.fisher is None:
+                raise ValueError(f"{method} needs the Fisher: estimate it first.")
+            return {"fisher": self.fisher.per_layer[name]}
+        if method in ACTIVATION_METHODS:
+            if self.activations is None:
+                raise ValueError(f"{method} needs calibration activations: collect them first.")
+            return {"mean_abs": self.activations.mean_abs[name], "second_moment": self.activations.second_moment[name]}
+        return {}
+
+    def _source_key(self, method: str) -> str | None:
+        """The cache key of what the method's factors derive from besides the weights ('' for SVD)."""
+        if method in FISHER_METHODS:
+            return None if self.fisher is None else self.fisher.key
+        if method in ACTIVATION_METHODS:
+            return None if self.activations is None else self.activations.key or None
+        return ""
 
     def _disk_key(self, method: str) -> str | None:
-        if not self.use_disk_cache or (method != "svd" and (self.fisher is None or self.fisher.key is None)):
+        source = self._source_key(method)
+        if not self.use_disk_cache or source is None:
             return None
-        return cache_key(kind="factors", model=self.loaded.fingerprint, method=method,
-                         fisher=None if method == "svd" else self.fisher.key, layers=[l.name for l in self.layers])
+        return cache_key(kind="factors", model=self.loaded.fingerprint, method=method, source=source,
+                         layers=[l.name for l in self.layers])
 
     def factors(self, method: str) -> dict[str, Factors]:
         """Factors of every layer by `method`: from memory, else the disk cache, else computed."""
         method = canonical_method(method)
         if method in self._factors:
             return self._factors[method]
-        fisher = self._fisher_for(method)
+        inputs = {l.name: self._inputs(method, l.name) for l in self.layers}
         key = self._disk_key(method)
         path = cache_root() / "factors" / f"{key}.safetensors" if key else None
         cached = load_tensors(path) if path else None
         if cached is not None:
             out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
         else:
-            out = {l.name: factorize(self.weight(l.name), method, None if fisher is None else fisher[l.name])
-                   for l in self.layers}
+            out = {l.name: factorize(self.weight(l.name), method, **inputs[l.name]) for l in self.layers}
             if path:
                 save_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()}, {"method": method})
         self._factors[method] = out
         return out
 
+    def solved_factors(self, solver: str, name: str, rank: int) -> Factors:
+        """TFWSVD factors of one layer at one rank (a new rank is a new solve), cached in memory and on disk.
+
+        The solve starts from whichever FWSVD variant has the smallest element-wise weighted error at that rank.
+        """
+        if self.fisher is None:
+            raise ValueError("TFWSVD needs the Fisher: estimate it first.")
+        memo = (solver, name, rank, tuple(sorted(self.tfwsvd_settings.items())))
+        if memo in self._solved:
+            return self._solved[memo]
+        method = f"tfwsvd-{solver}"
+        path = None
+        if self.use_disk_cache and self.fisher.key:
+            key = cache_key(kind="tfwsvd", model=self.loaded.fingerprint, fisher=self.fisher.key, solver=solver,
+                            layer=name, rank=rank, settings=self.tfwsvd_settings)
+            path = cache_root() / "tfwsvd" / f"{key}.safetensors"
+            if (hit := load_tensors(path)) is not None:
+                self._solved[memo] = Factors.from_tensors(hit[0], name, method, self.loaded.device)
+                return self._solved[memo]
+        weight, fisher = self.weight(name), self.fisher.per_layer[name].to(self.loaded.device)
+        start = min((self.factors(m)[name] for m in FISHER_METHODS),
+                    key=lambda f: weighted_objective(weight, fisher, f.left[:, :rank], f.right[:rank]))
+        result = solve(weight, fisher, start, rank, solver, **self.tfwsvd_settings)
+        factors = result.as_factors(method)
+        if path is not None:
+            save_tensors(path, factors.to_tensors(name), {"objective": json.dumps(result.objective), "stopped": result.stopped})
+        self._solved[memo] = factors
+        return factors
+
+    def factors_at(self, method: str, ranks: RankMap) -> dict[str, Factors]:
+        """Factors whose first r columns give each layer's rank-r approximation: slices of the cached
+        decomposition, or for TFWSVD a solve per layer and rank (full-rank layers need none)."""
+        method = canonical_compression_method(method)
+        if not method.startswith("tfwsvd-"):
+            return self.factors(method)
+        solver = method.removeprefix("tfwsvd-")
+        return {l.name: self.solved_factors(solver, l.name, ranks.get(l.name, l.max_rank))
+                for l in self.layers if ranks.get(l.name, l.max_rank) < l.max_rank}
+
     def compress(self, method: str, ranks: RankMap) -> nn.Module:
-        """A compressed copy from the cached factors (slicing only)."""
-        method = canonical_method(method)
-        return compress(self.model, self.layers, self.factors(method), ranks, method)
+        """A compressed copy from cached factors (slicing only, but for TFWSVD's per-rank solves)."""
+        method = canonical_compression_method(method)
+        ranks = validate_ranks(self.layers, ranks)
+        return compress(self.model, self.layers, self.factors_at(method, ranks), ranks, method)
 
     def layer_errors(self, method: str, name: str, ranks: list[int] | None = None) -> dict[str, np.ndarray]:
         fisher = None if self.fisher is None else self.fisher.per_layer[name]
@@ -84,12 +174,14 @@ class CompressionSession:
 
     def model_errors(self, method: str, ranks: RankMap) -> dict[str, float]:
         """Relative errors over the whole compressible part: sqrt(sum of squared errors / sum of squared norms)."""
-        factors = self.factors(method)
+        ranks = validate_ranks(self.layers, ranks)
+        factors = self.factors_at(method, ranks)
         sq = {"plain": 0.0, "fisher": 0.0}
         norms = {"plain": 0.0, "fisher": 0.0}
         for l in self.layers:
             w = self.weight(l.name).float()
-            residual = w - factors[l.name].reconstruct(ranks.get(l.name, l.max_rank))
+            rank = ranks[l.name]
+            residual = w - factors[l.name].reconstruct(rank) if rank < l.max_rank else torch.zeros_like(w)
             sq["plain"] += float((residual**2).sum())
             norms["plain"] += float((w**2).sum())
             if self.fisher is not None:

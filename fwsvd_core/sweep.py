@@ -5,11 +5,18 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from .allocation import allocate
 from .batching import CancelFn
 from .data import TaskData
 from .evaluation import evaluate
 from .finetune import finetune_compressed
-from .ranks import RankMap, count_params, ranks_for_param_ratio, summarize, uniform_ranks
+from .ranks import (
+    RankMap,
+    count_params,
+    ranks_for_param_ratio,
+    summarize,
+    uniform_ranks,
+)
 from .session import CompressionSession
 
 
@@ -33,31 +40,32 @@ def same_split_warning(fisher_data: TaskData, eval_data: TaskData) -> str | None
 def run_sweep(
     session: CompressionSession, eval_data: TaskData, methods: list[str],
     rank_ratios: list[float] | None = None, param_ratios: list[float] | None = None,
-    batch_size: int = 64, max_length: int = 128, subsample: int | None = None,
+    allocators: list[str] | None = None, batch_size: int = 64, max_length: int = 128, subsample: int | None = None,
     report: Callable[[str], None] | None = None, cancel: CancelFn | None = None,
-    finetune_data: TaskData | None = None, finetune_steps: int = 0, finetune_lr: float = 5e-5,
+    train_data: TaskData | None = None, finetune_steps: int = 0, finetune_lr: float = 5e-5,
 ) -> pd.DataFrame:
-    """One row for the dense model, then one per method and ratio.
+    """One row for the dense model, then one per method and target.
 
-    With `finetune_steps`, each compressed model is also fine-tuned on `finetune_data` and scored
-    again, in a row of its own (method name + "+ft").
+    Rank ratios give uniform ranks; each parameter ratio is met by each of `allocators` (default uniform).
+    With `finetune_steps`, each compressed model is also fine-tuned on `train_data` and scored again, in
+    a row of its own (method name + "+ft"). `train_data` is also the sensitivity allocator's calibration set.
     """
-    if finetune_steps and finetune_data is None:
-        raise ValueError("Fine-tuning after compression needs training data.")
+    if (finetune_steps or "sensitivity" in (allocators or [])) and train_data is None:
+        raise ValueError("Fine-tuning after compression and the sensitivity allocator need training data.")
     if not methods:
         raise ValueError("Choose at least one method.")
     model_params = count_params(session.model)
     say = report or (lambda text: None)
     rows = []
 
-    def score_row(method: str, model, ranks: RankMap, rank_ratio, errors: dict[str, float], label: str) -> dict:
+    def score_row(method: str, model, ranks: RankMap, errors: dict[str, float], label: str) -> dict:
         result = evaluate(model, session.loaded.tokenizer, eval_data, batch_size, max_length, subsample, cancel=cancel)
         summary = summarize(model_params, session.layers, ranks)
         row = {
-            "method": method, "rank ratio": rank_ratio, "mean rank ratio": round(summary.mean_rank_ratio, 4),
+            "method": method, "mean rank ratio": round(summary.mean_rank_ratio, 4),
             "param ratio (layers)": round(summary.compressible_param_ratio, 4),
             "param ratio (model)": round(summary.param_ratio, 4), "params": summary.model_params_after,
-            **{k: round(v, 4) for k, v in result.metrics.items()},
+            **{k: round(v, 4) for k, v in result.metrics.items()}, "loss": round(result.loss, 4),
             "plain error": round(errors["plain"], 4), "fisher error": round(errors["fisher"], 4),
         }
         if result.interval is not None:
@@ -66,22 +74,23 @@ def run_sweep(
         return row
 
     full = {l.name: l.max_rank for l in session.layers}
-    rows.append(score_row("dense", session.model, full, 1.0, {"plain": 0.0, "fisher": 0.0}, "full rank"))
-    targets = [("rank", r) for r in rank_ratios or []] + [("param", p) for p in param_ratios or []]
+    rows.append({"rank ratio": 1.0, **score_row("dense", session.model, full, {"plain": 0.0, "fisher": 0.0}, "full rank")})
+    targets = [({"rank ratio": r, "allocator": "uniform"}, "rank", r) for r in rank_ratios or []]
+    targets += [({"target param ratio": p, "allocator": a}, a, p) for p in param_ratios or [] for a in allocators or ["uniform"]]
     for method in methods:
-        for kind, value in targets:
-            ranks = ranks_for(session, **({"rank_ratio": value} if kind == "rank" else {"param_ratio": value}))
+        for meta, kind, value in targets:
+            if kind == "rank":
+                ranks = ranks_for(session, rank_ratio=value)
+            else:
+                ranks = allocate(session, kind, value, method, calibration=train_data, cancel=cancel)
             compressed = session.compress(method, ranks)
-            row = score_row(method, compressed, ranks, value if kind == "rank" else None,
-                            session.model_errors(method, ranks), f"{kind} ratio {value}")
-            if kind == "param":
-                row["target param ratio"] = value
+            errors = session.model_errors(method, ranks)
+            label = f"{kind} ratio {value}" if kind == "rank" else f"{kind} allocation, param ratio {value}"
+            row = {**meta, **score_row(method, compressed, ranks, errors, label)}
             rows.append(row)
             if finetune_steps:
-                tuned, _ = finetune_compressed(compressed, session.loaded.tokenizer, finetune_data, finetune_steps,
+                tuned, _ = finetune_compressed(compressed, session.loaded.tokenizer, train_data, finetune_steps,
                                                lr=finetune_lr, max_length=max_length, cancel=cancel)
-                tuned_row = score_row(f"{method}+ft", tuned, ranks, row["rank ratio"], session.model_errors(method, ranks),
-                                      f"{kind} ratio {value}, {finetune_steps} fine-tuning steps")
-                tuned_row["finetune steps"] = finetune_steps
-                rows.append({**row, **tuned_row})
+                tuned_row = score_row(f"{method}+ft", tuned, ranks, errors, f"{label}, {finetune_steps} fine-tuning steps")
+                rows.append({**row, **tuned_row, "finetune steps": finetune_steps})
     return pd.DataFrame(rows)

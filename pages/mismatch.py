@@ -3,10 +3,17 @@ import streamlit as st
 
 from fwsvd_core.ablation import group_ablation
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.factorization import METHODS
-from fwsvd_core.figures import ablation_figure, mismatch_figure, spectra_figure
+from fwsvd_core.factorization import FISHER_METHODS
+from fwsvd_core.figures import (
+    ablation_figure,
+    fisher_overview,
+    mismatch_figure,
+    spectra_figure,
+)
+from fwsvd_core.predictor import svd_failure_scores, validate_predictor
+from fwsvd_core.session import COMPRESSION_METHODS
 from fwsvd_core.sweep import run_sweep
-from studio.state import ready
+from studio.state import prepare_methods, ready
 
 st.title("The SVD mismatch")
 state = ready()
@@ -23,13 +30,14 @@ st.markdown(
 )
 
 c1, c2, c3 = st.columns([2, 2, 1])
-methods = c1.multiselect("Methods", METHODS, default=["svd", "fwsvd-input", "fwsvd-output"])
+methods = c1.multiselect("Methods", COMPRESSION_METHODS, default=["svd", "fwsvd-input", "fwsvd-output"],
+                         help="TFWSVD solves every layer at every ratio: expect a few minutes")
 ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0.25, 0.2, 0.15, 0.1, 0.05],
                         default=[0.5, 0.33, 0.25, 0.15])
 scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 400), step=100,
                          help="a random subset scores faster; the table then gives a 95% bootstrap interval")
 key = ("sweep", choice, tuple(methods), tuple(sorted(ratios)), scored)
-if st.button("Run the sweep", type="primary", disabled=not methods or not ratios):
+if st.button("Run the sweep", type="primary", disabled=not methods or not ratios) and prepare_methods(state, methods):
     total = 1 + len(methods) * len(ratios)
     bar = st.progress(0.0, text="scoring ...")
     done = []
@@ -59,7 +67,7 @@ st.caption("The singular values of W, and of the Fisher-weighted matrices that F
            "needs a larger rank for the same error.")
 names = [l.name for l in session.layers]
 name = st.selectbox("Layer", names, key="spectrum_layer")
-spectra = {m: session.factors(m)[name].spectrum for m in METHODS}
+spectra = {m: session.factors(m)[name].spectrum for m in ("svd", *FISHER_METHODS)}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
 
 st.subheader("Which singular values matter?")
@@ -69,7 +77,7 @@ st.markdown(
     "shrink steadily from group 1 to group 10; in fine-tuned models small singular values can matter too."
 )
 a1, a2 = st.columns(2)
-ablation_method = a1.selectbox("Decomposition", METHODS, key="ablation_method")
+ablation_method = a1.selectbox("Decomposition", ("svd", *FISHER_METHODS), key="ablation_method")
 ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 300), step=100,
                                   key="ablation_scored")
 akey = ("ablation", choice, ablation_method, ablation_scored)
@@ -81,3 +89,30 @@ if st.button("Run the ablation (11 evaluations)"):
 if akey in st.session_state:
     st.plotly_chart(ablation_figure(st.session_state[akey]), width="stretch", key="ablation")
     st.dataframe(st.session_state[akey], hide_index=True, width="stretch")
+
+st.subheader("Where does weighting matter?")
+st.markdown(
+    "A prediction from the weights and the Fisher alone, no evaluation: with the Fisher as the curvature of the "
+    "loss, truncating a layer raises the loss by about 0.5 * sum I dW^2. The map shows that estimate for plain "
+    "SVD minus the same for FWSVD at one rank ratio: the loss weighting is predicted to save, layer by layer."
+)
+p1, p2 = st.columns(2)
+predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.1, 0.15, 0.25, 0.33, 0.5], value=0.25)
+predicted = svd_failure_scores(session, predict_ratio)
+st.plotly_chart(fisher_overview(session.layers, dict(zip(predicted["layer"], predicted["predicted SVD excess"].clip(lower=0))),
+                                title="Predicted loss saved by Fisher weighting, per layer"),
+                width="stretch", key="predictor")
+vscored = p2.number_input("Examples scored when validating (0 = all)", 0, len(state.dev), min(len(state.dev), 300),
+                          step=100, key="validate_scored")
+vkey = ("validate", choice, predict_ratio, vscored)
+if st.button(f"Validate against measured single-layer drops ({2 * len(session.layers)} evaluations)"):
+    bar = st.progress(0.0, text="layer by layer ...")
+    st.session_state[vkey] = validate_predictor(session, state.dev, predict_ratio, subsample=vscored or None,
+                                                progress=lambda d, t: bar.progress(d / t, text=f"layer {d} of {t}"))
+    bar.empty()
+if vkey in st.session_state:
+    table, corr = st.session_state[vkey]
+    st.markdown(f"Spearman rank correlation of the prediction with the measured extra loss of SVD: "
+                f"**{corr['spearman vs loss']:.2f}**; with the measured score gain of FWSVD: "
+                f"**{corr['spearman vs score']:.2f}**.")
+    st.dataframe(table, hide_index=True, width="stretch")

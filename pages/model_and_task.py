@@ -7,8 +7,18 @@ from fwsvd_core.fisher import ESTIMATORS
 from fwsvd_core.layers import layer_table
 from fwsvd_core.sweep import same_split_warning
 from fwsvd_core.tasks import TASKS, get_task
-from studio.state import (DATA_SOURCES, data_or_error, demo_names, dense_score, get_choice, model_or_error, ready,
-                          save_upload, set_choice, upload_path)
+from studio.state import (
+    DATA_SOURCES,
+    data_or_error,
+    demo_names,
+    dense_score,
+    get_choice,
+    model_or_error,
+    ready,
+    save_upload,
+    set_choice,
+    upload_path,
+)
 
 st.title("Model and task")
 choice = get_choice()

@@ -9,14 +9,20 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fwsvd_core.allocation import ALLOCATORS, allocate
 from fwsvd_core.compression import layer_form
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.evaluation import evaluate
 from fwsvd_core.export import save_compressed
-from fwsvd_core.factorization import METHODS
 from fwsvd_core.figures import history_figure, ranks_figure
-from fwsvd_core.ranks import count_params, ranks_for_param_ratio, summarize, uniform_ranks, validate_ranks
-from studio.state import dense_score, ready
+from fwsvd_core.ranks import (
+    count_params,
+    summarize,
+    uniform_ranks,
+    validate_ranks,
+)
+from fwsvd_core.session import COMPRESSION_METHODS
+from studio.state import dense_score, prepare_methods, ready
 
 st.title("Rank editor")
 state = ready()
@@ -31,8 +37,11 @@ if "ranks" not in st.session_state or set(st.session_state["ranks"]) != {l.name 
 st.session_state.setdefault("table_version", 0)
 st.session_state.setdefault("history", [])
 
-method = st.selectbox("Method", METHODS, index=METHODS.index("fwsvd-output"),
-                      help="all ranks are slices of factors computed once per method: changing a rank recomputes no SVD")
+method = st.selectbox("Method", COMPRESSION_METHODS, index=COMPRESSION_METHODS.index("fwsvd-output"),
+                      help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
+                           "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
+if not prepare_methods(state, [method]):
+    st.stop()
 
 f1, f2 = st.columns(2)
 with f1:
@@ -42,11 +51,15 @@ with f1:
         st.session_state["table_version"] += 1
 with f2:
     budget = st.slider("Parameter budget: kept / original parameters of the compressible layers", 0.05, 1.0, 0.5, 0.01)
+    allocator = st.radio("Allocator", ALLOCATORS, horizontal=True,
+                         help="uniform: one rank ratio for all; spectral: closed form from the weighted spectra and the "
+                              "Fisher (instant); sensitivity: measures each layer's calibration loss at a few ranks "
+                              "(about a minute on the demo, then cached)")
     if st.button("Fill from parameter budget"):
         try:
-            st.session_state["ranks"], used = ranks_for_param_ratio(layers, budget)
+            with st.spinner(f"Allocating ranks ({allocator}) ..."):
+                st.session_state["ranks"] = allocate(session, allocator, budget, method, calibration=state.train)
             st.session_state["table_version"] += 1
-            st.toast(f"uniform rank ratio {used:.3f} is the largest within the budget")
         except FwsvdError as exc:
             st.error(str(exc))
 
@@ -90,7 +103,8 @@ st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
 
 if st.button("Recompress and evaluate", type="primary"):
     start = time.perf_counter()
-    compressed = session.compress(method, ranks)
+    with st.spinner("Compressing ..."):
+        compressed = session.compress(method, ranks)
     recompress_ms = (time.perf_counter() - start) * 1000
     with st.spinner("Scoring the compressed model ..."):
         result = evaluate(compressed, state.loaded.tokenizer, state.dev, subsample=choice.eval_subsample or None)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from fwsvd_core.activations import estimate_activation_stats
 from fwsvd_core.data import TaskData, load_file, load_glue_folder, load_hub
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
-from fwsvd_core.finetune import read_record
 from fwsvd_core.errors import DataError, FwsvdError
 from fwsvd_core.evaluation import EvalResult, evaluate
+from fwsvd_core.factorization import ACTIVATION_METHODS
+from fwsvd_core.finetune import read_record
 from fwsvd_core.fisher import FisherResult, estimate_fisher
 from fwsvd_core.hub import hub_reachable
 from fwsvd_core.models import LoadedModel, load_model
@@ -260,3 +262,18 @@ def ready() -> Ready | None:
 
 def demo_names() -> list[str]:
     return list(DEMOS)
+
+
+def prepare_methods(state: Ready, methods) -> bool:
+    """Collect calibration activations when a chosen method needs them (ASVD, SVD-LLM); False if that failed."""
+    if state.session.activations is not None or not any(m in ACTIVATION_METHODS for m in methods):
+        return True
+    try:
+        with st.spinner("Collecting input activations of every layer on the training split ..."):
+            state.session.set_activations(estimate_activation_stats(
+                state.loaded.model, state.loaded.tokenizer, state.train, state.choice.fisher_samples,
+                fingerprint=state.loaded.fingerprint))
+    except FwsvdError as exc:
+        st.error(str(exc))
+        return False
+    return True

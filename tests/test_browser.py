@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, make_tiny_model
 
 CHROMIUM = "/usr/bin/chromium"

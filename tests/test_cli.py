@@ -50,3 +50,29 @@ def test_errors_are_one_clear_line_and_exit_2(tiny_models, glue_dir, capsys):
     code = main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--method", "svd", "--rank-ratio", "2", "--save", "/tmp/never"])
     assert code == 2 and "rank ratio must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_sweep_by_allocator_and_new_methods(tiny_models, glue_dir, tmp_path):
+    out = tmp_path / "alloc"
+    code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--methods", "tfwsvd-als,asvd,svd-llm", "--ratios", "", "--param-ratios", "0.4",
+                 "--allocators", "uniform,spectral,sensitivity", "--fisher-samples", "16", "--eval-subsample", "32",
+                 "--solver-iters", "3", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    body = table[table["method"] != "dense"]
+    assert len(body) == 3 * 3 and set(body["allocator"]) == {"uniform", "spectral", "sensitivity"}
+    assert (body["param ratio (layers)"] <= 0.4 + 1e-9).all()
+
+
+def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_dir, tmp_path, capsys):
+    save = tmp_path / "c"
+    assert main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--method", "fwsvd-input", "--param-ratio", "0.3", "--allocator", "spectral", "--fisher-samples", "8",
+                 "--save", str(save)]) == 0
+    ranks = {r["rank"] for r in json.loads((save / "fwsvd_ranks.json").read_text())["layers"].values()}
+    assert len(ranks) > 1  # not uniform
+    out = tmp_path / "pred"
+    assert main(["predictor", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--fisher-samples", "8", "--eval-subsample", "32", "--out", str(out)]) == 0
+    assert "spearman vs loss" in json.loads(out.with_suffix(".json").read_text())["correlation"]

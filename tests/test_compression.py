@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import ARCHITECTURES
+
 from fwsvd_core.compression import FORM_DENSE, FORM_LOWRANK, FORM_ORIGINAL
 from fwsvd_core.errors import RankError
 from fwsvd_core.fisher import compute_fisher

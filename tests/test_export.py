@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import ARCHITECTURES
+
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.export import load_compressed, save_compressed
 from fwsvd_core.models import load_model

@@ -3,7 +3,11 @@ import pytest
 import torch
 
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.factorization import factorize, importance_scaling, reconstruction_errors
+from fwsvd_core.factorization import (
+    factorize,
+    importance_scaling,
+    reconstruction_errors,
+)
 
 
 @pytest.fixture
@@ -65,7 +69,7 @@ def test_zero_and_nan_importance_never_divide_by_zero(matrix):
 def test_bad_inputs(matrix):
     w, fisher = matrix
     with pytest.raises(FwsvdError, match="Unknown method"):
-        factorize(w, "asvd", fisher)
+        factorize(w, "pca", fisher)
     with pytest.raises(FwsvdError, match="needs the Fisher"):
         factorize(w, "fwsvd-input")
     with pytest.raises(FwsvdError, match="does not match"):
@@ -93,3 +97,38 @@ def test_errors_at_chosen_ranks_only(matrix):
     some = reconstruction_errors(w, f, None, [3, 9, 40])
     assert list(some["rank"]) == [3, 9, 16] and np.isnan(some["fisher"]).all()
     assert some["plain"][1] == pytest.approx(reconstruction_errors(w, f, None)["plain"][9])
+
+
+def test_asvd_scales_input_channels_by_mean_absolute_activation(matrix):
+    w, _ = matrix
+    mean_abs = torch.rand(16) + 0.1
+    f = factorize(w, "asvd", mean_abs=mean_abs)
+    s = mean_abs.sqrt()  # alpha = 0.5
+    torch.testing.assert_close(f.reconstruct(5), weighted_truncation(w, torch.ones(24), s, 5), rtol=1e-4, atol=1e-4)
+
+
+def test_svd_llm_minimises_the_output_error_on_the_calibration_inputs(matrix):
+    w, _ = matrix
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(500, 16, generator=g) @ torch.randn(16, 16, generator=g)  # correlated inputs
+    second = x.T @ x / 500
+    f = factorize(w, "svd-llm", second_moment=second)
+    for r in (3, 8):
+        out_err = lambda approx: float(((x @ (w - approx).T) ** 2).sum())  # noqa: E731
+        assert out_err(f.reconstruct(r)) <= out_err(factorize(w, "svd").reconstruct(r)) + 1e-3
+        # the optimum of min ||X (W - W_r)^T||: the truncated SVD of the output matrix X W^T
+        u, s, vh = torch.linalg.svd(x @ w.T, full_matrices=False)
+        best = float((s[r:] ** 2).sum())
+        assert out_err(f.reconstruct(r)) == pytest.approx(best, rel=1e-3)
+
+
+def test_whitening_falls_back_for_a_singular_second_moment():
+    from fwsvd_core.factorization import whitening
+
+    x = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 3] = 0.0  # a dead channel: the second moment is singular
+    factor, inverse, how = whitening(x.T @ x / 100)
+    assert how != "cholesky" and torch.isfinite(factor).all() and torch.isfinite(inverse).all()
+    torch.testing.assert_close(factor @ inverse, torch.eye(4), rtol=1e-3, atol=1e-3)
+    _, _, plain = whitening(torch.eye(4) * 2)
+    assert plain == "cholesky"

@@ -1,9 +1,9 @@
 import torch
 
+from fwsvd_core.batching import collate, encode
 from fwsvd_core.finetune import finetune
 from fwsvd_core.fisher import per_example_loss, task_targets
 from fwsvd_core.models import load_model
-from fwsvd_core.batching import collate, encode
 
 
 def mean_loss(loaded, data):

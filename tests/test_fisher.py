@@ -1,12 +1,17 @@
 import numpy as np
 import pytest
 import torch
+from conftest import ARCHITECTURES
 from transformers.pytorch_utils import Conv1D
 
-from conftest import ARCHITECTURES
 from fwsvd_core.batching import collate, encode
 from fwsvd_core.cache import cache_root
-from fwsvd_core.fisher import compute_fisher, estimate_fisher, per_example_loss, task_targets
+from fwsvd_core.fisher import (
+    compute_fisher,
+    estimate_fisher,
+    per_example_loss,
+    task_targets,
+)
 from fwsvd_core.layers import find_layers
 from fwsvd_core.models import load_model
 from fwsvd_core.tasks import get_task

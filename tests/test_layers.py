@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import ARCHITECTURES, tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from conftest import ARCHITECTURES, tiny_config
 from fwsvd_core.errors import NoCompressibleLayersError
 from fwsvd_core.layers import find_layers, require_layers, weight_out_in
 

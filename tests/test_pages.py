@@ -2,9 +2,9 @@
 import json
 
 import pytest
+from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO
 from studio.state import Choice, save_upload
 
 
@@ -166,3 +166,29 @@ def test_a_cancelled_fisher_waits_for_the_user_then_restarts(tiny_models, glue_d
     [b for b in at.button if b.label.startswith("Start estimating the fisher again")][0].click().run()
     no_failure(at)
     assert any(m.label == "Dense accuracy" for m in at.metric)
+
+
+def test_rank_editor_allocators_and_activation_methods(app):
+    app.switch_page("pages/rank_editor.py").run()
+    app.selectbox[0].set_value("svd-llm").run()
+    no_failure(app)
+    app.radio[-1].set_value("spectral").run()
+    app.slider[1].set_value(0.3).run()
+    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    no_failure(app)
+    ranks = app.session_state["ranks"]
+    assert len(set(ranks.values())) > 1  # the spectral allocator does not give every layer the same rank
+    assert float({m.label: m.value for m in app.metric}["Parameter ratio (compressible layers)"]) <= 0.3
+    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    no_failure(app)
+    assert app.session_state["history"][0]["method"] == "svd-llm"
+
+
+def test_mismatch_page_shows_the_predictor_and_validates_it(app):
+    app.switch_page("pages/mismatch.py").run()
+    no_failure(app)
+    predictor = figures(app)[-1]
+    assert "Predicted loss saved" in predictor["layout"]["title"]["text"]
+    [b for b in app.button if b.label.startswith("Validate against measured")][0].click().run()
+    no_failure(app)
+    assert any("Spearman rank correlation" in m.value for m in app.markdown)

@@ -1,11 +1,18 @@
 import pytest
+from conftest import tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from conftest import tiny_config
 from fwsvd_core.errors import RankError
 from fwsvd_core.layers import LayerInfo, find_layers
-from fwsvd_core.ranks import (compressed_params, count_params, original_params, ranks_for_param_ratio, summarize,
-                              uniform_ranks, validate_ranks)
+from fwsvd_core.ranks import (
+    compressed_params,
+    count_params,
+    original_params,
+    ranks_for_param_ratio,
+    summarize,
+    uniform_ranks,
+    validate_ranks,
+)
 
 LAYERS = [LayerInfo("a", 0, "query", 384, 384, "linear"), LayerInfo("b", 0, "FFN in", 384, 1536, "linear")]
 

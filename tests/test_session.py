@@ -49,3 +49,60 @@ def test_model_errors_match_a_direct_computation(tiny_models, sst2_small):
         r = w - session.factors("fwsvd-output")[l.name].reconstruct(ranks[l.name])
         num, den = num + float((r**2).sum()), den + float((w**2).sum())
     assert errors["plain"] == pytest.approx((num / den) ** 0.5, rel=1e-5)
+
+
+def test_tfwsvd_compresses_with_a_solve_per_layer_and_rank_cached(tiny_models, sst2_small, monkeypatch):
+    from fwsvd_core import session as session_module
+    from fwsvd_core.lowrank import LowRankLinear
+    from fwsvd_core.ranks import uniform_ranks
+    from fwsvd_core.tfwsvd import weighted_objective
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    session = CompressionSession(loaded)
+    session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8))
+    ranks = uniform_ranks(session.layers, 0.2)
+    model = session.compress("tfwsvd-als", ranks)
+    for l in session.layers:
+        module = model.get_submodule(l.name)
+        assert isinstance(module, LowRankLinear) and module.rank == ranks[l.name]
+        w, f = session.weight(l.name), session.fisher.per_layer[l.name]
+        solved = weighted_objective(w, f, module.left, module.right)
+        for m in ("fwsvd-input", "fwsvd-output", "fwsvd-both"):
+            fac = session.factors(m)[l.name]
+            assert solved <= weighted_objective(w, f, fac.left[:, : ranks[l.name]], fac.right[: ranks[l.name]]) * (1 + 1e-6)
+    fresh = CompressionSession(loaded)
+    fresh.set_fisher(session.fisher)
+    monkeypatch.setattr(session_module, "solve", lambda *a, **k: pytest.fail("solved again"))
+    fresh.compress("tfwsvd-als", ranks)  # from the disk cache
+    errors = fresh.model_errors("tfwsvd-als", ranks)
+    assert errors["fisher"] <= session.model_errors("fwsvd-input", ranks)["fisher"] + 1e-6
+
+
+def test_activation_methods_need_and_use_calibration_statistics(tiny_models, sst2_small):
+    from fwsvd_core.activations import estimate_activation_stats
+
+    loaded = load_model(tiny_models["gpt2"], device="cpu")
+    session = CompressionSession(loaded)
+    with pytest.raises(ValueError, match="calibration activations"):
+        session.factors("asvd")
+    stats = estimate_activation_stats(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8)
+    assert estimate_activation_stats(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8).key == stats.key
+    session.set_activations(stats)
+    for method in ("asvd", "svd-llm"):
+        f = session.factors(method)
+        layer = session.layers[0]
+        assert torch.isfinite(f[layer.name].left).all()
+        torch.testing.assert_close(f[layer.name].reconstruct(layer.max_rank), session.weight(layer.name), rtol=1e-3, atol=1e-3)
+
+
+def test_activation_statistics_leave_padding_out(tiny_models, sst2_small):
+    from fwsvd_core.activations import collect_activation_stats
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    data = sst2_small[0].sample(6, seed=3)
+    together = collect_activation_stats(loaded.model, loaded.tokenizer, data, batch_size=6)
+    one_by_one = collect_activation_stats(loaded.model, loaded.tokenizer, data, batch_size=1)
+    name = session_layer = CompressionSession(loaded).layers[0].name
+    assert together.n_tokens[name] == one_by_one.n_tokens[session_layer]
+    torch.testing.assert_close(together.second_moment[name], one_by_one.second_moment[name], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(together.mean_abs[name], one_by_one.mean_abs[name], rtol=1e-4, atol=1e-6)

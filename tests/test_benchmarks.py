@@ -1,0 +1,27 @@
+"""The quick mode of each benchmark script runs, so none of them rots."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run(script: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_methods_report_quick(tiny_models, glue_dir, tmp_path):
+    out = tmp_path / "methods"
+    done = run("methods_report.py", "--quick", "--model", str(tiny_models["bert"]), "--task", "sst2",
+               "--data-dir", str(glue_dir), "--budgets", "0.4", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    methods = {r["method"] for r in report["rows"]}
+    assert {"dense", "svd", "fwsvd-input", "asvd", "svd-llm", "tfwsvd-als", "tfwsvd-em"} <= methods
+    assert {r["allocator"] for r in report["rows"] if r["method"] != "dense"} == {"uniform", "spectral", "sensitivity"}
+    assert len(report["predictor"]) == 12 and "spearman vs loss" in report["predictor correlation"]
+    assert "## Best allocator" in out.with_suffix(".md").read_text()
