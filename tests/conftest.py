@@ -97,3 +97,16 @@ def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
     loaded.model.save_pretrained(out)
     loaded.tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def tiny_session(tiny_models, sst2_small):
+    """A tiny BERT with the Fisher of 16 SST-2 training sentences."""
+    from fwsvd_core.fisher import estimate_fisher
+    from fwsvd_core.models import load_model
+    from fwsvd_core.session import CompressionSession
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    session = CompressionSession(loaded)
+    session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=16))
+    return session

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from fwsvd_core.allocation import (
     allocate,
@@ -9,11 +10,8 @@ from fwsvd_core.allocation import (
     spectral_curves,
 )
 from fwsvd_core.errors import RankError
-from fwsvd_core.fisher import estimate_fisher
 from fwsvd_core.layers import LayerInfo
-from fwsvd_core.models import load_model
 from fwsvd_core.ranks import compressed_params, original_params, ranks_for_param_ratio
-from fwsvd_core.session import CompressionSession
 
 LAYERS = [LayerInfo("a", 0, "query", 64, 64, "linear"), LayerInfo("b", 0, "FFN in", 64, 256, "linear"),
           LayerInfo("c", 1, "FFN out", 256, 64, "linear")]
@@ -46,32 +44,24 @@ def test_greedy_refuses_an_impossible_budget():
         allocate_greedy(LAYERS, convex_curves([1, 1, 1]), 10)
 
 
-@pytest.fixture
-def session(tiny_models, sst2_small):
-    loaded = load_model(tiny_models["bert"], device="cpu")
-    s = CompressionSession(loaded)
-    s.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=16))
-    return s
-
-
-def test_spectral_curves_fall_to_zero_at_full_rank(session):
+def test_spectral_curves_fall_to_zero_at_full_rank(tiny_session):
+    session = tiny_session
     for method in ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both"):
-        curves = spectral_curves(session, method)
+        curves = spectral_curves(tiny_session, method)
         for l in session.layers:
             c = curves[l.name]
             assert len(c) == l.max_rank + 1 and c[-1] == pytest.approx(0.0, abs=1e-12)
             assert np.all(np.diff(c) <= 1e-15)
 
 
-def test_spectral_fwsvd_input_curve_is_the_taylor_estimate_under_a_column_fisher(session):
+def test_spectral_fwsvd_input_curve_is_the_taylor_estimate_under_a_column_fisher(tiny_session):
     """With a Fisher constant down each column, the curve equals 0.5 * sum I dW^2 exactly."""
-    import torch
-
+    session = tiny_session
     name = session.layers[0].name
     f = session.fisher.per_layer[name]
     session.fisher.per_layer[name] = f.mean(dim=0, keepdim=True).expand_as(f).clone()
     session.set_fisher(session.fisher)
-    curve = spectral_curves(session, "fwsvd-input")[name]
+    curve = spectral_curves(tiny_session, "fwsvd-input")[name]
     w, fac = session.weight(name), session.factors("fwsvd-input")[name]
     for r in (1, 5, 20):
         residual = w - fac.reconstruct(r)
@@ -80,10 +70,11 @@ def test_spectral_fwsvd_input_curve_is_the_taylor_estimate_under_a_column_fisher
     assert torch.isfinite(torch.as_tensor(curve)).all()
 
 
-def test_sensitivity_table_is_cached_and_curves_are_monotone(session, sst2_small):
-    table = sensitivity_table(session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
+def test_sensitivity_table_is_cached_and_curves_are_monotone(tiny_session, sst2_small):
+    session = tiny_session
+    table = sensitivity_table(tiny_session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
     assert len(table) == len(session.layers) * 2 and set(table["rank ratio"]) == {0.1, 0.5}
-    again = sensitivity_table(session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
+    again = sensitivity_table(tiny_session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
     assert table.equals(again)
     curves = sensitivity_curves(session.layers, table)
     for l in session.layers:
@@ -91,10 +82,11 @@ def test_sensitivity_table_is_cached_and_curves_are_monotone(session, sst2_small
 
 
 @pytest.mark.parametrize("allocator", ["uniform", "spectral", "sensitivity"])
-def test_allocators_meet_the_same_budget(session, sst2_small, allocator):
-    ranks = allocate(session, allocator, 0.4, calibration=sst2_small[0], ratios=(0.1, 0.5), n_examples=16)
+def test_allocators_meet_the_same_budget(tiny_session, sst2_small, allocator):
+    session = tiny_session
+    ranks = allocate(tiny_session, allocator, 0.4, calibration=sst2_small[0], ratios=(0.1, 0.5), n_examples=16)
     assert compressed_params(session.layers, ranks) <= 0.4 * original_params(session.layers)
     uniform = ranks_for_param_ratio(session.layers, 0.4)[0]
     assert compressed_params(session.layers, ranks) >= 0.8 * compressed_params(session.layers, uniform)
     with pytest.raises(RankError, match="Unknown allocator"):
-        allocate(session, "random", 0.4)
+        allocate(tiny_session, "random", 0.4)

