@@ -127,9 +127,12 @@ def ranks_figure(layers: list[LayerInfo], ranks: dict[str, int]) -> go.Figure:
     return fig
 
 
-def history_figure(history: pd.DataFrame, score_column: str) -> go.Figure:
+def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None) -> go.Figure:
+    """Score against the parameter ratio of every run, with the dense score as a line."""
     fig = px.scatter(history, x="param ratio (model)", y=score_column, color="method", hover_data=["run"],
-                     color_discrete_map=METHOD_COLORS)
-    fig.update_traces(marker={"size": 11})
+                     color_discrete_map=METHOD_COLORS, text="run")
+    fig.update_traces(marker={"size": 11}, textposition="top center")
+    if dense is not None:
+        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
     fig.update_layout(title="Runs of this session", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
     return fig

@@ -18,7 +18,7 @@ from .models import model_fingerprint
 
 ESTIMATORS = ("per-sample", "batch")
 # elements of one chunk of per-example gradients: bounds the memory of the vectorised estimator
-_CHUNK_ELEMENTS = 32 * 1024 * 1024
+_CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 
 @dataclass
@@ -84,6 +84,8 @@ class _Capture:
 
 def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
     """[B, tokens of all calls, features]: a shared layer's calls add up in one per-example gradient."""
+    if len(tensors) == 1:
+        return tensors[0].reshape(batch, -1, tensors[0].shape[-1])  # a view: no copy for the common case
     return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
 
 
@@ -93,18 +95,20 @@ def _accumulate_batch(
 ) -> None:
     batch = good.shape[0]
     n_good = int(good.sum())
-    keep = good.view(-1, 1, 1)
     for name, sums_l in sums.items():
-        x = torch.where(keep, _stack_tokens(capture.inputs[name], batch), 0.0).float()
-        g = torch.where(keep, _stack_tokens(grads[name], batch), 0.0).float()
-        if estimator == "batch":
-            sums_l += (torch.einsum("bto,bti->oi", g, x) / max(n_good, 1)) ** 2
-            continue
+        x = _stack_tokens(capture.inputs[name], batch)
+        g = _stack_tokens(grads[name], batch)
+        if n_good < batch:  # leave the bad examples out entirely: 0 * NaN would still be NaN
+            x, g = x[good], g[good]
+        x, g = x.float(), g.float()
         out_f, in_f = sums_l.shape
+        if estimator == "batch":
+            sums_l += (g.reshape(-1, out_f).T @ x.reshape(-1, in_f) / n_good) ** 2
+            continue
         step = max(1, _CHUNK_ELEMENTS // (out_f * in_f))
-        for start in range(0, batch, step):
-            per_example = torch.einsum("bto,bti->boi", g[start : start + step], x[start : start + step])
-            sums_l += (per_example**2).sum(dim=0)
+        for start in range(0, n_good, step):
+            per_example = torch.bmm(g[start : start + step].transpose(1, 2), x[start : start + step])
+            sums_l += per_example.square_().sum(dim=0)
 
 
 def _finite_examples(losses: torch.Tensor, capture: _Capture, grads: dict[str, list[torch.Tensor]]) -> torch.Tensor:

@@ -125,7 +125,7 @@ if history:
     r2.metric(f"Dense {metric}", f"{dense.score:.4f}")
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
-    st.plotly_chart(history_figure(frame, metric), width="stretch", key="history_chart")
+    st.plotly_chart(history_figure(frame, metric, dense.score), width="stretch", key="history_chart")
     st.dataframe(frame, hide_index=True, width="stretch")
 
 st.subheader("Export")

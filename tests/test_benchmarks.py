@@ -45,3 +45,15 @@ def test_scale_quick(glue_dir, tmp_path):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["tiny", "minilm"]
     assert rows[1]["params (M)"] > rows[0]["params (M)"] and rows[1]["peak RSS after Fisher MB"] > 0
+
+
+def test_quality_quick(tiny_models, glue_dir, tmp_path):
+    out = tmp_path / "results"
+    done = run("quality.py", "--quick", "--model", str(tiny_models["bert"]), "--tasks", "sst2", "--budgets", "0.4",
+               "--data-dir", str(glue_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())["sst2"]
+    methods = {r["method"] for r in report["rows"]}
+    assert {"svd", "fwsvd-output", "tfwsvd-als", "asvd", "svd-llm", "svd+ft", "fwsvd-input+ft"} <= methods
+    assert len(report["ablation"]) == 10 and report["findings"]
+    assert (tmp_path / "results_sst2_mismatch.html").is_file() and (tmp_path / "results_sst2_ablation.html").is_file()
