@@ -32,16 +32,21 @@ from .session import CompressionSession, canonical_compression_method
 
 ALLOCATORS = ("uniform", "spectral", "sensitivity")
 SENSITIVITY_RATIOS = (0.05, 0.15, 0.3, 0.5)
+FLOOR_FRACTION = 0.75
 
 
-def allocate_greedy(layers: list[LayerInfo], curves: dict[str, np.ndarray], budget: int) -> RankMap:
+def allocate_greedy(layers: list[LayerInfo], curves: dict[str, np.ndarray], budget: int,
+                    floor: RankMap | None = None) -> RankMap:
     """Ranks whose weight parameters stay within `budget`, spending it where each parameter buys the most.
 
     `curves[name][r]` is the loss at rank r (0..max rank; the value at max rank is the dense layer).
+    Every layer starts at its `floor` rank (default 1).
     """
-    ranks = {l.name: 1 for l in layers}
+    ranks = {l.name: max(1, min((floor or {}).get(l.name, 1), l.max_rank)) for l in layers}
     spent = compressed_params(layers, ranks)
     if spent > budget:
+        if floor:
+            return allocate_greedy(layers, curves, budget)
         raise RankError(f"The budget of {budget:,} parameters is below rank 1 everywhere ({spent:,}).")
 
     def next_step(layer: LayerInfo):
@@ -135,9 +140,13 @@ def sensitivity_curves(layers: list[LayerInfo], table: pd.DataFrame) -> dict[str
 
 def allocate(
     session: CompressionSession, allocator: str, param_ratio: float, method: str = "fwsvd-input",
-    calibration: TaskData | None = None, **sensitivity_kwargs,
+    calibration: TaskData | None = None, floor_fraction: float = FLOOR_FRACTION, **sensitivity_kwargs,
 ) -> RankMap:
-    """Ranks within `param_ratio` (kept / original weights of the compressible layers) by the named allocator."""
+    """Ranks within `param_ratio` (kept / original weights of the compressible layers) by the named allocator.
+
+    No layer gets less than `floor_fraction` of the uniform allocation's rank: the loss curves are
+    second-order or interpolated estimates, least trustworthy far from the ranks they were made at.
+    """
     from .ranks import ranks_for_param_ratio
 
     if allocator not in ALLOCATORS:
@@ -147,10 +156,12 @@ def allocate(
     if allocator == "uniform":
         return ranks_for_param_ratio(session.layers, param_ratio)[0]
     budget = int(param_ratio * original_params(session.layers))
+    uniform = ranks_for_param_ratio(session.layers, param_ratio)[0]
+    floor = {name: int(floor_fraction * r) for name, r in uniform.items()}
     if allocator == "spectral":
         curves = spectral_curves(session, method)
     else:
         if calibration is None:
             raise ValueError("The sensitivity allocator needs calibration data (the training split).")
         curves = sensitivity_curves(session.layers, sensitivity_table(session, calibration, method, **sensitivity_kwargs))
-    return allocate_greedy(session.layers, curves, budget)
+    return allocate_greedy(session.layers, curves, budget, floor)
