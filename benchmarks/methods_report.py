@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import markdown_table  # noqa: E402  (also puts the repository on sys.path)
 
 from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
@@ -34,11 +34,7 @@ PLAN = [
 
 
 def markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown_table(table.to_dict(orient="records"))
 
 
 def main() -> int:
