@@ -4,7 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,3 +73,21 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] |
         path.unlink(missing_ok=True)
         return None
     return tensors, metadata
+
+
+@contextmanager
+def staged_directory(directory: Path, tag: str = "") -> Iterator[Path]:
+    """A temporary folder beside `directory` that replaces it only when the block completes.
+
+    A crash or interrupt inside the block removes the temporary folder and leaves `directory` as it was.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{tag}"))
+    try:
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -11,6 +9,7 @@ from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
+from .cache import staged_directory
 from .compression import FORM_DENSE, FORM_LOWRANK, replace_module
 from .devices import resolve_device
 from .errors import ModelLoadError
@@ -29,19 +28,11 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
         raise ModelLoadError("This model carries no rank table: save compressed models made by fwsvd_core.compress.")
     if extra:
         model.config.fwsvd_compression = {**table, **extra}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
+    with staged_directory(directory) as staging:
         model.config.save_pretrained(staging)
         save_safetensors_from(model, str(staging / WEIGHTS_FILE))
         tokenizer.save_pretrained(staging)
         (staging / RANKS_FILE).write_text(json.dumps(model.config.fwsvd_compression, indent=1))
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ import torch
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate, encode
+from .cache import staged_directory
 from .data import TaskData
 from .fisher import per_example_loss, task_targets
 
@@ -90,19 +88,11 @@ RECORD_FILE = "fwsvd_finetune.json"
 def save_finetuned(model: nn.Module, tokenizer, directory: str | Path, record: dict) -> Path:
     """save_pretrained plus a record of how the model was made; the folder appears only when complete."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.building-"))
-    try:
+    with staged_directory(directory, "building-") as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         # the record is written last: a folder without it is an unfinished one
         (staging / RECORD_FILE).write_text(json.dumps({**record, "complete": True}, indent=1, default=str))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 
