@@ -89,18 +89,19 @@ def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
     return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
 
 
-def _accumulate_batch(
-    capture: _Capture, grads: dict[str, list[torch.Tensor]], good: torch.Tensor, estimator: str,
-    sums: dict[str, torch.Tensor],
-) -> None:
-    batch = good.shape[0]
-    n_good = int(good.sum())
+@dataclass
+class _GradientBatch:
+    """One batch's layer inputs and output gradients, [B, tokens, features] per layer, finite examples only."""
+
+    inputs: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+    n_examples: int  # examples in the batch, finite or not
+
+
+def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
     for name, sums_l in sums.items():
-        x = _stack_tokens(capture.inputs[name], batch)
-        g = _stack_tokens(grads[name], batch)
-        if n_good < batch:  # leave the bad examples out entirely: 0 * NaN would still be NaN
-            x, g = x[good], g[good]
-        x, g = x.float(), g.float()
+        x, g = batch.inputs[name].float(), batch.grads[name].float()  # half-precision sums lose the small terms
+        n_good = x.shape[0]
         out_f, in_f = sums_l.shape
         if estimator == "batch":
             sums_l += (g.reshape(-1, out_f).T @ x.reshape(-1, in_f) / n_good) ** 2
@@ -120,6 +121,54 @@ def _finite_examples(losses: torch.Tensor, capture: _Capture, grads: dict[str, l
     return good
 
 
+def _gradient_batches(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo], batch_size: int, max_length: int,
+    progress: ProgressFn | None, cancel: CancelFn | None,
+):
+    """Yield each batch's per-example layer inputs and output gradients of the task loss.
+
+    One backward pass of the summed loss per batch: each example's loss reaches only its own rows, so
+    the output gradients are per example. Examples whose loss or gradients are not finite are dropped.
+    """
+    modules = dict(model.named_modules())
+    weights = {id(modules[l.name].weight) for l in layers}
+    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    capture = _Capture(model, layers)
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # no dropout: the gradients of the deployed function, and reproducible
+        for p, _ in saved_flags:
+            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
+        encoded = encode(tokenizer, data, max_length, model)
+        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+            capture.clear()
+            logits = model(**batch).logits
+            targets = task_targets(data, model, idx).to(device)
+            losses = per_example_loss(logits, targets, data.task.is_regression)
+            names = list(capture.outputs)
+            flat = [o for n in names for o in capture.outputs[n]]
+            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
+            grads, k = {}, 0
+            for n in names:
+                count = len(capture.outputs[n])
+                grads[n] = [torch.zeros_like(o) if g is None else g for o, g in zip(capture.outputs[n], grads_flat[k : k + count])]
+                k += count
+            good = _finite_examples(losses, capture, grads)
+            n = len(idx)
+            inputs = {name: _stack_tokens(capture.inputs[name], n) for name in names}
+            outputs = {name: _stack_tokens(grads[name], n) for name in names}
+            if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
+                inputs = {name: x[good] for name, x in inputs.items()}
+                outputs = {name: g[good] for name, g in outputs.items()}
+            yield _GradientBatch(inputs, outputs, n)
+    finally:
+        capture.remove()
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 def compute_fisher(
     model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
     estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
@@ -133,42 +182,14 @@ def compute_fisher(
     start = time.perf_counter()
     layers = layers or require_layers(model)
     device = next(model.parameters()).device
-    modules = dict(model.named_modules())
-    weights = {id(modules[l.name].weight) for l in layers}
-    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    capture = _Capture(model, layers)
     sums = {l.name: torch.zeros(l.out_features, l.in_features, device=device) for l in layers}
     n_good = n_batches = 0
-    try:
-        model.eval()  # no dropout: the Fisher of the deployed function, and reproducible
-        for p, _ in saved_flags:
-            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
-        encoded = encode(tokenizer, data, max_length, model)
-        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
-            capture.clear()
-            logits = model(**batch).logits
-            targets = task_targets(data, model, idx).to(device)
-            losses = per_example_loss(logits, targets, data.task.is_regression)
-            names = list(capture.outputs)
-            flat = [o for n in names for o in capture.outputs[n]]
-            # the summed loss keeps examples apart: each example's gradient reaches only its own rows
-            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
-            grads, k = {}, 0
-            for n in names:
-                count = len(capture.outputs[n])
-                grads[n] = [torch.zeros_like(o) if g is None else g for o, g in zip(capture.outputs[n], grads_flat[k : k + count])]
-                k += count
-            good = _finite_examples(losses, capture, grads)
-            if good.any():
-                _accumulate_batch(capture, grads, good, estimator, sums)
-                n_batches += 1
-            n_good += int(good.sum())
-    finally:
-        capture.remove()
-        for p, flag in saved_flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+        good = next(iter(batch.inputs.values())).shape[0]
+        if good:
+            _accumulate_batch(batch, estimator, sums)
+            n_batches += 1
+        n_good += good
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
     per_layer = {}
     for l in layers:
@@ -177,6 +198,38 @@ def compute_fisher(
     notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
     return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
                         time.perf_counter() - start, notes=notes)
+
+
+def directional_fisher(
+    model: nn.Module, tokenizer, data: TaskData, directions: dict[str, dict[str, torch.Tensor]],
+    layers: list[LayerInfo] | None = None, batch_size: int = 16, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """For each layer and each weight change dW [out, in] of it: the mean over examples of g.dW and of (g.dW)^2.
+
+    g is an example's gradient of the task loss with respect to the layer's weight, so the second number
+    is dW^T F dW with the full empirical Fisher F of the layer, off-diagonal terms included, and the
+    first is the first-order change of the loss. g.dW = sum over tokens of g_out . (dW x), so no
+    per-example gradient matrix is ever formed. `directions[layer][label]` names each change.
+    """
+    if len(data) == 0:
+        raise FwsvdError("The directional Fisher needs at least one example.")
+    layers = [l for l in (layers or require_layers(model)) if l.name in directions]
+    sums = {n: {k: [0.0, 0.0] for k in d} for n, d in directions.items() if n in {l.name for l in layers}}
+    device = next(model.parameters()).device
+    moved = {n: {k: dw.to(device=device, dtype=torch.float32) for k, dw in d.items()} for n, d in directions.items()}
+    n_good = 0
+    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+        with torch.no_grad():
+            for name, by_label in sums.items():
+                x, g = batch.inputs[name].float(), batch.grads[name].float()
+                for label, acc in by_label.items():
+                    projection = ((x @ moved[name][label].T) * g).sum(dim=(1, 2)).double()
+                    acc[0] += float(projection.sum())
+                    acc[1] += float(projection.square().sum())
+        n_good += next(iter(batch.inputs.values())).shape[0]
+    n = max(n_good, 1)
+    return {name: {label: (acc[0] / n, acc[1] / n) for label, acc in by_label.items()} for name, by_label in sums.items()}
 
 
 def estimate_fisher(

@@ -8,6 +8,7 @@ from fwsvd_core.batching import collate, encode
 from fwsvd_core.cache import cache_root
 from fwsvd_core.fisher import (
     compute_fisher,
+    directional_fisher,
     estimate_fisher,
     per_example_loss,
     task_targets,
@@ -22,18 +23,24 @@ def weight_grad(module):
     return module.weight.grad.t() if isinstance(module, Conv1D) else module.weight.grad
 
 
-def reference_fisher(model, tokenizer, data):
-    """The definition, slowly: one backward pass per example, squared gradients averaged."""
+def example_gradients(model, tokenizer, data):
+    """Each example's weight gradient per layer, slowly: one backward pass per example."""
     layers = find_layers(model)
-    out = {l.name: torch.zeros(l.out_features, l.in_features) for l in layers}
     encoded = encode(tokenizer, data, 128, model)
     for i in range(len(data)):
         model.zero_grad()
         batch = collate(tokenizer, encoded, np.array([i]), torch.device("cpu"))
         loss = per_example_loss(model(**batch).logits, task_targets(data, model, [i]), data.task.is_regression).sum()
         loss.backward()
-        for l in layers:
-            out[l.name] += weight_grad(model.get_submodule(l.name)) ** 2
+        yield {l.name: weight_grad(model.get_submodule(l.name)).clone() for l in layers}
+
+
+def reference_fisher(model, tokenizer, data):
+    """The definition, slowly: squared per-example gradients averaged."""
+    out = {l.name: torch.zeros(l.out_features, l.in_features) for l in find_layers(model)}
+    for grads in example_gradients(model, tokenizer, data):
+        for name, g in grads.items():
+            out[name] += g**2
     return {k: v / len(data) for k, v in out.items()}
 
 
@@ -126,3 +133,25 @@ def test_progress_and_cancel(tiny_models, sst2_small):
     with pytest.raises(Cancelled):
         compute_fisher(loaded.model, loaded.tokenizer, sst2_small[0].sample(20), batch_size=8, cancel=lambda: True)
     assert all(p.requires_grad for p in loaded.model.parameters())  # flags restored after the cancel
+
+
+@pytest.mark.parametrize("arch", ["bert", "albert", "gpt2"])
+def test_directional_fisher_equals_projections_of_single_example_gradients(arch, tiny_models, sst2_small):
+    loaded = load_model(tiny_models[arch], device="cpu")
+    data = sst2_small[0].sample(7, seed=2)
+    layers = find_layers(loaded.model)
+    gen = torch.Generator().manual_seed(0)
+    directions = {l.name: {"a": torch.randn(l.out_features, l.in_features, generator=gen),
+                           "b": torch.randn(l.out_features, l.in_features, generator=gen)} for l in layers[:3]}
+    fast = directional_fisher(loaded.model, loaded.tokenizer, data, directions, batch_size=3)
+    dots = {n: {k: [] for k in d} for n, d in directions.items()}
+    for grads in example_gradients(loaded.model, loaded.tokenizer, data):
+        for n, d in directions.items():
+            for k, dw in d.items():
+                dots[n][k].append(float((grads[n] * dw).sum()))
+    assert set(fast) == set(directions)
+    for n, d in directions.items():
+        for k in d:
+            dot = np.array(dots[n][k])
+            assert fast[n][k][0] == pytest.approx(dot.mean(), rel=1e-4, abs=1e-7)
+            assert fast[n][k][1] == pytest.approx((dot**2).mean(), rel=1e-4)
