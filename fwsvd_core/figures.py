@@ -11,7 +11,8 @@ from plotly.subplots import make_subplots
 from .layers import ROLES, LayerInfo
 
 METHOD_COLORS = {"dense": "#444444", "svd": "#d62728", "fwsvd-input": "#1f77b4", "fwsvd-output": "#2ca02c",
-                 "fwsvd-both": "#9467bd"}
+                 "fwsvd-both": "#9467bd", "asvd": "#ff7f0e", "svd-llm": "#8c564b", "tfwsvd-als": "#17becf",
+                 "tfwsvd-em": "#bcbd22"}
 
 
 def pooled(matrix: torch.Tensor, max_cells: int = 128) -> tuple[np.ndarray, int, int]:
@@ -91,6 +92,31 @@ def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense", row=1, col=1)
     fig.update_xaxes(title_text="parameter ratio (layers)")
     fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
+    """Task score against the parameter ratio: one colour per method, one line style per variant.
+
+    Variants: the uniform ratio, the same after fine-tuning (method names ending in "+ft"), and each
+    automatic allocator (the "allocator" column).
+    """
+    dashes = {"uniform": "solid", "+ft": "dash", "spectral": "dot", "sensitivity": "dashdot"}
+    fig = go.Figure()
+    rows = table[table["method"] != "dense"].assign(
+        base=lambda t: t["method"].str.removesuffix("+ft"),
+        variant=lambda t: t["method"].str.endswith("+ft").map({True: "+ft", False: None}).fillna(t["allocator"].fillna("uniform")),
+    )
+    for (base, variant), part in rows.groupby(["base", "variant"], sort=False):
+        part = part.sort_values("param ratio (layers)")
+        fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[score_column], mode="lines+markers",
+                                 name=f"{base} ({variant})", line={"color": METHOD_COLORS.get(base), "dash": dashes.get(variant)}))
+    dense = table[table["method"] == "dense"]
+    if not dense.empty:
+        fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense")
+    fig.update_layout(title=f"Task score ({score_column}) against the parameter ratio: uniform, fine-tuned, allocated",
+                      xaxis_title="parameter ratio (layers)", yaxis_title=score_column, height=480,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
 
 

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -54,6 +56,11 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())["sst2"]
     methods = {r["method"] for r in report["rows"]}
-    assert {"svd", "fwsvd-output", "tfwsvd-als", "asvd", "svd-llm", "svd+ft", "fwsvd-input+ft"} <= methods
+    plain = {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "tfwsvd-als", "asvd", "svd-llm"}
+    assert plain | {f"{m}+ft" for m in plain} <= methods  # every method also fine-tuned
+    assert {r["allocator"] for r in report["rows"]} >= {"uniform", "spectral", "sensitivity"}
+    gain = report["allocation gains"][0]
+    assert gain["gain"] == pytest.approx(gain["its score"] - gain["best uniform FWSVD"], abs=1e-3)
     assert len(report["ablation"]) == 10 and report["findings"]
-    assert (tmp_path / "results_sst2_mismatch.html").is_file() and (tmp_path / "results_sst2_ablation.html").is_file()
+    for figure in ("mismatch", "scores", "ablation"):
+        assert (tmp_path / f"results_sst2_{figure}.html").is_file()
