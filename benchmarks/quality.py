@@ -34,7 +34,7 @@ from fwsvd_core.tasks import get_task  # noqa: E402
 
 DEMO = {"sst2": "demo:sst2", "stsb": "demo:stsb"}
 # fine-tuning of the models that are no built-in demo: (examples, epochs, lr)
-RECIPES = {"mrpc": (3668, 3.0, 5e-5), "cola": (8551, 2.0, 5e-5), "rte": (2490, 3.0, 5e-5)}
+RECIPES = {"mrpc": (3668, 3.0, 5e-5), "cola": (8551, 3.0, 1e-4), "rte": (2490, 3.0, 5e-5)}
 METHODS = ["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-als"]
 # the automatic allocators, on the methods that score best under a uniform ratio
 ALLOCATED = {"spectral": ["fwsvd-output", "fwsvd-both", "svd-llm"], "sensitivity": ["fwsvd-output", "svd-llm"]}
