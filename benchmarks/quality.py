@@ -22,7 +22,7 @@ from common import REPO, markdown_table
 
 from fwsvd_core.ablation import group_ablation  # noqa: E402
 from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
-from fwsvd_core.cache import cache_root  # noqa: E402
+from fwsvd_core.cache import atomic_write_bytes, cache_root  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.figures import ablation_figure, mismatch_figure, score_curves_figure  # noqa: E402
 from fwsvd_core.finetune import finetune, read_record, save_finetuned  # noqa: E402
@@ -33,6 +33,7 @@ from fwsvd_core.sweep import run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
 
 DEMO = {"sst2": "demo:sst2", "stsb": "demo:stsb"}
+TASK_ORDER = ("sst2", "stsb", "mrpc", "cola", "rte")
 # fine-tuning of the models that are no built-in demo: (examples, epochs, lr)
 RECIPES = {"mrpc": (3668, 3.0, 5e-5), "cola": (8551, 3.0, 1e-4), "rte": (2490, 3.0, 5e-5)}
 METHODS = ["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-als"]
@@ -136,6 +137,7 @@ def main() -> int:
     p.add_argument("--budgets", default="0.3,0.5,0.7")
     p.add_argument("--fisher-samples", type=int, default=512)
     p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--finetune-budgets", default=None, help="budgets that also get a fine-tuned row (default: all)")
     p.add_argument("--eval-subsample", type=int, default=None)
     p.add_argument("--ablation-subsample", type=int, default=400)
     p.add_argument("--quick", action="store_true")
@@ -146,16 +148,17 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     budgets = [float(b) for b in args.budgets.split(",")]
+    ft_budgets = budgets if args.finetune_budgets is None else [float(b) for b in args.finetune_budgets.split(",")]
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
-    text = ["# Reproduction report: FWSVD, TFWSVD and their peers on MiniLM-L6", "", f"Made by `{command}`", "",
-            "Budgets are parameter ratios: kept / original weights of the compressible layers (the 36 linear maps "
-            "of the encoder blocks). Fisher (per-sample, "
-            f"{args.fisher_samples} examples) and calibration activations come from the training split; scores are on "
-            "the dev split. `+ft` rows fine-tune the compressed model "
-            f"for {args.finetune_steps} steps (batch 32, lr 5e-5) on the training split. Allocator `uniform` is one rank "
-            "ratio for every layer (the largest within the budget); `spectral` and `sensitivity` are the automatic "
-            "per-layer allocators of `fwsvd_core.allocation` (no layer below 0.75 of its uniform rank).", ""]
-    data = {}
+    header = ["# Reproduction report: FWSVD, TFWSVD and their peers on MiniLM-L6", "",
+              "Budgets are parameter ratios: kept / original weights of the compressible layers (the 36 linear maps "
+              "of the encoder blocks). The Fisher (per-sample estimator) and calibration activations come from the "
+              "training split; scores are on the dev split. `+ft` rows fine-tune the compressed model (batch 32, "
+              "lr 5e-5) on the training split. Allocator `uniform` is one rank ratio for every layer (the largest "
+              "within the budget); `spectral` and `sensitivity` are the automatic per-layer allocators of "
+              "`fwsvd_core.allocation` (no layer below 0.75 of its uniform rank). Each task's section names the "
+              "command that made it; runs of different tasks merge into one report.", ""]
+    json_path = out.with_suffix(".json")
     for task_name in args.tasks.split(","):
         start = time.perf_counter()
         task = get_task(task_name)
@@ -169,9 +172,12 @@ def main() -> int:
         session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train,
                                                           min(args.fisher_samples, 256), fingerprint=loaded.fingerprint))
         say = lambda t: print(f"[{task_name}] {t}", file=sys.stderr, flush=True)  # noqa: E731
-        plain = run_sweep(session, dev, METHODS, param_ratios=budgets, subsample=args.eval_subsample, report=say,
+        plain = run_sweep(session, dev, METHODS, param_ratios=ft_budgets, subsample=args.eval_subsample, report=say,
                           train_data=train, finetune_steps=args.finetune_steps)
         parts = [plain]
+        if rest := [b for b in budgets if b not in ft_budgets]:
+            parts.append(run_sweep(session, dev, METHODS, param_ratios=rest, subsample=args.eval_subsample,
+                                   report=say).iloc[1:])
         for allocator, methods in ALLOCATED.items():
             swept = run_sweep(session, dev, methods, param_ratios=budgets, allocators=[allocator], train_data=train,
                               subsample=args.eval_subsample, report=say)
@@ -189,23 +195,29 @@ def main() -> int:
         shown = table[[c for c in keep if c in table.columns]].round(4).astype(object).fillna("")  # dense: no target
         findings = claims(table.assign(allocator=table["allocator"].fillna("uniform")), metric, ablation)
         gains = allocation_gains(table.assign(allocator=table["allocator"].fillna("uniform")), metric)
-        data[task_name] = {"model": loaded.source, "notes": loaded.notes, "rows": shown.to_dict(orient="records"),
-                           "ablation": ablation.to_dict(orient="records"), "findings": findings,
-                           "allocation gains": gains.to_dict(orient="records"),
-                           "seconds": round(time.perf_counter() - start, 1)}
-        text += [f"## {task_name}: {loaded.source}", "", *[f"_{n}_" for n in loaded.notes], "",
-                 markdown_table(shown.to_dict(orient="records")), "",
-                 "Best automatic allocation (spectral or sensitivity, any method) against the best uniform-ratio FWSVD "
-                 "at the same budget:", "", markdown_table(gains.to_dict(orient="records")), "",
-                 "Singular-value group ablation (SVD, "
-                 f"{args.ablation_subsample or len(dev)} dev examples):", "",
-                 markdown_table(ablation.round(4).to_dict(orient="records")), "", "What holds here:", "", *findings, "",
-                 f"Figures: `{out.name}_{task_name}_scores.html` (every method, fine-tuned and allocated), "
-                 f"`{out.name}_{task_name}_mismatch.html`, `{out.name}_{task_name}_ablation.html`. "
-                 f"Time {data[task_name]['seconds']} s.", ""]
-        out.with_suffix(".md").write_text("\n".join(text) + "\n")  # written after each task: partial runs keep their part
-        out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
-    print("\n".join(text))
+        seconds = round(time.perf_counter() - start, 1)
+        section = [f"## {task_name}: {loaded.source}", "", f"Made by `{command}` ({args.fisher_samples} Fisher examples, "
+                   f"{args.finetune_steps} fine-tuning steps at budgets {', '.join(map(str, ft_budgets))}).", "",
+                   *[f"_{n}_" for n in loaded.notes], "",
+                   markdown_table(shown.to_dict(orient="records")), "",
+                   "Best automatic allocation (spectral or sensitivity, any method) against the best uniform-ratio "
+                   "FWSVD at the same budget:", "", markdown_table(gains.to_dict(orient="records")), "",
+                   f"Singular-value group ablation (SVD, {args.ablation_subsample or len(dev)} dev examples):", "",
+                   markdown_table(ablation.round(4).to_dict(orient="records")), "", "What holds here:", "", *findings, "",
+                   f"Figures: `{out.name}_{task_name}_scores.html` (every method, fine-tuned and allocated), "
+                   f"`{out.name}_{task_name}_mismatch.html`, `{out.name}_{task_name}_ablation.html`. Time {seconds} s.", ""]
+        entry = {"model": loaded.source, "notes": loaded.notes, "command": command, "rows": shown.to_dict(orient="records"),
+                 "ablation": ablation.to_dict(orient="records"), "findings": findings,
+                 "allocation gains": gains.to_dict(orient="records"), "seconds": seconds, "section": section}
+        # merged with the tasks other runs wrote, so tasks can run apart (or side by side); written after each task
+        data = json.loads(json_path.read_text()) if json_path.is_file() else {}
+        data[task_name] = entry
+        order = sorted(data, key=lambda t: (list(TASK_ORDER).index(t) if t in TASK_ORDER else len(TASK_ORDER), t))
+        data = {t: data[t] for t in order}
+        text = header + [line for t in order for line in data[t].get("section", [])]
+        atomic_write_bytes(json_path, json.dumps(data, indent=1, default=str).encode())
+        atomic_write_bytes(out.with_suffix(".md"), ("\n".join(text) + "\n").encode())
+    print(out.with_suffix(".md").read_text())
     return 0
 
 

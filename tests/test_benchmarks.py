@@ -64,3 +64,10 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     assert len(report["ablation"]) == 10 and report["findings"]
     for figure in ("mismatch", "scores", "ablation"):
         assert (tmp_path / f"results_sst2_{figure}.html").is_file()
+    # a second run of another task merges into the same report instead of replacing it
+    done = run("quality.py", "--quick", "--model", str(tiny_models["bert"]), "--tasks", "cola", "--budgets", "0.4",
+               "--finetune-budgets", "0.4", "--data-dir", str(glue_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(json.loads(out.with_suffix(".json").read_text())) == {"sst2", "cola"}
+    text = out.with_suffix(".md").read_text()
+    assert text.index("## sst2") < text.index("## cola")
