@@ -12,6 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fwsvd_core.markdown import markdown_table  # noqa: E402,F401  (the scripts import it from here)
+
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Median and best wall time of `fn` over `repeats` runs, after `warmup` runs."""
@@ -28,16 +30,6 @@ def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[s
 def peak_rss_mb() -> float:
     """The process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def write_report(out: Path, title: str, command: str, sections: dict[str, list[dict]], notes: list[str],

@@ -1,5 +1,5 @@
-"""Task score per method, TFWSVD solver and rank allocator at several parameter budgets, plus the
-predictor of SVD failure; writes JSON and a markdown report.
+"""Task score per method, TFWSVD solver and rank allocator at several parameter budgets; writes JSON
+and a markdown report. (The predictor of SVD failure has its own report: `python -m fwsvd_core predictor`.)
 
     python benchmarks/methods_report.py --model demo:sst2 --task sst2 --data-dir ../shared/data/glue --out docs/methods_sst2
     python benchmarks/methods_report.py --quick ...   # a tiny run, as CI does, so the script does not rot
@@ -20,7 +20,6 @@ from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
 from fwsvd_core.models import load_model  # noqa: E402
-from fwsvd_core.predictor import validate_predictor  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.sweep import run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
@@ -45,14 +44,13 @@ def main() -> int:
     p.add_argument("--budgets", default="0.3,0.5")
     p.add_argument("--fisher-samples", type=int, default=512)
     p.add_argument("--eval-subsample", type=int, default=None)
-    p.add_argument("--predictor-subsample", type=int, default=400)
     p.add_argument("--solver-iters", type=int, default=10)
     p.add_argument("--solver-seconds", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="tiny settings, for CI")
     p.add_argument("--out", default="docs/methods")
     args = p.parse_args()
     if args.quick:
-        args.fisher_samples, args.eval_subsample, args.predictor_subsample, args.solver_iters = 16, 32, 16, 2
+        args.fisher_samples, args.eval_subsample, args.solver_iters = 16, 32, 2
     start = time.perf_counter()
     task = get_task(args.task)
     loaded = load_model(args.model)
@@ -83,25 +81,20 @@ def main() -> int:
         if best is not None:
             gains.append({"param ratio": budget, "best uniform FWSVD": base, "best allocator": f"{best['method']} / {best['allocator']}",
                           "its score": best[metric], "gain": best[metric] - base})
-    predictor, correlation = validate_predictor(session, dev, 0.25, subsample=args.predictor_subsample)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": loaded.source, "task": task.name, "eval data": dev.source, "fisher": f"{session.fisher.n_examples} "
             f"examples of {train.split}, per-sample", "eval subsample": args.eval_subsample, "budgets": budgets,
-            "tfwsvd": session.tfwsvd_settings, "seconds": round(time.perf_counter() - start, 1),
-            "predictor correlation": correlation}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table.to_dict(orient="records"), "gains": gains,
-                                                    "predictor": predictor.to_dict(orient="records")}, indent=1, default=str))
+            "tfwsvd": session.tfwsvd_settings, "seconds": round(time.perf_counter() - start, 1)}
+    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table.to_dict(orient="records"), "gains": gains},
+                                                   indent=1, default=str))
     text = [f"# Methods, solvers and allocators: {loaded.source} on {task.name}", "",
             "Made by `python benchmarks/methods_report.py " + " ".join(sys.argv[1:]) + "`", "",
             f"Scored on {dev.source} ({args.eval_subsample or len(dev)} examples); Fisher and calibration from the "
             f"training split. Budgets are parameter ratios (kept / original weights of the compressible layers).", "",
             markdown(table.round(4)), "", "## Best allocator against uniform-ratio FWSVD at the same budget", "",
             markdown(pd.DataFrame(gains).round(4)) if gains else "(none)", "",
-            "## Predictor of SVD failure", "",
-            f"Spearman rank correlation over {len(predictor)} layers (rank ratio 0.25, each layer compressed alone, "
-            f"{args.predictor_subsample or len(dev)} examples scored): with the measured extra loss of SVD over FWSVD "
-            f"{correlation['spearman vs loss']:.3f}; with the measured score gain of FWSVD {correlation['spearman vs score']:.3f}.",
+            "The predictor of SVD failure is validated by `python -m fwsvd_core predictor` (docs/predictor_*.md).",
             "", f"Total time {meta['seconds']} s."]
     out.with_suffix(".md").write_text("\n".join(text) + "\n")
     print("\n".join(text))

@@ -18,7 +18,8 @@ from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .layers import layer_table
 from .models import LoadedModel, load_model
-from .predictor import validate_predictor
+from .markdown import markdown_table
+from .predictor import PREDICTORS, validate_predictor
 from .session import (
     COMPRESSION_METHODS,
     CompressionSession,
@@ -104,16 +105,40 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 def cmd_predictor(args) -> int:
     loaded, session, fisher_data, eval_data = _prepare(args)
     _fisher(args, session, fisher_data)
-    table, correlation = validate_predictor(session, eval_data, args.rank_ratio, args.weighted,
-                                            subsample=args.eval_subsample, progress=_progress("layers"))
+    table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
+                                      n_examples=args.fisher_samples, subsample=args.eval_subsample,
+                                      progress=_progress("layers"))
     print(table.round(5).to_string(index=False))
-    print(json.dumps(correlation))
+    print(json.dumps(stats))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
+    command = "python -m fwsvd_core " + " ".join(sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
-                                                    "weighted": args.weighted, "correlation": correlation}, indent=1))
+                                                    "weighted": args.weighted, "command": command, "stats": stats,
+                                                    "layers": table.to_dict(orient="records")}, indent=1))
+    out.with_suffix(".md").write_text(predictor_report(table, stats, loaded.source, eval_data, args, command))
     return 0
+
+
+def predictor_report(table, stats: dict[str, float], model: str, eval_data: TaskData, args, command: str) -> str:
+    """The validation as markdown: correlations with their intervals, the reliability bound, the per-layer table."""
+    lines = [f"# Predictor of SVD failure: {model} on {args.task}", "", f"Made by `{command}`", "",
+             f"Each of the {int(stats['layers'])} layers compressed alone at rank ratio {args.rank_ratio} with SVD and with "
+             f"{args.weighted}; task loss measured on {int(stats['examples scored'])} examples of {eval_data.source}. "
+             f"Predictors from the Fisher of {args.fisher_samples} training examples, no compressed model evaluated.", "",
+             "| predictor | Spearman vs measured extra loss of SVD | 95% bootstrap interval | Spearman vs score gain of FWSVD |",
+             "|---|---|---|---|"]
+    for name in PREDICTORS:
+        if f"{name}: spearman vs loss" in stats:
+            lines.append(f"| {name} | {stats[f'{name}: spearman vs loss']:.3f} | {stats[f'{name}: 95% low']:.3f} to "
+                         f"{stats[f'{name}: 95% high']:.3f} | {stats[f'{name}: spearman vs score']:.3f} |")
+    significant = int((table["measured SVD excess loss"].abs() > 2 * table["standard error"]).sum())
+    lines += ["", f"Split-half reliability of the measurement: {stats['measurement reliability']:.3f} (a predictor can "
+              "correlate with the measurement up to about its square root). Layers whose measured difference is more "
+              f"than two standard errors from zero: {significant} of {len(table)}.", "",
+              markdown_table(table.round(5).to_dict(orient="records")), ""]
+    return "\n".join(lines)
 
 
 def cmd_layers(args) -> int:
@@ -202,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predictor", help="validate the per-layer predictor of SVD failure against measured drops")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--rank-ratio", type=float, default=0.25)
+    p.add_argument("--rank-ratio", type=float, default=0.1)
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
     p.add_argument("--out", default="results/predictor")
     p.set_defaults(func=cmd_predictor)

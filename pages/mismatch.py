@@ -10,7 +10,7 @@ from fwsvd_core.figures import (
     mismatch_figure,
     spectra_figure,
 )
-from fwsvd_core.predictor import svd_failure_scores, validate_predictor
+from fwsvd_core.predictor import PREDICTORS, svd_failure_scores, validate_predictor
 from fwsvd_core.session import COMPRESSION_METHODS
 from fwsvd_core.sweep import run_sweep
 from studio.state import prepare_methods, ready
@@ -92,27 +92,46 @@ if akey in st.session_state:
 
 st.subheader("Where does weighting matter?")
 st.markdown(
-    "A prediction from the weights and the Fisher alone, no evaluation: with the Fisher as the curvature of the "
-    "loss, truncating a layer raises the loss by about 0.5 * sum I dW^2. The map shows that estimate for plain "
-    "SVD minus the same for FWSVD at one rank ratio: the loss weighting is predicted to save, layer by layer."
+    "A prediction from the weights and the Fisher alone, with no compressed model evaluated: expanding the task loss "
+    "to second order, with the Fisher as its curvature, truncating a layer by dW raises the loss by about "
+    "g.dW + 0.5 dW^T F dW. The map shows that estimate for plain SVD minus the same for FWSVD at one rank ratio: "
+    "the loss weighting is predicted to save, layer by layer. **Diagonal** uses the stored Fisher (instant); "
+    "**full** adds the first-order term and the off-diagonal curvature from one more gradient pass over training "
+    "examples. Validation tells how far to trust either."
 )
-p1, p2 = st.columns(2)
-predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.1, 0.15, 0.25, 0.33, 0.5], value=0.25)
-predicted = svd_failure_scores(session, predict_ratio)
-st.plotly_chart(fisher_overview(session.layers, dict(zip(predicted["layer"], predicted["predicted SVD excess"].clip(lower=0))),
-                                title="Predicted loss saved by Fisher weighting, per layer"),
+p1, p2, p3 = st.columns(3)
+predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.05, 0.1, 0.15, 0.25, 0.33, 0.5], value=0.1)
+predictor = p2.radio("Predictor", list(PREDICTORS), horizontal=True, key="predictor_kind")
+calibration = state.train if predictor == "full" else None
+pkey = ("predicted", choice, predict_ratio, predictor)
+if pkey not in st.session_state:
+    with st.spinner("Per-example gradients of the training examples ..." if calibration is not None else "Predicting ..."):
+        st.session_state[pkey] = svd_failure_scores(session, predict_ratio, calibration=calibration,
+                                                    n_examples=choice.fisher_samples)
+predicted = st.session_state[pkey]
+column = PREDICTORS[predictor]
+st.plotly_chart(fisher_overview(session.layers, dict(zip(predicted["layer"], predicted[column].clip(lower=0))),
+                                title=f"Predicted loss saved by Fisher weighting, per layer ({predictor})"),
                 width="stretch", key="predictor")
-vscored = p2.number_input("Examples scored when validating (0 = all)", 0, len(state.dev), min(len(state.dev), 300),
+vscored = p3.number_input("Examples scored when validating (0 = all)", 0, len(state.dev), min(len(state.dev), 300),
                           step=100, key="validate_scored")
 vkey = ("validate", choice, predict_ratio, vscored)
-if st.button(f"Validate against measured single-layer drops ({2 * len(session.layers)} evaluations)"):
+if st.button(f"Validate both predictors against measured single-layer drops ({2 * len(session.layers)} evaluations)"):
     bar = st.progress(0.0, text="layer by layer ...")
-    st.session_state[vkey] = validate_predictor(session, state.dev, predict_ratio, subsample=vscored or None,
+    st.session_state[vkey] = validate_predictor(session, state.dev, predict_ratio, calibration=state.train,
+                                                n_examples=choice.fisher_samples, subsample=vscored or None,
                                                 progress=lambda d, t: bar.progress(d / t, text=f"layer {d} of {t}"))
     bar.empty()
 if vkey in st.session_state:
-    table, corr = st.session_state[vkey]
-    st.markdown(f"Spearman rank correlation of the prediction with the measured extra loss of SVD: "
-                f"**{corr['spearman vs loss']:.2f}**; with the measured score gain of FWSVD: "
-                f"**{corr['spearman vs score']:.2f}**.")
+    table, stats = st.session_state[vkey]
+    st.markdown(
+        "Spearman rank correlation of each prediction with the measured extra loss of SVD over FWSVD (each layer "
+        f"compressed alone, {int(stats['examples scored'])} dev examples; 95% bootstrap interval over examples):\n\n"
+        + "\n".join(f"- **{name}**: {stats[f'{name}: spearman vs loss']:.2f} "
+                     f"({stats[f'{name}: 95% low']:.2f} to {stats[f'{name}: 95% high']:.2f}); with the score gain of "
+                     f"FWSVD {stats[f'{name}: spearman vs score']:.2f}" for name in PREDICTORS)
+        + f"\n\nThe measurement itself reproduces with a split-half reliability of "
+        f"**{stats['measurement reliability']:.2f}**: no predictor can correlate with it much above the square "
+        "root of that."
+    )
     st.dataframe(table, hide_index=True, width="stretch")

@@ -25,7 +25,6 @@ def test_methods_report_quick(tiny_models, glue_dir, tmp_path):
     methods = {r["method"] for r in report["rows"]}
     assert {"dense", "svd", "fwsvd-input", "asvd", "svd-llm", "tfwsvd-als", "tfwsvd-em"} <= methods
     assert {r["allocator"] for r in report["rows"] if r["method"] != "dense"} == {"uniform", "spectral", "sensitivity"}
-    assert len(report["predictor"]) == 12 and "spearman vs loss" in report["predictor correlation"]
     assert "## Best allocator" in out.with_suffix(".md").read_text()
 
 

@@ -75,4 +75,8 @@ def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_
     out = tmp_path / "pred"
     assert main(["predictor", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--fisher-samples", "8", "--eval-subsample", "32", "--out", str(out)]) == 0
-    assert "spearman vs loss" in json.loads(out.with_suffix(".json").read_text())["correlation"]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert {"diagonal: spearman vs loss", "full: spearman vs loss", "measurement reliability"} <= set(report["stats"])
+    assert len(report["layers"]) == len(pd.read_csv(out.with_suffix(".csv")))
+    text = out.with_suffix(".md").read_text()
+    assert "| diagonal |" in text and "| full |" in text and "Split-half reliability" in text
