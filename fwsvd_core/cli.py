@@ -17,8 +17,8 @@ from .factorization import ACTIVATION_METHODS
 from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .layers import layer_table
-from .models import LoadedModel, load_model
 from .markdown import markdown_table
+from .models import LoadedModel, load_model
 from .predictor import PREDICTORS, validate_predictor
 from .session import (
     COMPRESSION_METHODS,
