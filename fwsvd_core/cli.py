@@ -126,7 +126,8 @@ def predictor_report(table, stats: dict[str, float], model: str, eval_data: Task
     lines = [f"# Predictor of SVD failure: {model} on {args.task}", "", f"Made by `{command}`", "",
              f"Each of the {int(stats['layers'])} layers compressed alone at rank ratio {args.rank_ratio} with SVD and with "
              f"{args.weighted}; task loss measured on {int(stats['examples scored'])} examples of {eval_data.source}. "
-             f"Predictors from the Fisher of {args.fisher_samples} training examples, no compressed model evaluated.", "",
+             f"Predictors from the Fisher of {args.fisher_samples} training examples, no compressed model evaluated. "
+             "The intervals resample the scored examples (the measurement's noise), not the layers.", "",
              "| predictor | Spearman vs measured extra loss of SVD | 95% bootstrap interval | Spearman vs score gain of FWSVD |",
              "|---|---|---|---|"]
     for name in PREDICTORS:
