@@ -43,9 +43,8 @@ def matrix_heatmap(matrix: torch.Tensor, title: str, log: bool = True, max_cells
     return fig
 
 
-def fisher_overview(layers: list[LayerInfo], mass: dict[str, float],
-                    title: str = "Fisher mass per layer (sum of the element-wise Fisher)") -> go.Figure:
-    """Blocks x roles: a positive number per layer (the Fisher mass by default), log scale."""
+def _blocks_by_roles(layers: list[LayerInfo], value) -> tuple[np.ndarray, list[list[str]], list[str], list[int]]:
+    """A roles x blocks grid of value(layer) (NaN where a block has no such role) and its cell labels."""
     roles = [r for r in ROLES if any(l.role == r for l in layers)]
     blocks = sorted({l.block for l in layers if l.block is not None})
     z = np.full((len(roles), len(blocks)), np.nan)
@@ -54,13 +53,31 @@ def fisher_overview(layers: list[LayerInfo], mass: dict[str, float],
         if l.block is None:
             continue
         i, j = roles.index(l.role), blocks.index(l.block)
-        z[i, j] = np.log10(max(mass.get(l.name, 0.0), 1e-30))
-        text[i][j] = f"{mass.get(l.name, 0.0):.2e}"
+        z[i, j], text[i][j] = value(l)
+    return z, text, roles, blocks
+
+
+def fisher_overview(layers: list[LayerInfo], mass: dict[str, float],
+                    title: str = "Fisher mass per layer (sum of the element-wise Fisher)") -> go.Figure:
+    """Blocks x roles: a positive number per layer (the Fisher mass by default), log scale."""
+    z, text, roles, blocks = _blocks_by_roles(
+        layers, lambda l: (np.log10(max(mass.get(l.name, 0.0), 1e-30)), f"{mass.get(l.name, 0.0):.2e}"))
     fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
                                colorscale="Viridis", colorbar={"title": "log10"},
                                hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
     fig.update_layout(title=title, height=360,
                       margin={"l": 120, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def signed_layer_map(layers: list[LayerInfo], values: dict[str, float], title: str) -> go.Figure:
+    """Blocks x roles: a signed number per layer, red above zero and blue below, white at zero."""
+    z, text, roles, blocks = _blocks_by_roles(layers, lambda l: (values.get(l.name, 0.0), f"{values.get(l.name, 0.0):.2g}"))
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
+                               colorscale="RdBu_r", zmid=0.0, zmin=-bound, zmax=bound,
+                               hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=360, margin={"l": 120, "r": 20, "t": 50, "b": 40})
     return fig
 
 

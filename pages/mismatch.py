@@ -6,8 +6,8 @@ from fwsvd_core.errors import FwsvdError
 from fwsvd_core.factorization import FISHER_METHODS
 from fwsvd_core.figures import (
     ablation_figure,
-    fisher_overview,
     mismatch_figure,
+    signed_layer_map,
     spectra_figure,
 )
 from fwsvd_core.predictor import PREDICTORS, svd_failure_scores, validate_predictor
@@ -110,8 +110,9 @@ if pkey not in st.session_state:
                                                     n_examples=choice.fisher_samples)
 predicted = st.session_state[pkey]
 column = PREDICTORS[predictor]
-st.plotly_chart(fisher_overview(session.layers, dict(zip(predicted["layer"], predicted[column].clip(lower=0))),
-                                title=f"Predicted loss saved by Fisher weighting, per layer ({predictor})"),
+st.plotly_chart(signed_layer_map(session.layers, dict(zip(predicted["layer"], predicted[column])),
+                                 title=f"Predicted loss saved by Fisher weighting, per layer ({predictor}; "
+                                       "blue: FWSVD predicted worse)"),
                 width="stretch", key="predictor")
 vscored = p3.number_input("Examples scored when validating (0 = all)", 0, len(state.dev), min(len(state.dev), 300),
                           step=100, key="validate_scored")
