@@ -188,10 +188,10 @@ def test_mismatch_page_shows_the_predictor_and_validates_it(app):
     app.switch_page("pages/mismatch.py").run()
     no_failure(app)
     predictor = figures(app)[-1]
-    assert "Predicted loss saved" in predictor["layout"]["title"]["text"] and "(diagonal)" in predictor["layout"]["title"]["text"]
+    assert "Predicted loss saved" in predictor["layout"]["title"]["text"] and "(diagonal;" in predictor["layout"]["title"]["text"]
     app.radio(key="predictor_kind").set_value("full").run()
     no_failure(app)
-    assert "(full)" in figures(app)[-1]["layout"]["title"]["text"]
+    assert "(full;" in figures(app)[-1]["layout"]["title"]["text"]
     [b for b in app.button if b.label.startswith("Validate both predictors")][0].click().run()
     no_failure(app)
     text = next(m.value for m in app.markdown if "Spearman rank correlation" in m.value)
