@@ -21,7 +21,7 @@ from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
 from fwsvd_core.models import load_model  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
-from fwsvd_core.sweep import run_sweep  # noqa: E402
+from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
 
 # (methods, allocators): TFWSVD solves each layer at each rank, so it runs with uniform ranks only
@@ -72,15 +72,7 @@ def main() -> int:
     keep = ["method", "allocator", "target param ratio", "param ratio (layers)", "param ratio (model)", metric, "loss",
             "plain error", "fisher error"]
     table = table[[c for c in keep if c in table.columns]]
-    uniform_fw = table[(table["allocator"] == "uniform") & table["method"].str.startswith("fwsvd")]
-    gains = []
-    for budget in budgets:
-        base = uniform_fw[uniform_fw["target param ratio"] == budget][metric].max()
-        rows = table[(table["target param ratio"] == budget) & (table["allocator"] != "uniform")]
-        best = rows.loc[rows[metric].idxmax()] if len(rows) else None
-        if best is not None:
-            gains.append({"param ratio": budget, "best uniform FWSVD": base, "best allocator": f"{best['method']} / {best['allocator']}",
-                          "its score": best[metric], "gain": best[metric] - base})
+    gains = allocation_gains(table, metric).to_dict(orient="records")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": loaded.source, "task": task.name, "eval data": dev.source, "fisher": f"{session.fisher.n_examples} "

@@ -29,7 +29,7 @@ from fwsvd_core.finetune import finetune, read_record, save_finetuned  # noqa: E
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
 from fwsvd_core.models import load_model  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
-from fwsvd_core.sweep import run_sweep  # noqa: E402
+from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
 
 DEMO = {"sst2": "demo:sst2", "stsb": "demo:stsb"}
@@ -110,23 +110,6 @@ def claims(table: pd.DataFrame, metric: str, ablation: pd.DataFrame) -> list[str
                  f"the smaller half of the spectrum (groups 6-10) costs at most {later_max:.4f} when one group is removed"
                  + (", so small singular values matter too." if later_max > 0.01 else ", little next to the large ones."))
     return lines
-
-
-def allocation_gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per budget: the best automatic allocation (any method) against the best uniform-ratio FWSVD variant."""
-    plain = table[~table["method"].str.endswith("+ft")]
-    rows = []
-    for budget, part in plain.groupby("target param ratio"):
-        uniform = part[(part["allocator"] == "uniform") & part["method"].str.startswith("fwsvd")]
-        allocated = part[~part["allocator"].isin(["uniform"])]
-        if uniform.empty or allocated.empty:
-            continue
-        best = allocated.loc[allocated[metric].idxmax()]
-        base = float(uniform[metric].max())
-        rows.append({"param ratio": budget, "best uniform FWSVD": round(base, 4),
-                     "best allocation": f"{best['method']} / {best['allocator']}", "its score": round(float(best[metric]), 4),
-                     "gain": round(float(best[metric]) - base, 4)})
-    return pd.DataFrame(rows)
 
 
 def main() -> int:

@@ -95,13 +95,13 @@ class _GradientBatch:
 
     inputs: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
-    n_examples: int  # examples in the batch, finite or not
+    n_good: int  # the examples kept: B above
 
 
 def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
     for name, sums_l in sums.items():
         x, g = batch.inputs[name].float(), batch.grads[name].float()  # half-precision sums lose the small terms
-        n_good = x.shape[0]
+        n_good = batch.n_good
         out_f, in_f = sums_l.shape
         if estimator == "batch":
             sums_l += (g.reshape(-1, out_f).T @ x.reshape(-1, in_f) / n_good) ** 2
@@ -161,7 +161,7 @@ def _gradient_batches(
             if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
                 inputs = {name: x[good] for name, x in inputs.items()}
                 outputs = {name: g[good] for name, g in outputs.items()}
-            yield _GradientBatch(inputs, outputs, n)
+            yield _GradientBatch(inputs, outputs, int(good.sum()))
     finally:
         capture.remove()
         for p, flag in saved_flags:
@@ -185,11 +185,10 @@ def compute_fisher(
     sums = {l.name: torch.zeros(l.out_features, l.in_features, device=device) for l in layers}
     n_good = n_batches = 0
     for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
-        good = next(iter(batch.inputs.values())).shape[0]
-        if good:
+        if batch.n_good:
             _accumulate_batch(batch, estimator, sums)
             n_batches += 1
-        n_good += good
+        n_good += batch.n_good
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
     per_layer = {}
     for l in layers:
@@ -214,8 +213,11 @@ def directional_fisher(
     """
     if len(data) == 0:
         raise FwsvdError("The directional Fisher needs at least one example.")
-    layers = [l for l in (layers or require_layers(model)) if l.name in directions]
-    sums = {n: {k: [0.0, 0.0] for k in d} for n, d in directions.items() if n in {l.name for l in layers}}
+    known = layers or require_layers(model)
+    if unknown := sorted(set(directions) - {l.name for l in known}):
+        raise FwsvdError(f"No compressible layer is named {', '.join(unknown)}.")
+    layers = [l for l in known if l.name in directions]
+    sums = {n: {k: [0.0, 0.0] for k in d} for n, d in directions.items()}
     device = next(model.parameters()).device
     moved = {n: {k: dw.to(device=device, dtype=torch.float32) for k, dw in d.items()} for n, d in directions.items()}
     n_good = 0
@@ -227,7 +229,7 @@ def directional_fisher(
                     projection = ((x @ moved[name][label].T) * g).sum(dim=(1, 2)).double()
                     acc[0] += float(projection.sum())
                     acc[1] += float(projection.square().sum())
-        n_good += next(iter(batch.inputs.values())).shape[0]
+        n_good += batch.n_good
     n = max(n_good, 1)
     return {name: {label: (acc[0] / n, acc[1] / n) for label, acc in by_label.items()} for name, by_label in sums.items()}
 

@@ -94,3 +94,23 @@ def run_sweep(
                 tuned_row = score_row(f"{method}+ft", tuned, ranks, errors, f"{label}, {finetune_steps} fine-tuning steps")
                 rows.append({**row, **tuned_row, "finetune steps": finetune_steps})
     return pd.DataFrame(rows)
+
+
+def allocation_gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per budget: the best automatic allocation (any method) against the best uniform-ratio FWSVD variant.
+
+    Rows whose method ends in "+ft" (fine-tuned after compression) are left out of both sides.
+    """
+    plain = table[~table["method"].str.endswith("+ft")]
+    rows = []
+    for budget, part in plain.groupby("target param ratio"):
+        uniform = part[(part["allocator"] == "uniform") & part["method"].str.startswith("fwsvd")]
+        allocated = part[~part["allocator"].isin(["uniform"])]
+        if uniform.empty or allocated.empty:
+            continue
+        best = allocated.loc[allocated[metric].idxmax()]
+        base = float(uniform[metric].max())
+        rows.append({"param ratio": budget, "best uniform FWSVD": round(base, 4),
+                     "best allocation": f"{best['method']} / {best['allocator']}", "its score": round(float(best[metric]), 4),
+                     "gain": round(float(best[metric]) - base, 4)})
+    return pd.DataFrame(rows)

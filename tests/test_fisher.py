@@ -155,3 +155,11 @@ def test_directional_fisher_equals_projections_of_single_example_gradients(arch,
             dot = np.array(dots[n][k])
             assert fast[n][k][0] == pytest.approx(dot.mean(), rel=1e-4, abs=1e-7)
             assert fast[n][k][1] == pytest.approx((dot**2).mean(), rel=1e-4)
+
+
+def test_directional_fisher_names_an_unknown_layer(tiny_models, sst2_small):
+    from fwsvd_core.errors import FwsvdError
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    with pytest.raises(FwsvdError, match="no.such.layer"):
+        directional_fisher(loaded.model, loaded.tokenizer, sst2_small[0].sample(2), {"no.such.layer": {"a": torch.zeros(2, 2)}})
