@@ -27,7 +27,13 @@ from .data import TaskData
 from .errors import RankError
 from .evaluation import evaluate
 from .layers import LayerInfo
-from .ranks import RankMap, compressed_params, original_params
+from .ranks import (
+    RankMap,
+    compressed_params,
+    original_params,
+    ranks_for_param_ratio,
+    uniform_ranks,
+)
 from .session import CompressionSession, canonical_compression_method
 
 ALLOCATORS = ("uniform", "spectral", "sensitivity")
@@ -112,9 +118,10 @@ def sensitivity_table(
     tokenizer = session.loaded.tokenizer
     dense = evaluate(session.model, tokenizer, part, cancel=cancel).loss
     rows, total, done = [], len(session.layers) * len(ratios), 0
+    ranks_at = {ratio: uniform_ranks(session.layers, ratio) for ratio in ratios}
     for layer in session.layers:
         for ratio in ratios:
-            rank = max(1, min(layer.max_rank, round(ratio * layer.max_rank)))
+            rank = ranks_at[ratio][layer.name]
             model = session.compress(method, {layer.name: rank})
             loss = evaluate(model, tokenizer, part, cancel=cancel).loss
             rows.append({"layer": layer.name, "rank ratio": ratio, "rank": rank, "loss increase": loss - dense})
@@ -147,8 +154,6 @@ def allocate(
     No layer gets less than `floor_fraction` of the uniform allocation's rank: the loss curves are
     second-order or interpolated estimates, least trustworthy far from the ranks they were made at.
     """
-    from .ranks import ranks_for_param_ratio
-
     if allocator not in ALLOCATORS:
         raise RankError(f"Unknown allocator {allocator!r}; choose from {', '.join(ALLOCATORS)}.")
     if not 0.0 < param_ratio <= 1.0:

@@ -112,12 +112,12 @@ def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, tor
             sums_l += per_example.square_().sum(dim=0)
 
 
-def _finite_examples(losses: torch.Tensor, capture: _Capture, grads: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+def _finite_examples(losses: torch.Tensor, inputs: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which examples of the batch have a finite loss, finite layer inputs and finite output gradients."""
     good = torch.isfinite(losses.detach())
-    batch = losses.shape[0]
     for name, g in grads.items():
-        good &= torch.isfinite(_stack_tokens(g, batch)).flatten(1).all(dim=1)
-        good &= torch.isfinite(_stack_tokens(capture.inputs[name], batch)).flatten(1).all(dim=1)
+        good &= torch.isfinite(g).flatten(1).all(dim=1)
+        good &= torch.isfinite(inputs[name]).flatten(1).all(dim=1)
     return good
 
 
@@ -154,10 +154,10 @@ def _gradient_batches(
                 count = len(capture.outputs[n])
                 grads[n] = [torch.zeros_like(o) if g is None else g for o, g in zip(capture.outputs[n], grads_flat[k : k + count])]
                 k += count
-            good = _finite_examples(losses, capture, grads)
             n = len(idx)
             inputs = {name: _stack_tokens(capture.inputs[name], n) for name in names}
             outputs = {name: _stack_tokens(grads[name], n) for name in names}
+            good = _finite_examples(losses, inputs, outputs)
             if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
                 inputs = {name: x[good] for name, x in inputs.items()}
                 outputs = {name: g[good] for name, g in outputs.items()}

@@ -29,13 +29,10 @@ from .evaluation import predict_with_loss
 from .fisher import directional_fisher
 from .labels import map_labels
 from .metrics import compute_metrics
+from .ranks import uniform_ranks
 from .session import CompressionSession
 
 PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)"}
-
-
-def layer_rank(max_rank: int, rank_ratio: float) -> int:
-    return max(1, min(max_rank, round(rank_ratio * max_rank)))
 
 
 def svd_failure_scores(
@@ -50,8 +47,9 @@ def svd_failure_scores(
     if session.fisher is None:
         raise ValueError("The predictor needs the Fisher: estimate it first.")
     rows, changes = [], {}
+    ranks = uniform_ranks(session.layers, rank_ratio)
     for layer in session.layers:
-        rank = layer_rank(layer.max_rank, rank_ratio)
+        rank = ranks[layer.name]
         w = session.weight(layer.name).float()
         f = session.fisher.per_layer[layer.name].to(w.device)
         changes[layer.name] = {m: session.factors(m)[layer.name].reconstruct(rank) - w for m in ("svd", weighted)}
