@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, encode, iter_batches
-from .cache import cache_key, cache_root, load_tensors, save_tensors
+from .cache import cache_key, cache_root, expect_shapes, load_tensors, store_tensors
 from .data import TaskData
 from .layers import LayerInfo, require_layers
 from .models import model_fingerprint
@@ -79,21 +79,21 @@ def estimate_activation_stats(
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
     key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model), task=data.task.name,
-                    source=data.source, split=data.split, n=len(part), seed=seed, max_length=max_length,
-                    layers=[l.name for l in layers])
+                    examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers])
     path = cache_root() / "activations" / f"{key}.safetensors"
-    if use_cache and (hit := load_tensors(path)) is not None:
+    shapes = {f"mean_abs/{l.name}": (l.in_features,) for l in layers}
+    shapes.update({f"second/{l.name}": (l.in_features, l.in_features) for l in layers})
+    if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
         tensors, meta = hit
         names = [l.name for l in layers]
-        if all(f"mean_abs/{n}" in tensors and f"second/{n}" in tensors for n in names):
-            return ActivationStats({n: tensors[f"mean_abs/{n}"] for n in names}, {n: tensors[f"second/{n}"] for n in names},
-                                   int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key)
+        return ActivationStats({n: tensors[f"mean_abs/{n}"] for n in names}, {n: tensors[f"second/{n}"] for n in names},
+                               int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key)
     stats = collect_activation_stats(model, tokenizer, part, layers, max_length=max_length, progress=progress,
                                      cancel=cancel)
     stats.key = key
     if use_cache:
         tensors = {f"mean_abs/{n}": t for n, t in stats.mean_abs.items()}
         tensors.update({f"second/{n}": t for n, t in stats.second_moment.items()})
-        save_tensors(path, tensors, {"n_examples": str(stats.n_examples), "n_tokens": json.dumps(stats.n_tokens),
+        store_tensors(path, tensors, {"n_examples": str(stats.n_examples), "n_tokens": json.dumps(stats.n_tokens),
                                      "seconds": f"{stats.seconds:.3f}"})
     return stats

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .batching import CancelFn
-from .cache import atomic_write_bytes, cache_key, cache_root
+from .cache import cache_key, cache_root, store_bytes
 from .data import TaskData
 from .errors import RankError
 from .evaluation import evaluate
@@ -108,7 +108,7 @@ def sensitivity_table(
     part = calibration.sample(n_examples, seed)
     key = cache_key(kind="sensitivity", model=session.loaded.fingerprint, method=method,
                     fisher=None if session.fisher is None else session.fisher.key, ratios=list(ratios),
-                    data=part.source, split=part.split, n=len(part), seed=seed, layers=[l.name for l in session.layers])
+                    examples=part.content_digest(), layers=[l.name for l in session.layers])
     path = cache_root() / "sensitivity" / f"{key}.json"
     if path.is_file():
         try:
@@ -128,7 +128,7 @@ def sensitivity_table(
             done += 1
             if progress is not None:
                 progress(done, total)
-    atomic_write_bytes(path, json.dumps(rows).encode())
+    store_bytes(path, json.dumps(rows).encode())
     return pd.DataFrame(rows)
 
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 CACHE_ENV = "FWSVD_CACHE_DIR"
+log = logging.getLogger("fwsvd_core")
 
 
 def cache_root() -> Path:
@@ -56,8 +56,75 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         raise
 
 
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
-    """The tensors and metadata of a cache entry; None (and the entry removed) when missing or corrupt."""
+def store_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """`save_tensors` for a cache: a failed write is not fatal. Returns '' or a warning for the user."""
+    try:
+        save_tensors(path, tensors, metadata)
+    except OSError as exc:
+        return _write_failed(path, exc)
+    return ""
+
+
+def store_bytes(path: Path, data: bytes) -> str:
+    """`atomic_write_bytes` for a cache: a failed write is not fatal. Returns '' or a warning for the user."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        return _write_failed(path, exc)
+    return ""
+
+
+def _write_failed(path: Path, exc: OSError) -> str:
+    warning = (f"the cache folder {path.parent} cannot be written ({exc.strerror or exc}): the result is kept "
+               f"in memory only (set {CACHE_ENV} to a writable folder)")
+    log.warning(warning)
+    return warning
+
+
+def cache_writable() -> bool:
+    """Whether the cache folder can be created and written (checked before heavy work)."""
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        return False
+    return True
+
+
+def safetensors_readable(path: Path) -> bool:
+    """Whether a safetensors file is whole: its header reads and its data covers every tensor."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (SafetensorError, OSError):
+        return False
+
+
+Check = Callable[[dict[str, torch.Tensor]], str]
+
+
+def expect_shapes(shapes: dict[str, tuple[int, ...]]) -> Check:
+    """A check that the entry holds exactly these tensors with these shapes."""
+    def check(tensors: dict[str, torch.Tensor]) -> str:
+        if missing := sorted(set(shapes) - set(tensors)):
+            return f"missing {missing[:3]}"
+        if extra := sorted(set(tensors) - set(shapes)):
+            return f"unexpected {extra[:3]}"
+        wrong = [k for k, shape in shapes.items() if tuple(tensors[k].shape) != tuple(shape)]
+        return f"wrong shape for {wrong[:3]}" if wrong else ""
+    return check
+
+
+def load_tensors(path: Path, check: Check | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """The tensors and metadata of a cache entry; None (and the entry removed) when missing or corrupt.
+
+    Corrupt: unreadable, unfinished, holding NaN or infinity, or failing `check` (which returns a reason).
+    """
     if not path.is_file():
         return None
     try:
@@ -67,27 +134,18 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] |
             metadata = dict(fh.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        path.unlink(missing_ok=True)
-        return None
+        return _discard(path, "unreadable")
     if metadata.get("complete") != "1":
-        path.unlink(missing_ok=True)
-        return None
+        return _discard(path, "unfinished")
+    if bad := [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]:
+        return _discard(path, f"NaN or infinity in {bad[:3]}")
+    if check is not None and (reason := check(tensors)):
+        return _discard(path, reason)
     return tensors, metadata
 
 
-@contextmanager
-def staged_directory(directory: Path, tag: str = "") -> Iterator[Path]:
-    """A temporary folder beside `directory` that replaces it only when the block completes.
-
-    A crash or interrupt inside the block removes the temporary folder and leaves `directory` as it was.
-    """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{tag}"))
-    try:
-        yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def _discard(path: Path, reason: str) -> None:
+    """Remove a damaged cache entry (a file the cache wrote), so that it is computed again."""
+    log.warning("cache entry %s is damaged (%s): computing it again", path.name, reason)
+    path.unlink(missing_ok=True)
+    return None

@@ -3,23 +3,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 from .activations import estimate_activation_stats
 from .allocation import ALLOCATORS, allocate
 from .data import TaskData, load_task_data
-from .errors import FwsvdError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MEMORY, FwsvdError, InsufficientMemoryError
 from .evaluation import evaluate
-from .export import save_compressed
+from .export import check_export_target, save_compressed
 from .factorization import ACTIVATION_METHODS
 from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
+from .folders import check_writable
 from .layers import layer_table
 from .markdown import markdown_table
 from .models import LoadedModel, load_model
 from .predictor import PREDICTORS, validate_predictor
+from .ranks import read_rank_file
 from .session import (
     COMPRESSION_METHODS,
     CompressionSession,
@@ -48,6 +53,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-split", default="dev")
     p.add_argument("--fisher-samples", type=int, default=256)
     p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS)
+    p.add_argument("--allow-degenerate-fisher", action="store_true",
+                   help="continue when the Fisher is all zero or most examples gave no finite gradient "
+                        "(Fisher-weighted methods then behave like plain SVD)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--eval-subsample", type=int, default=None, help="score a random subset (reports a 95%% CI)")
@@ -81,10 +89,12 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
     fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
-                             progress=_progress("Fisher"))
+                             progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher)
     cached = " (from cache)" if fisher.from_cache else ""
     print(f"Fisher: {fisher.estimator} estimator, {fisher.n_examples} examples of {fisher_data.split}, "
           f"{fisher.n_skipped} skipped, {fisher.seconds:.1f} s{cached}", file=sys.stderr)
+    for note in fisher.notes:
+        print(f"WARNING: Fisher: {note}", file=sys.stderr)
     session.set_fisher(fisher)
 
 
@@ -103,6 +113,7 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 
 
 def cmd_predictor(args) -> int:
+    check_writable(Path(args.out))
     loaded, session, fisher_data, eval_data = _prepare(args)
     _fisher(args, session, fisher_data)
     table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
@@ -115,6 +126,8 @@ def cmd_predictor(args) -> int:
     table.to_csv(out.with_suffix(".csv"), index=False)
     command = "python -m fwsvd_core " + " ".join(sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
+                                                    "fisher examples": session.fisher.n_examples,
+                                                    "fisher skipped": session.fisher.n_skipped,
                                                     "weighted": args.weighted, "command": command, "stats": stats,
                                                     "layers": table.to_dict(orient="records")}, indent=1))
     out.with_suffix(".md").write_text(predictor_report(table, stats, loaded.source, eval_data, args, command))
@@ -149,6 +162,7 @@ def cmd_layers(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    check_writable(Path(args.out))
     loaded, session, fisher_data, eval_data = _prepare(args)
     methods = [canonical_compression_method(m) for m in args.methods.split(",") if m.strip()]
     _calibrate(args, session, fisher_data, methods, args.allocators)
@@ -165,7 +179,8 @@ def cmd_sweep(args) -> int:
     table.to_csv(out.with_suffix(".csv"), index=False)
     meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
             "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
-            "estimator": args.estimator, "seed": args.seed, "seconds": round(time.perf_counter() - start, 1),
+            "estimator": args.estimator, "seed": args.seed,
+            "fisher skipped": None if session.fisher is None else session.fisher.n_skipped, "seconds": round(time.perf_counter() - start, 1),
             "rows": table.to_dict(orient="records")}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}", file=sys.stderr)
@@ -173,11 +188,13 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_compress(args) -> int:
+    # what can be refused without the model is refused before any heavy work
+    check_export_target(args.save, args.overwrite, args.model)
+    file_ranks = read_rank_file(args.ranks) if args.ranks else None
     loaded, session, fisher_data, eval_data = _prepare(args)
     _calibrate(args, session, fisher_data, [canonical_compression_method(args.method)], args.allocator)
-    if args.ranks:
-        ranks = json.loads(Path(args.ranks).read_text())
-        ranks = ranks.get("ranks", ranks)
+    if file_ranks is not None:
+        ranks = file_ranks
     elif args.param_ratio is not None:
         ranks = allocate(session, args.allocator, args.param_ratio, args.method, calibration=fisher_data)
     else:
@@ -192,13 +209,18 @@ def cmd_compress(args) -> int:
         for label, model in (("dense", session.model), (args.method, compressed)):
             result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample)
             print(f"{label}: {result.describe()}")
-    saved = save_compressed(compressed, loaded.tokenizer, args.save, {"source": loaded.source, "task": args.task})
+    extra = {"source": loaded.source, "task": args.task}
+    if session.fisher is not None:
+        extra["fisher"] = {"estimator": session.fisher.estimator, "examples": session.fisher.n_examples,
+                           "skipped": session.fisher.n_skipped}
+    saved = save_compressed(compressed, loaded.tokenizer, args.save, extra, overwrite=args.overwrite, source=args.model)
     print(f"saved to {saved}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.")
+    parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("layers", help="list the compressible layers of a model")
     _add_model_args(p)
@@ -222,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--rank-ratio", type=float)
     group.add_argument("--param-ratio", type=float)
     group.add_argument("--ranks", help="a JSON file {layer: rank} (or {'ranks': {...}})")
-    p.add_argument("--save", required=True, help="directory to write the compressed model to")
+    p.add_argument("--save", required=True,
+                   help="a new or empty folder to write the compressed model to (a non-empty folder is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export of this tool in --save (never any other folder)")
     p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving")
     p.set_defaults(func=cmd_compress)
     p = sub.add_parser("predictor", help="validate the per-layer predictor of SVD failure against measured drops")
@@ -235,10 +260,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CODES = f"""exit codes:
+  0   done
+  2   the command line is wrong (unknown option, missing argument)
+  {EXIT_ERROR}   a problem with the input or the run, explained in one line: model, data, ranks, folder, Fisher
+  {EXIT_MEMORY}   not enough memory (estimated before the work, or run out of during it)
+  {EXIT_INTERRUPTED} interrupted (Ctrl-C)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("WARNING: %(message)s"))
+    logger = logging.getLogger("fwsvd_core")
+    logger.addHandler(handler)
     try:
         return args.func(args)
+    except InsufficientMemoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MEMORY
+    except (torch.OutOfMemoryError, MemoryError):
+        print("error: out of memory. Use fewer or shorter examples (--fisher-samples, --batch-size, --max-length), "
+              "or a machine or GPU with more memory.", file=sys.stderr)
+        return EXIT_MEMORY
     except (FwsvdError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except OSError as exc:  # a disk that fills or a folder that goes away during the run
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        logger.removeHandler(handler)

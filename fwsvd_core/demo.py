@@ -1,7 +1,6 @@
 """The built-in demo models: MiniLM-L6 fine-tuned on SST-2 and STS-B, built on first use and reused."""
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +8,12 @@ from pathlib import Path
 import torch
 
 from .batching import CancelFn, ProgressFn
-from .cache import cache_root
+from .cache import cache_root, safetensors_readable
 from .data import TaskData, default_glue_dir, load_glue_folder, load_hub
 from .errors import DataError, ModelLoadError
 from .evaluation import evaluate
-from .finetune import finetune, read_record, save_finetuned
+from .finetune import FINETUNED_KIND, finetune, read_record, save_finetuned
+from .folders import clean_leftovers, written_by_tool
 from .hub import hub_reachable
 from .synthetic import is_synthetic, synthetic_task_data
 from .tasks import get_task
@@ -104,13 +104,15 @@ def build_demo(
 
 def ensure_demo(name: str, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None, **budget) -> tuple[Path, dict]:
-    """The demo's folder and record, building it first when no finished build exists."""
+    """The demo's folder and record, building it first when no finished, intact build exists."""
     directory = demo_dir(name)
+    clean_leftovers(directory)  # staging folders of killed builds
     record = read_record(directory)
-    if record is None:
-        if directory.exists():
-            shutil.rmtree(directory)  # half-built (interrupted or crashed): never mistaken for a finished one
-        record = build_demo(name, data_dir, progress=progress, cancel=cancel, **budget)
+    if record is None or not safetensors_readable(directory / "model.safetensors"):
+        if directory.exists() and not written_by_tool(directory, FINETUNED_KIND):
+            raise ModelLoadError(f"The demo folder {directory} is incomplete or damaged and holds files this tool "
+                                 "did not write; move it away and the demo is built again.")
+        record = build_demo(name, data_dir, progress=progress, cancel=cancel, **budget)  # replaces the damaged build
     return directory, record
 
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate, encode
-from .cache import staged_directory
 from .data import TaskData
 from .fisher import per_example_loss, task_targets
+from .folders import staged_directory
 
 
 @dataclass
@@ -83,12 +83,16 @@ def finetune(
 
 
 RECORD_FILE = "fwsvd_finetune.json"
+FINETUNED_KIND = "finetuned"
 
 
 def save_finetuned(model: nn.Module, tokenizer, directory: str | Path, record: dict) -> Path:
-    """save_pretrained plus a record of how the model was made; the folder appears only when complete."""
+    """save_pretrained plus a record of how the model was made; the folder appears only when complete.
+
+    An existing folder is replaced only when this tool wrote it (a fine-tuned model of its own).
+    """
     directory = Path(directory)
-    with staged_directory(directory, "building-") as staging:
+    with staged_directory(directory, FINETUNED_KIND) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         # the record is written last: a folder without it is an unfinished one

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, encode, iter_batches
-from .cache import cache_key, cache_root, load_tensors, save_tensors
+from .cache import cache_key, cache_root, cache_writable, expect_shapes, load_tensors, store_tensors
 from .data import TaskData
-from .errors import FwsvdError
+from .errors import FisherError, FwsvdError
 from .labels import map_labels
 from .layers import LayerInfo, require_layers
 from .models import model_fingerprint
@@ -238,25 +238,56 @@ def estimate_fisher(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, estimator: str = "per-sample",
     seed: int = 0, batch_size: int = 16, max_length: int = 128, layers: list[LayerInfo] | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-    use_cache: bool = True, fingerprint: str | None = None,
+    use_cache: bool = True, fingerprint: str | None = None, allow_degenerate: bool = False,
 ) -> FisherResult:
-    """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before."""
+    """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before.
+
+    The cache key holds the content of the examples used, not where they came from: an edited data file
+    gives a new Fisher. An unusable Fisher (see `require_usable_fisher`) is an error unless `allow_degenerate`.
+    """
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
     key = cache_key(
-        kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name, source=data.source,
-        split=data.split, n=len(part), estimator=estimator, seed=seed, max_length=max_length,
+        kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name,
+        examples=part.content_digest(), estimator=estimator, max_length=max_length,
         batch_size=batch_size if estimator == "batch" else None, layers=[l.name for l in layers],
     )
     path = cache_root() / "fisher" / f"{key}.safetensors"
-    if use_cache and (hit := load_tensors(path)) is not None:
+    shapes = {l.name: (l.out_features, l.in_features) for l in layers}
+    notes = []
+    write_cache = use_cache and cache_writable()
+    if use_cache and not write_cache:
+        notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
+    if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
         tensors, meta = hit
-        if set(tensors) == {l.name for l in layers}:
-            return FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
-                                data.source, float(meta["seconds"]), from_cache=True, key=key)
-    result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
-    result.key = key
-    if use_cache:
-        save_tensors(path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
-                                              "seconds": f"{result.seconds:.3f}", "estimator": estimator})
+        result = FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
+                              data.source, float(meta["seconds"]), from_cache=True, key=key)
+    else:
+        result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
+        result.key = key
+        if write_cache and (warning := store_tensors(
+                path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                         "seconds": f"{result.seconds:.3f}", "estimator": estimator})):
+            notes.append(warning)
+    result.notes += notes
+    require_usable_fisher(result, allow_degenerate)
     return result
+
+
+def require_usable_fisher(fisher: FisherResult, allow_degenerate: bool = False) -> None:
+    """Refuse a Fisher that is all zero or from which most examples were skipped: every Fisher-weighted method
+    would silently become plain SVD. With `allow_degenerate`, a warning goes into its notes instead."""
+    total = fisher.n_examples + fisher.n_skipped
+    problem = ""
+    if fisher.n_examples == 0 or not any(bool(f.any()) for f in fisher.per_layer.values()):
+        problem = (f"the Fisher is all zero ({fisher.n_skipped} of {total} examples gave a loss or gradient that is "
+                   "not finite)")
+    elif fisher.n_skipped * 2 > total:
+        problem = f"{fisher.n_skipped} of {total} examples were skipped: their loss or gradient is not finite"
+    if not problem:
+        return
+    if not allow_degenerate:
+        raise FisherError(f"Unusable Fisher: {problem}. Fisher-weighted methods would quietly turn into plain SVD. "
+                          "Check the model's outputs and the data, or continue anyway with --allow-degenerate-fisher "
+                          "(in the dashboard: 'Use this Fisher anyway').")
+    fisher.notes.append(f"used although {problem}")

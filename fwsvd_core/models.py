@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from .devices import resolve_device
@@ -81,7 +82,9 @@ def load_model(
         from .export import is_compressed_dir, load_compressed
 
         if is_compressed_dir(local):
-            return load_compressed(local, device)
+            loaded = load_compressed(local, device, trust_remote_code=trust_remote_code)
+            require_finite_weights(loaded.model, str(local))
+            return loaded
         where, origin, files_only = str(local), f"local directory {local}", True
         if not (local / "config.json").is_file():
             raise ModelLoadError(f"{local} has no config.json: it is not a saved model directory.")
@@ -98,10 +101,31 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         if offline_reason:
             raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
         raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
     _ensure_pad_token(model, tokenizer)
+    require_finite_weights(model, origin)
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, tokenizer, origin, notes)
+
+
+def nonfinite_tensors(model: nn.Module) -> dict[str, int]:
+    """Parameters and buffers holding NaN or infinity, with how many such values each has."""
+    bad = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and tensor.device.type != "meta":
+            count = int((~torch.isfinite(tensor.detach())).sum())
+            if count:
+                bad[name] = count
+    return bad
+
+
+def require_finite_weights(model: nn.Module, origin: str) -> None:
+    """Refuse a model with NaN or infinite weights before any work: every result from it would be meaningless."""
+    if bad := nonfinite_tensors(model):
+        shown = ", ".join(f"{name} ({count} values)" for name, count in list(bad.items())[:8])
+        more = f" and {len(bad) - 8} more tensors" if len(bad) > 8 else ""
+        raise ModelLoadError(f"{origin} has weights that are NaN or infinite: {shown}{more}. "
+                             "Nothing was computed; fix or re-export the checkpoint.")

@@ -6,7 +6,9 @@ Two different quantities, never both called "ratio":
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -23,6 +25,8 @@ def count_params(model: nn.Module) -> int:
 
 def validate_ranks(layers: list[LayerInfo], ranks: RankMap) -> RankMap:
     """Every rank an integer in 1..max rank, every name a known layer; layers not named keep full rank."""
+    if not isinstance(ranks, dict):
+        raise RankError(f"A rank map is an object {{layer: rank}}, got {type(ranks).__name__}.")
     by_name = {l.name: l for l in layers}
     unknown = [n for n in ranks if n not in by_name]
     if unknown:
@@ -30,13 +34,35 @@ def validate_ranks(layers: list[LayerInfo], ranks: RankMap) -> RankMap:
     out = {}
     for layer in layers:
         value = ranks.get(layer.name, layer.max_rank)
-        if isinstance(value, bool) or not float(value).is_integer():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
             raise RankError(f"Rank of {layer.name} must be a whole number, got {value!r}.")
         rank = int(value)
         if not 1 <= rank <= layer.max_rank:
             raise RankError(f"Rank of {layer.name} must be between 1 and {layer.max_rank}, got {rank}.")
         out[layer.name] = rank
     return out
+
+
+def read_rank_file(path: str | Path) -> RankMap:
+    """The {layer: rank} map of a JSON file ({layer: rank}, or {"ranks": {layer: rank}, ...} as the dashboard writes)."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RankError(f"The rank file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RankError(f"The rank file {path} cannot be read: {exc}.") from None
+    except ValueError as exc:
+        raise RankError(f"The rank file {path} is not valid JSON: {exc}.") from None
+    ranks = content.get("ranks", content) if isinstance(content, dict) else content
+    if not isinstance(ranks, dict):
+        raise RankError(f"The rank file {path} must hold an object {{layer: rank}} (or {{\"ranks\": {{...}}}}), "
+                        f"not a {type(ranks).__name__}.")
+    wrong = [name for name, rank in ranks.items() if isinstance(rank, bool) or not isinstance(rank, (int, float))]
+    if wrong:
+        raise RankError(f"The rank file {path} gives no whole-number rank for: {', '.join(wrong[:5])}"
+                        f"{' ...' if len(wrong) > 5 else ''}.")
+    return ranks
 
 
 def uniform_ranks(layers: list[LayerInfo], rank_ratio: float) -> RankMap:

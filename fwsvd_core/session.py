@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from .activations import ActivationStats
-from .cache import cache_key, cache_root, load_tensors, save_tensors
+from .cache import Check, cache_key, cache_root, load_tensors, store_tensors
 from .compression import compress
 from .errors import FwsvdError
 from .factorization import (
@@ -44,9 +45,26 @@ def canonical_compression_method(method: str) -> str:
         raise FwsvdError(f"Unknown method {method!r}; choose from {', '.join(COMPRESSION_METHODS)}.") from None
 
 
+def factors_check(layers: list[LayerInfo]) -> Check:
+    """A cache check: every layer's factors are there, with shapes that fit the layer."""
+    def check(tensors: dict[str, torch.Tensor]) -> str:
+        for l in layers:
+            left, right = tensors.get(f"{l.name}/left"), tensors.get(f"{l.name}/right")
+            if left is None or right is None:
+                return f"no factors for {l.name}"
+            if left.ndim != 2 or right.ndim != 2 or left.shape[0] != l.out_features or right.shape[1] != l.in_features \
+                    or left.shape[1] != right.shape[0]:
+                return f"factors of {l.name} do not fit its {l.out_features}x{l.in_features} weight"
+        return ""
+    return check
+
+
 @dataclass
 class CompressionSession:
-    """Everything derived from one loaded model. The model itself is never modified."""
+    """Everything derived from one loaded model. The model itself is never modified.
+
+    Safe to share between threads (the dashboard's browser sessions): what it caches is computed under a lock.
+    """
 
     loaded: LoadedModel
     layers: list[LayerInfo] = field(default_factory=list)
@@ -56,6 +74,7 @@ class CompressionSession:
     tfwsvd_settings: dict = field(default_factory=lambda: {"max_iter": 30, "tol": 1e-4, "time_budget": 3.0})
     _factors: dict[str, dict[str, Factors]] = field(default_factory=dict)
     _solved: dict[tuple, Factors] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.layers:
@@ -65,18 +84,24 @@ class CompressionSession:
     def model(self) -> nn.Module:
         return self.loaded.model
 
+    def _layer(self, name: str) -> LayerInfo:
+        return next(l for l in self.layers if l.name == name)
+
     def weight(self, name: str) -> torch.Tensor:
         return weight_out_in(self.model.get_submodule(name)).detach()
 
     def set_fisher(self, fisher: FisherResult) -> None:
-        self.fisher = fisher
-        for method in FISHER_METHODS:
-            self._factors.pop(method, None)
+        with self._lock:
+            self.fisher = fisher
+            for method in FISHER_METHODS:
+                self._factors.pop(method, None)
+            self._solved.clear()
 
     def set_activations(self, stats: ActivationStats) -> None:
-        self.activations = stats
-        for method in ACTIVATION_METHODS:
-            self._factors.pop(method, None)
+        with self._lock:
+            self.activations = stats
+            for method in ACTIVATION_METHODS:
+                self._factors.pop(method, None)
 
     def _inputs(self, method: str, name: str) -> dict[str, torch.Tensor]:
         """What `factorize` needs beside the weight, for one layer."""
@@ -108,49 +133,53 @@ class CompressionSession:
     def factors(self, method: str) -> dict[str, Factors]:
         """Factors of every layer by `method`: from memory, else the disk cache, else computed."""
         method = canonical_method(method)
-        if method in self._factors:
-            return self._factors[method]
-        inputs = {l.name: self._inputs(method, l.name) for l in self.layers}
-        key = self._disk_key(method)
-        path = cache_root() / "factors" / f"{key}.safetensors" if key else None
-        cached = load_tensors(path) if path else None
-        if cached is not None:
-            out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
-        else:
-            out = {l.name: factorize(self.weight(l.name), method, **inputs[l.name]) for l in self.layers}
-            if path:
-                save_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()}, {"method": method})
-        self._factors[method] = out
-        return out
+        with self._lock:
+            if method in self._factors:
+                return self._factors[method]
+            inputs = {l.name: self._inputs(method, l.name) for l in self.layers}
+            key = self._disk_key(method)
+            path = cache_root() / "factors" / f"{key}.safetensors" if key else None
+            cached = load_tensors(path, factors_check(self.layers)) if path else None
+            if cached is not None:
+                out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
+            else:
+                out = {l.name: factorize(self.weight(l.name), method, **inputs[l.name]) for l in self.layers}
+                if path:
+                    store_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()},
+                                  {"method": method})
+            self._factors[method] = out
+            return out
 
     def solved_factors(self, solver: str, name: str, rank: int) -> Factors:
         """TFWSVD factors of one layer at one rank (a new rank is a new solve), cached in memory and on disk.
 
         The solve starts from whichever FWSVD variant has the smallest element-wise weighted error at that rank.
         """
-        if self.fisher is None:
-            raise ValueError("TFWSVD needs the Fisher: estimate it first.")
-        memo = (solver, name, rank, tuple(sorted(self.tfwsvd_settings.items())))
-        if memo in self._solved:
-            return self._solved[memo]
-        method = f"tfwsvd-{solver}"
-        path = None
-        if self.use_disk_cache and self.fisher.key:
-            key = cache_key(kind="tfwsvd", model=self.loaded.fingerprint, fisher=self.fisher.key, solver=solver,
-                            layer=name, rank=rank, settings=self.tfwsvd_settings)
-            path = cache_root() / "tfwsvd" / f"{key}.safetensors"
-            if (hit := load_tensors(path)) is not None:
-                self._solved[memo] = Factors.from_tensors(hit[0], name, method, self.loaded.device)
+        with self._lock:
+            if self.fisher is None:
+                raise ValueError("TFWSVD needs the Fisher: estimate it first.")
+            memo = (solver, name, rank, tuple(sorted(self.tfwsvd_settings.items())))
+            if memo in self._solved:
                 return self._solved[memo]
-        weight, fisher = self.weight(name), self.fisher.per_layer[name].to(self.loaded.device)
-        start = min((self.factors(m)[name] for m in FISHER_METHODS),
-                    key=lambda f: weighted_objective(weight, fisher, f.left[:, :rank], f.right[:rank]))
-        result = solve(weight, fisher, start, rank, solver, **self.tfwsvd_settings)
-        factors = result.as_factors(method)
-        if path is not None:
-            save_tensors(path, factors.to_tensors(name), {"objective": json.dumps(result.objective), "stopped": result.stopped})
-        self._solved[memo] = factors
-        return factors
+            method = f"tfwsvd-{solver}"
+            path = None
+            if self.use_disk_cache and self.fisher.key:
+                key = cache_key(kind="tfwsvd", model=self.loaded.fingerprint, fisher=self.fisher.key, solver=solver,
+                                layer=name, rank=rank, settings=self.tfwsvd_settings)
+                path = cache_root() / "tfwsvd" / f"{key}.safetensors"
+                if (hit := load_tensors(path, factors_check([self._layer(name)]))) is not None:
+                    self._solved[memo] = Factors.from_tensors(hit[0], name, method, self.loaded.device)
+                    return self._solved[memo]
+            weight, fisher = self.weight(name), self.fisher.per_layer[name].to(self.loaded.device)
+            start = min((self.factors(m)[name] for m in FISHER_METHODS),
+                        key=lambda f: weighted_objective(weight, fisher, f.left[:, :rank], f.right[:rank]))
+            result = solve(weight, fisher, start, rank, solver, **self.tfwsvd_settings)
+            factors = result.as_factors(method)
+            if path is not None:
+                store_tensors(path, factors.to_tensors(name),
+                              {"objective": json.dumps(result.objective), "stopped": result.stopped})
+            self._solved[memo] = factors
+            return factors
 
     def factors_at(self, method: str, ranks: RankMap) -> dict[str, Factors]:
         """Factors whose first r columns give each layer's rank-r approximation: slices of the cached

@@ -25,15 +25,15 @@ def test_without_hub_or_data_the_demo_is_synthetic_and_says_so(monkeypatch):
     assert loaded.model.config.num_labels == 1 and loaded.model.config.fwsvd_demo["synthetic"]
 
 
-def test_an_interrupted_build_is_never_taken_for_a_finished_one(glue_dir, monkeypatch):
+def test_an_unfinished_demo_folder_is_never_taken_for_a_finished_one_nor_deleted(glue_dir, monkeypatch):
     half = demo_dir("demo:sst2")
     half.mkdir(parents=True)
-    (half / "config.json").write_text("{}")  # what a crash after the first file would leave
+    (half / "config.json").write_text("{}")  # a folder without the build's record and manifest: not the tool's
     calls = []
-    real_build = demo.build_demo
-    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: calls.append(1) or real_build(*a, train_examples=32, **k))
-    directory, record = ensure_demo("demo:sst2", data_dir=glue_dir)
-    assert calls == [1] and record["train examples"] == 32
+    monkeypatch.setattr(demo, "build_demo", lambda *a, **k: calls.append(1))
+    with pytest.raises(ModelLoadError, match="move it away"):
+        ensure_demo("demo:sst2", data_dir=glue_dir)
+    assert calls == [] and (half / "config.json").read_text() == "{}"
 
 
 def test_a_crash_during_fine_tuning_leaves_no_demo(glue_dir, monkeypatch):

@@ -1,0 +1,163 @@
+"""Writing whole folders safely: the tool replaces only folders it wrote, and a kill leaves the old or the new one.
+
+A folder is written in a hidden staging folder beside its destination, with a manifest of every file in
+it. Replacing an earlier folder renames it aside, renames the new one in, then deletes the one aside; a
+later run puts an aside folder back when the kill came before the new one was in place, and removes
+staging folders of dead processes. Nothing is ever deleted that the manifest does not list.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ExportError
+
+MANIFEST_FILE = "fwsvd_manifest.json"
+_STAGING, _ASIDE = "fwsvd-staging", "fwsvd-old"
+# the staging marker: a hidden folder is removed later only if it carries this file
+_MARKER = ".fwsvd-staging"
+
+
+def _sibling_pattern(directory: Path, kind: str) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(directory.name)}\.{kind}-(\d+)-[^/]+$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def listed_files(directory: Path) -> set[str] | None:
+    """The files the manifest of `directory` says the tool wrote; None without a readable manifest."""
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return set(files) if isinstance(files, list) and all(isinstance(f, str) for f in files) else None
+
+
+def folder_files(directory: Path) -> set[str]:
+    """Every file under `directory`, as paths relative to it."""
+    return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir()}
+
+
+def unlisted_files(directory: Path) -> list[str]:
+    """Files in `directory` that its manifest does not list (all of them when it has no manifest)."""
+    listed = listed_files(directory) or set()
+    return sorted(folder_files(directory) - listed - {MANIFEST_FILE})
+
+
+def written_by_tool(directory: Path, kind: str | None = None) -> bool:
+    """True when `directory` has a manifest (of `kind`, if given) and holds nothing the manifest does not list."""
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if kind is not None and (not isinstance(manifest, dict) or manifest.get("kind") != kind):
+        return False
+    return listed_files(directory) is not None and not unlisted_files(directory)
+
+
+def _restore_or_drop_aside(directory: Path) -> None:
+    for aside in directory.parent.glob(f".{directory.name}.{_ASIDE}-*"):
+        match = _sibling_pattern(directory, _ASIDE).match(aside.name)
+        if not match or _pid_alive(int(match.group(1))) or not aside.is_dir():
+            continue
+        if not directory.exists():
+            os.replace(aside, directory)  # killed between the two renames: the old folder goes back
+        elif written_by_tool(aside):
+            shutil.rmtree(aside)  # killed after the new folder went in: the old one is no longer wanted
+
+
+def clean_leftovers(directory: Path) -> list[str]:
+    """Undo what killed writes of `directory` left beside it; returns what was done, one line each."""
+    directory = Path(directory)
+    if not directory.parent.is_dir():
+        return []
+    done = []
+    for staging in directory.parent.glob(f".{directory.name}.{_STAGING}-*"):
+        match = _sibling_pattern(directory, _STAGING).match(staging.name)
+        ours = (staging / _MARKER).is_file() or written_by_tool(staging)
+        if match and not _pid_alive(int(match.group(1))) and ours:
+            shutil.rmtree(staging, ignore_errors=True)
+            done.append(f"removed the unfinished folder {staging.name} of an interrupted run")
+    existed = directory.exists()
+    _restore_or_drop_aside(directory)
+    if not existed and directory.exists():
+        done.append(f"put back {directory.name}, which an interrupted replacement had moved aside")
+    return done
+
+
+def check_writable(directory: Path) -> None:
+    """Raise ExportError now, before any heavy work, when `directory` cannot be created or written."""
+    directory = Path(directory)
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{directory.name}.probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ExportError(f"Cannot write to {directory}: {exc.strerror or exc}. Choose a folder you can write to.") from None
+
+
+def _write_manifest(staging: Path, kind: str) -> None:
+    files = sorted(folder_files(staging) - {_MARKER, MANIFEST_FILE})
+    (staging / MANIFEST_FILE).write_text(json.dumps({"tool": "fwsvd-studio", "kind": kind, "files": files}, indent=1))
+
+
+def _swap_in(staging: Path, directory: Path, may_replace) -> None:
+    """Put the finished staging folder at `directory`, the earlier folder renamed aside until the new one is in."""
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    if directory.is_dir() and not any(directory.iterdir()):
+        os.replace(staging, directory)  # an empty folder is replaced in one rename
+        return
+    if not may_replace(directory):
+        raise ExportError(f"{directory} changed while it was being written and is no longer ours to replace; "
+                          f"the new folder was not put in its place.")
+    aside = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{_ASIDE}-{os.getpid()}-"))
+    os.replace(directory, aside)
+    try:
+        os.replace(staging, directory)
+    except BaseException:
+        os.replace(aside, directory)
+        raise
+    shutil.rmtree(aside)
+
+
+@contextmanager
+def staged_directory(directory: str | Path, kind: str, may_replace=None) -> Iterator[Path]:
+    """A hidden folder beside `directory` to write into; when the block completes it replaces `directory`.
+
+    `may_replace(existing)` decides whether an existing, non-empty `directory` may go (default: only a folder
+    this tool wrote, of the same kind). An exception inside the block removes the staging folder and leaves
+    `directory` as it was.
+    """
+    directory = Path(directory)
+    may_replace = may_replace or (lambda d: written_by_tool(d, kind))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(directory)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{_STAGING}-{os.getpid()}-"))
+    (staging / _MARKER).touch()
+    try:
+        yield staging
+        _write_manifest(staging, kind)
+        (staging / _MARKER).unlink()
+        _swap_in(staging, directory, may_replace)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
