@@ -1,6 +1,9 @@
 """FWSVD Studio: Streamlit entry point. Page config, the sidebar summary, navigation."""
+import traceback
+
 import streamlit as st
 
+from fwsvd_core.errors import FwsvdError
 from studio.state import get_choice
 
 st.set_page_config(page_title="FWSVD Studio", page_icon=":material/compress:", layout="wide")
@@ -22,4 +25,10 @@ with st.sidebar:
     if choice.data_source.startswith("Synthetic"):
         st.warning("Synthetic data: a generated task, not real data.")
 
-navigation.run()
+try:
+    navigation.run()
+except Exception as exc:  # the page boundary: a message, never a bare traceback (st.stop and reruns pass through)
+    message = str(exc) if isinstance(exc, FwsvdError) else f"Something went wrong: {type(exc).__name__}: {exc}"
+    st.error(message)
+    with st.expander("Details"):
+        st.code("".join(traceback.format_exception(exc)))

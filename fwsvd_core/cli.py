@@ -20,6 +20,7 @@ from .factorization import ACTIVATION_METHODS
 from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .folders import check_writable
+from .labels import map_labels
 from .layers import layer_table
 from .markdown import markdown_table
 from .models import LoadedModel, load_model
@@ -49,6 +50,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue"],
                    help="auto: the local GLUE folder when one is set, else the hub")
     p.add_argument("--data-dir", default=None, help="a GLUE-format folder (default: $FWSVD_DATA_DIR)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out (and count) data rows with a wrong number of fields or a missing text or label, "
+                        "instead of stopping with their line numbers")
     p.add_argument("--fisher-split", default="train")
     p.add_argument("--eval-split", default="dev")
     p.add_argument("--fisher-samples", type=int, default=256)
@@ -76,10 +80,14 @@ def _progress(label: str):
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir)
-    fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir)
+    eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
+    fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
     print(f"model: {loaded.source}", file=sys.stderr)
     print(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)", file=sys.stderr)
+    for note in dict.fromkeys(eval_data.notes + fisher_data.notes):
+        print(f"WARNING: data: {note}", file=sys.stderr)
+    if warning := map_labels(loaded.model.config, task).warning:
+        print(f"WARNING: labels: {warning}", file=sys.stderr)
     if warning := same_split_warning(fisher_data, eval_data):
         print(f"WARNING: {warning}", file=sys.stderr)
     session = CompressionSession(loaded)

@@ -20,6 +20,7 @@ from .devices import resolve_device
 from .errors import ExportError, ModelLoadError
 from .folders import check_writable, folder_files, staged_directory, written_by_tool
 from .lowrank import LowRankLinear
+from .memory import check_model_load
 from .models import LoadedModel, _ensure_pad_token
 
 WEIGHTS_FILE = "model.safetensors"
@@ -138,6 +139,7 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
     if not is_compressed_dir(directory):
         raise ModelLoadError(f"{directory} holds no compressed model ({RANKS_FILE} is missing).")
     config = _export_config(directory, trust_remote_code)
+    check_model_load(config, resolve_device(device))
     try:
         table = json.loads((directory / RANKS_FILE).read_text())
         rows = table["layers"].items()

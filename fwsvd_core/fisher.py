@@ -14,11 +14,9 @@ from .data import TaskData
 from .errors import FisherError, FwsvdError
 from .labels import map_labels
 from .layers import LayerInfo, require_layers
+from .memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
 from .models import model_fingerprint
 
-ESTIMATORS = ("per-sample", "batch")
-# elements of one chunk of per-example gradients: bounds the memory of the vectorised estimator
-_CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 
 @dataclass
@@ -106,7 +104,7 @@ def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, tor
         if estimator == "batch":
             sums_l += (g.reshape(-1, out_f).T @ x.reshape(-1, in_f) / n_good) ** 2
             continue
-        step = max(1, _CHUNK_ELEMENTS // (out_f * in_f))
+        step = max(1, CHUNK_ELEMENTS // (out_f * in_f))
         for start in range(0, n_good, step):
             per_example = torch.bmm(g[start : start + step].transpose(1, 2), x[start : start + step])
             sums_l += per_example.square_().sum(dim=0)
@@ -263,6 +261,8 @@ def estimate_fisher(
         result = FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
                               data.source, float(meta["seconds"]), from_cache=True, key=key)
     else:
+        if getattr(model, "config", None) is not None:  # refuse what would not fit, before the work
+            check_fisher(model.config, next(model.parameters()).device, batch_size, max_length, estimator)
         result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
         result.key = key
         if write_cache and (warning := store_tensors(

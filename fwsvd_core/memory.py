@@ -18,6 +18,10 @@ import torch
 
 from .errors import FwsvdError, InsufficientMemoryError
 
+ESTIMATORS = ("per-sample", "batch")  # the Fisher's estimators (fisher.py computes them)
+# elements of one chunk of per-example gradients: bounds the memory of the vectorised Fisher estimator
+CHUNK_ELEMENTS = 4 * 1024 * 1024
+
 MEMORY_LIMIT_ENV = "FWSVD_MEMORY_LIMIT"
 FLOAT32 = 4
 
@@ -275,23 +279,19 @@ def estimate_model_load(config, dtype=None, pickled_checkpoint: bool = False) ->
 
 def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str) -> int:
     """Temporaries of one layer's Fisher update, as fisher._accumulate_batch makes them (largest layer)."""
-    from .fisher import _CHUNK_ELEMENTS
-
     largest = 0
     for _, out_f, in_f in shape.compressible:
         size = out_f * in_f
         if estimator == "batch":
             largest = max(largest, 3 * size)  # the product, its scaled copy and its square
         else:
-            step = min(batch_size, max(1, _CHUNK_ELEMENTS // size))
+            step = min(batch_size, max(1, CHUNK_ELEMENTS // size))
             largest = max(largest, (step + 1) * size)  # the per-example products and their sum
     return FLOAT32 * largest
 
 
 def _check_fisher_args(estimator: str, batch_size: int, max_length: int) -> None:
     """FwsvdError for an unknown estimator or a size that is not positive."""
-    from .fisher import ESTIMATORS
-
     if estimator not in ESTIMATORS:
         raise FwsvdError(f"Unknown Fisher estimator {estimator!r}; choose from {ESTIMATORS}.")
     if batch_size <= 0 or max_length <= 0:
@@ -320,7 +320,7 @@ def estimate_fisher(
       heads * tokens for an eager attention's probabilities; blocks + 1 of them (the backward's
       temporaries in the block it is in), plus the mask, 4 * tokens, and 2 * hidden once;
     - per-example gradient chunk: the [chunk, out, in] products of the largest layer, chunk bounded
-      by fisher._CHUNK_ELEMENTS, and their sum (the batch estimator: three [out, in] temporaries);
+      by CHUNK_ELEMENTS, and their sum (the batch estimator: three [out, in] temporaries);
     - tokenized examples, if `n_examples` is given: 64 bytes per token, as Python lists.
     The parts are added as if they all peaked at once, which they do not quite: measured on the CPU
     the total is 1.2 to 1.7 times the real peak. Half-precision models are counted as float32.

@@ -13,6 +13,7 @@ from torch import nn
 from .devices import resolve_device
 from .errors import ModelLoadError
 from .hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
+from .memory import check_model_load
 
 
 @dataclass
@@ -65,7 +66,7 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load from a local directory or a hub id; fail within seconds when the hub is out of reach."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = str(source)
     if source.startswith("demo:"):
@@ -99,6 +100,8 @@ def load_model(
             offline_reason = "offline mode is set" if offline_by_setting() else "the Hugging Face hub cannot be reached"
             notes.append(f"{offline_reason}: looked only in the local Hugging Face cache")
     try:
+        config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
+        check_model_load(config, resolve_device(device))  # refuse what would not fit, before reading weights
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:

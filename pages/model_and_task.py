@@ -4,6 +4,7 @@ import streamlit as st
 from fwsvd_core.data import read_table
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.fisher import ESTIMATORS
+from fwsvd_core.labels import map_labels
 from fwsvd_core.layers import layer_table
 from fwsvd_core.sweep import same_split_warning
 from fwsvd_core.tasks import TASKS, get_task
@@ -17,7 +18,7 @@ from studio.state import (
     ready,
     save_upload,
     set_choice,
-    upload_path,
+    uploaded,
 )
 
 st.title("Model and task")
@@ -54,7 +55,8 @@ with right:
         if upload is not None:
             digest = save_upload(upload.name, upload.getvalue())
             try:
-                columns = list(read_table(upload_path(digest)).columns)
+                name, content = uploaded(digest)
+                columns = list(read_table(content, name, skip_bad_rows=choice.skip_bad_rows).columns)
             except FwsvdError as exc:
                 st.error(str(exc))
                 columns = []
@@ -66,6 +68,10 @@ with right:
                 changes.update(upload_name=upload.name, upload_digest=digest, text_columns=tuple(texts), label_column=label)
     elif source == "Synthetic (generated)" and task not in ("sst2", "stsb"):
         st.error("The synthetic task exists for sst2 and stsb only.")
+    changes["skip_bad_rows"] = st.checkbox(
+        "Skip malformed rows", value=choice.skip_bad_rows,
+        help="rows with a wrong number of fields or a missing text or label are left out and counted, instead of "
+             "stopping with their line numbers")
     choice = set_choice(**changes)
 
 st.subheader("Fisher settings")
@@ -90,6 +96,13 @@ if loaded is not None:
                     f"{dev.split} examples are scored")
         if warning := same_split_warning(train, dev):
             st.warning(warning)
+        for note in dict.fromkeys(train.notes + dev.notes):
+            st.warning(note)
+        try:
+            if label_warning := map_labels(loaded.model.config, dev.task).warning:
+                st.warning(label_warning)
+        except FwsvdError as exc:
+            st.error(str(exc))
         state = ready()
         if state is not None:
             try:
@@ -105,5 +118,10 @@ if loaded is not None:
                 st.caption(f"{score.describe()}; {score.label_message}. Fisher: {state.fisher.estimator} estimator on "
                            f"{state.fisher.split}, {state.fisher.n_skipped} skipped"
                            f"{' (from cache)' if state.fisher.from_cache else f', {state.fisher.seconds:.1f} s'}.")
+            if state.fisher.n_skipped:
+                st.warning(f"{state.fisher.n_skipped} of {state.fisher.n_skipped + state.fisher.n_examples} Fisher "
+                           "examples were skipped: their loss or gradient is not finite.")
+            for note in state.fisher.notes:
+                st.warning(f"Fisher: {note}")
             st.subheader("Compressible layers")
             st.dataframe(layer_table(state.session.layers), hide_index=True, width="stretch")

@@ -137,11 +137,14 @@ e2.download_button("Rank table (JSON)", json.dumps({"method": method, "ranks": r
 e3.download_button("Run history (CSV)", pd.DataFrame(history).to_csv(index=False) if history else "", "history.csv",
                    "text/csv", disabled=not history)
 
-folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model")
+folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model",
+                       help="a new or empty folder; a folder holding anything else is refused")
+overwrite = st.checkbox("Replace an earlier export", help="only an earlier export of this tool is ever replaced")
 if st.button("Save compressed model", disabled=not folder):
     try:
         saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(folder).expanduser(),
-                                {"source": state.loaded.source, "task": choice.task})
+                                {"source": state.loaded.source, "task": choice.task}, overwrite=overwrite,
+                                source=None if choice.model.startswith("demo:") else choice.model)
         st.success(f"Saved to {saved}; load it with `fwsvd_core.models.load_model('{saved}')` or in this app.")
     except (FwsvdError, OSError) as exc:
         st.error(f"Could not save: {exc}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import streamlit as st
 from fwsvd_core.activations import estimate_activation_stats
 from fwsvd_core.data import TaskData, load_file, load_glue_folder, load_hub
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
-from fwsvd_core.errors import DataError, FwsvdError
+from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.evaluation import EvalResult, evaluate
 from fwsvd_core.factorization import ACTIVATION_METHODS
 from fwsvd_core.finetune import read_record
@@ -50,10 +49,13 @@ class Choice:
     fisher_samples: int = 256
     estimator: str = "per-sample"
     eval_subsample: int = 0  # 0: the whole split
+    skip_bad_rows: bool = False
+    allow_degenerate_fisher: bool = False
 
     @property
     def data_key(self) -> tuple:
-        return (self.task, self.data_source, self.data_dir, self.upload_digest, self.text_columns, self.label_column)
+        return (self.task, self.data_source, self.data_dir, self.upload_digest, self.text_columns, self.label_column,
+                self.skip_bad_rows)
 
 
 def get_choice() -> Choice:
@@ -76,6 +78,8 @@ def set_choice(**changes) -> Choice:
     """Update the choice; a change of model or data drops what was derived from the old one."""
     old = get_choice()
     new = replace(old, **changes)
+    if (new.model, new.data_key) != (old.model, old.data_key) and "allow_degenerate_fisher" not in changes:
+        new = replace(new, allow_degenerate_fisher=False)  # consent to a poor Fisher was for the old model and data
     if new != old:
         st.session_state["choice"] = new
         if (new.model, new.data_key) != (old.model, old.data_key):
@@ -140,28 +144,29 @@ def model_or_error(source: str, data_dir: str = "") -> LoadedModel | None:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _glue(task: str, folder: str, split: str) -> TaskData:
-    return load_glue_folder(get_task(task), folder, split)
+def _glue(task: str, folder: str, split: str, skip_bad_rows: bool) -> TaskData:
+    return load_glue_folder(get_task(task), folder, split, skip_bad_rows)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _hub(task: str, split: str) -> TaskData:
-    return load_hub(get_task(task), split)
+def _hub(task: str, split: str, skip_bad_rows: bool) -> TaskData:
+    return load_hub(get_task(task), split, skip_bad_rows)
+
+
+def upload_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Keep an uploaded file in a private temporary folder; returns its digest (the cache key)."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "fwsvd_uploads"
-    folder.mkdir(exist_ok=True)
-    suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl") else ".csv"
-    (folder / f"{digest}{suffix}").write_bytes(data)
+    """Keep an uploaded file in this browser session's memory (never on a shared disk); returns its digest."""
+    digest = upload_digest(data)
+    st.session_state.setdefault("uploads", {})[digest] = (name, data)
     return digest
 
 
-def upload_path(digest: str) -> Path | None:
-    matches = list((Path(tempfile.gettempdir()) / "fwsvd_uploads").glob(f"{digest}.*"))
-    return matches[0] if matches else None
+def uploaded(digest: str) -> tuple[str, bytes] | None:
+    """The name and bytes of a file this browser session uploaded."""
+    return st.session_state.get("uploads", {}).get(digest)
 
 
 def load_split(choice: Choice, split: str) -> TaskData:
@@ -169,15 +174,17 @@ def load_split(choice: Choice, split: str) -> TaskData:
     if choice.data_source == "Local GLUE folder":
         if not choice.data_dir:
             raise DataError("Name a local GLUE folder (or set FWSVD_DATA_DIR), or choose another data source.")
-        return _glue(choice.task, choice.data_dir, split)
+        return _glue(choice.task, choice.data_dir, split, choice.skip_bad_rows)
     if choice.data_source == "Hugging Face hub":
-        return _hub(choice.task, split)
+        return _hub(choice.task, split, choice.skip_bad_rows)
     if choice.data_source == "Synthetic (generated)":
         return synthetic_task_data(choice.task, split, 2000 if split == "train" else 500)
-    path = upload_path(choice.upload_digest)
-    if path is None:
+    upload = uploaded(choice.upload_digest)
+    if upload is None:
         raise DataError("Upload a CSV, TSV or JSON file first.")
-    data = load_file(get_task(choice.task), path, choice.text_columns, choice.label_column, split)
+    name, content = upload
+    data = load_file(get_task(choice.task), content, choice.text_columns, choice.label_column, split, name=name,
+                     skip_bad_rows=choice.skip_bad_rows)
     cut = int(0.8 * len(data))
     if cut == 0 or cut == len(data):
         raise DataError("The uploaded file needs at least 2 rows to give a Fisher part and a scored part.")
@@ -207,7 +214,7 @@ def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResul
 
 def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
     """The Fisher of the choice: from the disk cache, or computed with a progress bar and a cancel button."""
-    key = ("fisher", choice.model, choice.data_key, choice.fisher_samples, choice.estimator)
+    key = ("fisher", choice.model, choice.data_key, choice.fisher_samples, choice.estimator, choice.allow_degenerate_fisher)
     if key in st.session_state:
         return st.session_state[key]
     if cancelled("fisher_cancelled", "Estimating the Fisher"):
@@ -215,8 +222,13 @@ def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -
     box, bar = progress_box(f"Estimating the Fisher on {choice.fisher_samples} training examples ...", "fisher_cancelled")
     try:
         fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
-                                 fingerprint=loaded.fingerprint,
+                                 fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher,
                                  progress=lambda d, t: bar.progress(d / t, text=f"Estimating the Fisher: {d}/{t} examples"))
+    except FisherError as exc:
+        box.error(str(exc))
+        st.button("Use this Fisher anyway", key="allow_degenerate_fisher", on_click=set_choice,
+                  kwargs={"allow_degenerate_fisher": True})
+        return None
     except FwsvdError as exc:
         box.error(str(exc))
         return None

@@ -5,13 +5,17 @@ import pytest
 from conftest import REPO
 from streamlit.testing.v1 import AppTest
 
-from studio.state import Choice, save_upload
+from studio.state import Choice, upload_digest
 
 
-def make_app(model: str, glue_dir, **overrides) -> AppTest:
+def make_app(model: str, glue_dir, upload: tuple[str, bytes] | None = None, **overrides) -> AppTest:
+    """The app on a choice; `upload` (name, bytes) is a file this browser session uploaded."""
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     settings = dict(model=model, task="sst2", data_source="Local GLUE folder", data_dir=str(glue_dir),
                     fisher_samples=32, eval_subsample=100)
+    if upload is not None:
+        settings.update(data_source="Uploaded file", upload_digest=upload_digest(upload[1]))
+        at.session_state["uploads"] = {upload_digest(upload[1]): upload}
     at.session_state["choice"] = Choice(**{**settings, **overrides})
     return at
 
@@ -48,16 +52,15 @@ def test_unknown_model_gives_a_message_not_a_traceback(tiny_models, glue_dir):
 
 
 def test_a_file_without_the_columns_is_refused_clearly(tiny_models, glue_dir):
-    digest = save_upload("mine.csv", b"text,score\nhello,1\nbye,0\n")
-    at = make_app(str(tiny_models["bert"]), glue_dir, data_source="Uploaded file", upload_digest=digest,
+    at = make_app(str(tiny_models["bert"]), glue_dir, upload=("mine.csv", b"text,score\nhello,1\nbye,0\n"),
                   text_columns=("sentence",), label_column="label").run()
     assert not at.exception
     assert any("missing column" in e.value for e in at.error)
 
 
 def test_an_uploaded_file_is_split_and_scored(tiny_models, glue_dir):
-    digest = save_upload("mine.csv", b"t,y\n" + b"".join(f"sentence {i},{i % 2}\n".encode() for i in range(40)))
-    at = make_app(str(tiny_models["bert"]), glue_dir, data_source="Uploaded file", upload_digest=digest,
+    content = b"t,y\n" + b"".join(f"sentence {i},{i % 2}\n".encode() for i in range(40))
+    at = make_app(str(tiny_models["bert"]), glue_dir, upload=("mine.csv", content),
                   text_columns=("t",), label_column="y").run()
     no_failure(at)
     assert any(m.label == "Dense accuracy" for m in at.metric)
