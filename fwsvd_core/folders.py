@@ -1,12 +1,16 @@
 """Writing whole folders safely: the tool replaces only folders it wrote, and a kill leaves the old or the new one.
 
 A folder is written in a hidden staging folder beside its destination, with a manifest of every file in
-it. Replacing an earlier folder renames it aside, renames the new one in, then deletes the one aside; a
-later run puts an aside folder back when the kill came before the new one was in place, and removes
-staging folders of dead processes. Nothing is ever deleted that the manifest does not list.
+it. Replacing an earlier folder swaps the two in one atomic exchange where the system has one (Linux),
+so the destination always holds a complete folder; elsewhere it renames the old one aside, renames the
+new one in, then deletes the one aside, and a later run puts an aside folder back when a kill came
+between the two renames. Hidden staging and aside folders of dead processes are removed by a later run:
+their names, with the writer's process id, are made only here.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import re
@@ -20,8 +24,7 @@ from .errors import ExportError
 
 MANIFEST_FILE = "fwsvd_manifest.json"
 _STAGING, _ASIDE = "fwsvd-staging", "fwsvd-old"
-# the staging marker: a hidden folder is removed later only if it carries this file
-_MARKER = ".fwsvd-staging"
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
 def _sibling_pattern(directory: Path, kind: str) -> re.Pattern:
@@ -77,8 +80,8 @@ def _restore_or_drop_aside(directory: Path) -> None:
             continue
         if not directory.exists():
             os.replace(aside, directory)  # killed between the two renames: the old folder goes back
-        elif written_by_tool(aside):
-            shutil.rmtree(aside)  # killed after the new folder went in: the old one is no longer wanted
+        else:
+            shutil.rmtree(aside)  # killed after the new folder went in: the old one was being replaced
 
 
 def clean_leftovers(directory: Path) -> list[str]:
@@ -89,8 +92,7 @@ def clean_leftovers(directory: Path) -> list[str]:
     done = []
     for staging in directory.parent.glob(f".{directory.name}.{_STAGING}-*"):
         match = _sibling_pattern(directory, _STAGING).match(staging.name)
-        ours = (staging / _MARKER).is_file() or written_by_tool(staging)
-        if match and not _pid_alive(int(match.group(1))) and ours:
+        if match and not _pid_alive(int(match.group(1))):
             shutil.rmtree(staging, ignore_errors=True)
             done.append(f"removed the unfinished folder {staging.name} of an interrupted run")
     existed = directory.exists()
@@ -114,12 +116,26 @@ def check_writable(directory: Path) -> None:
 
 
 def _write_manifest(staging: Path, kind: str) -> None:
-    files = sorted(folder_files(staging) - {_MARKER, MANIFEST_FILE})
+    files = sorted(folder_files(staging) - {MANIFEST_FILE})
     (staging / MANIFEST_FILE).write_text(json.dumps({"tool": "fwsvd-studio", "kind": kind, "files": files}, indent=1))
 
 
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # a file system without the exchange: the caller renames in two steps
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _swap_in(staging: Path, directory: Path, may_replace) -> None:
-    """Put the finished staging folder at `directory`, the earlier folder renamed aside until the new one is in."""
+    """Put the finished staging folder at `directory`; an earlier folder is deleted only once the new one is in."""
     if not directory.exists():
         os.replace(staging, directory)
         return
@@ -129,6 +145,9 @@ def _swap_in(staging: Path, directory: Path, may_replace) -> None:
     if not may_replace(directory):
         raise ExportError(f"{directory} changed while it was being written and is no longer ours to replace; "
                           f"the new folder was not put in its place.")
+    if exchange_paths(staging, directory):
+        shutil.rmtree(staging)  # the staging name now holds the old folder
+        return
     aside = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{_ASIDE}-{os.getpid()}-"))
     os.replace(directory, aside)
     try:
@@ -152,11 +171,9 @@ def staged_directory(directory: str | Path, kind: str, may_replace=None) -> Iter
     directory.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(directory)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{_STAGING}-{os.getpid()}-"))
-    (staging / _MARKER).touch()
     try:
         yield staging
         _write_manifest(staging, kind)
-        (staging / _MARKER).unlink()
         _swap_in(staging, directory, may_replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
