@@ -148,4 +148,3 @@ def _discard(path: Path, reason: str) -> None:
     """Remove a damaged cache entry (a file the cache wrote), so that it is computed again."""
     log.warning("cache entry %s is damaged (%s): computing it again", path.name, reason)
     path.unlink(missing_ok=True)
-    return None

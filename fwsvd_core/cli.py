@@ -13,7 +13,13 @@ import torch
 from .activations import estimate_activation_stats
 from .allocation import ALLOCATORS, allocate
 from .data import TaskData, load_task_data
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MEMORY, FwsvdError, InsufficientMemoryError
+from .errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_MEMORY,
+    FwsvdError,
+    InsufficientMemoryError,
+)
 from .evaluation import evaluate
 from .export import check_export_target, save_compressed
 from .factorization import ACTIVATION_METHODS

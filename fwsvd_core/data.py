@@ -37,7 +37,7 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.text_a)
 
-    def subset(self, indices: np.ndarray | list[int]) -> "TaskData":
+    def subset(self, indices: np.ndarray | list[int]) -> TaskData:
         idx = list(map(int, indices))
         return replace(
             self,
@@ -54,7 +54,7 @@ class TaskData:
         digest.update(np.ascontiguousarray(self.labels).tobytes())
         return digest.hexdigest()
 
-    def sample(self, n: int | None, seed: int = 0) -> "TaskData":
+    def sample(self, n: int | None, seed: int = 0) -> TaskData:
         """A seeded random subset of n examples (all of them when n is None or too large)."""
         if n is None or n >= len(self):
             return self

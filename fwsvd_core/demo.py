@@ -1,6 +1,7 @@
 """The built-in demo models: MiniLM-L6 fine-tuned on SST-2 and STS-B, built on first use and reused."""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,10 @@ def ensure_demo(name: str, data_dir: str | Path | None = None, progress: Progres
     """The demo's folder and record, building it first when no finished, intact build exists."""
     directory = demo_dir(name)
     clean_leftovers(directory)  # staging folders of killed builds
+    for stale in directory.parent.glob(f".{directory.name}.building-*"):
+        # staging folders of builds killed under earlier versions (named without the writer's process id);
+        # this folder of the cache is the tool's own, and no current build writes such a name
+        shutil.rmtree(stale, ignore_errors=True)
     record = read_record(directory)
     if record is None or not safetensors_readable(directory / "model.safetensors"):
         if directory.exists() and not written_by_tool(directory, FINETUNED_KIND):

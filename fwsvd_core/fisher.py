@@ -9,14 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, encode, iter_batches
-from .cache import cache_key, cache_root, cache_writable, expect_shapes, load_tensors, store_tensors
+from .cache import (
+    cache_key,
+    cache_root,
+    cache_writable,
+    expect_shapes,
+    load_tensors,
+    store_tensors,
+)
 from .data import TaskData
 from .errors import FisherError, FwsvdError
 from .labels import map_labels
 from .layers import LayerInfo, require_layers
 from .memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
 from .models import model_fingerprint
-
 
 
 @dataclass

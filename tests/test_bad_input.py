@@ -165,7 +165,7 @@ def _killed_save(tiny_models, target: Path, kill_at: int, when: str, exchange: b
             folders.exchange_paths = step(folders.exchange_paths if exchange else (lambda a, b: False))
             save_compressed(compressed, loaded.tokenizer, target, overwrite=True)
             os._exit(0)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the child must never return into pytest
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
@@ -209,9 +209,11 @@ def test_2_staging_folders_of_a_killed_demo_build_are_removed_on_the_next_run(gl
     (stale / "model.safetensors").write_bytes(b"\0" * 1000)
     live = directory.parent / f".{directory.name}.fwsvd-staging-{os.getpid()}-def"  # a build still running
     live.mkdir()
+    legacy = directory.parent / f".{directory.name}.building-k2j4h5"  # left by a build under an earlier version
+    legacy.mkdir()
     monkeypatch.setattr(demo, "build_demo", lambda *a, **k: {"built": True})
     demo.ensure_demo("demo:sst2", data_dir=glue_dir)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and not legacy.exists() and live.exists()
 
 
 # 3. An export does not pass for the dense architecture

@@ -114,3 +114,22 @@ def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page)
     assert page.locator('[data-testid="stException"]').count() == 0
     for name in ("1-model-and-task", "2-fisher", "3-mismatch", "4-rank-editor"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_saving_into_a_folder_with_someone_elses_files_is_refused_in_the_browser(server, page, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("three years of work")
+    page.goto(server[0])
+    page.get_by_text("Dense accuracy").wait_for()
+    open_page(page, "Rank editor")
+    box = page.get_by_role("textbox", name="Save the compressed model to a folder")
+    box.fill(str(mine))
+    box.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Save compressed model").click()
+    page.get_by_text("is not empty").wait_for()
+    page.get_by_text("is not empty").scroll_into_view_if_needed()
+    shot(page, "5-save-refused")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert (mine / "thesis.tex").read_text() == "three years of work"

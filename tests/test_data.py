@@ -3,7 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from fwsvd_core.data import load_file, load_glue_folder, load_hub, load_task_data, read_table
+from fwsvd_core.data import (
+    load_file,
+    load_glue_folder,
+    load_hub,
+    load_task_data,
+    read_table,
+)
 from fwsvd_core.errors import DataError
 from fwsvd_core.tasks import get_task
 
