@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from common import markdown_table  # noqa: E402  (also puts the repository on sys.path)
 
 from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
-from fwsvd_core.models import load_model  # noqa: E402
+from fwsvd_core.loading import load_model  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402

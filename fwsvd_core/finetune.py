@@ -14,8 +14,9 @@ from torch import nn
 
 from .batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate, encode
 from .data import TaskData
-from .fisher import per_example_loss, task_targets
 from .folders import staged_directory
+from .losses import per_example_loss, task_targets
+from .lowrank import LowRankLinear
 
 
 @dataclass
@@ -120,8 +121,6 @@ def finetune_compressed(
     The compressed view shares its untouched weights with the base model, so training works on a
     full copy. With `factors_only`, everything but the factorized layers stays frozen.
     """
-    from .lowrank import LowRankLinear
-
     model = copy.deepcopy(compressed)
     for p in model.parameters():
         p.requires_grad_(not factors_only)

@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .batching import CancelFn, ProgressFn, encode, iter_batches
@@ -19,8 +18,8 @@ from .cache import (
 )
 from .data import TaskData
 from .errors import FisherError, FwsvdError
-from .labels import map_labels
 from .layers import LayerInfo, require_layers
+from .losses import per_example_loss, task_targets
 from .memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
 from .models import model_fingerprint
 
@@ -43,23 +42,6 @@ class FisherResult:
     def mass(self) -> dict[str, float]:
         """Total Fisher per layer."""
         return {name: float(f.sum()) for name, f in self.per_layer.items()}
-
-
-def task_targets(data: TaskData, model: nn.Module, indices) -> torch.Tensor:
-    """Labels of the chosen examples, in the model's output order."""
-    labels = torch.as_tensor(data.labels[indices])
-    if data.task.is_regression:
-        return labels.float()
-    to_task = map_labels(model.config, data.task).model_to_task
-    to_model = torch.empty(len(to_task), dtype=torch.long)
-    to_model[list(to_task)] = torch.arange(len(to_task))
-    return to_model[labels.long()]
-
-
-def per_example_loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:
-    if regression:
-        return (logits[:, 0].float() - targets.float()) ** 2
-    return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 class _Capture:

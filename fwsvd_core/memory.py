@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import FwsvdError, InsufficientMemoryError
+from .layers import find_layers
 
 ESTIMATORS = ("per-sample", "batch")  # the Fisher's estimators (fisher.py computes them)
 # elements of one chunk of per-example gradients: bounds the memory of the vectorised Fisher estimator
@@ -186,8 +187,6 @@ def model_shape(config) -> ModelShape:
     Nothing is allocated, so a 7B config takes a fraction of a second. A config that transformers
     cannot build (an unknown or remote-code architecture) gets a BERT-like guess from its sizes.
     """
-    from .layers import find_layers
-
     hidden, layers, intermediate, heads = config_sizes(config)
     try:
         model = _meta_model(config)

@@ -1,4 +1,7 @@
-"""Loading a sequence-classification model and its tokenizer from a hub id or a local directory."""
+"""A loaded model: its record, fingerprint and checks, and loading a saved model from a local directory or a hub id.
+
+`loading.load_model` is the entry point that also knows the built-in demos and compressed exports.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +52,7 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _ensure_pad_token(model: nn.Module, tokenizer) -> None:
+def ensure_pad_token(model: nn.Module, tokenizer) -> None:
     """Decoder tokenizers (GPT-2, LLaMA) have no pad token; batching needs one."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -59,20 +62,21 @@ def _ensure_pad_token(model: nn.Module, tokenizer) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_model(
+def load_pretrained(
     source: str | Path,
     num_labels: int | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load from a local directory or a hub id; fail within seconds when the hub is out of reach."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
+    hub is out of reach."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     source = str(source)
-    if source.startswith("demo:"):
-        from .demo import load_demo
-
-        return load_demo(source, device)
     local = Path(source).expanduser()
     notes: list[str] = []
     offline_reason = ""
@@ -80,12 +84,6 @@ def load_model(
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if local.is_dir():
-        from .export import is_compressed_dir, load_compressed
-
-        if is_compressed_dir(local):
-            loaded = load_compressed(local, device, trust_remote_code=trust_remote_code)
-            require_finite_weights(loaded.model, str(local))
-            return loaded
         where, origin, files_only = str(local), f"local directory {local}", True
         if not (local / "config.json").is_file():
             raise ModelLoadError(f"{local} has no config.json: it is not a saved model directory.")
@@ -108,7 +106,7 @@ def load_model(
         if offline_reason:
             raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
         raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
-    _ensure_pad_token(model, tokenizer)
+    ensure_pad_token(model, tokenizer)
     require_finite_weights(model, origin)
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, tokenizer, origin, notes)

@@ -145,7 +145,7 @@ if st.button("Save compressed model", disabled=not folder):
         saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(folder).expanduser(),
                                 {"source": state.loaded.source, "task": choice.task}, overwrite=overwrite,
                                 source=None if choice.model.startswith("demo:") else choice.model)
-        st.success(f"Saved to {saved}; load it with `fwsvd_core.models.load_model('{saved}')` or in this app.")
+        st.success(f"Saved to {saved}; load it with `fwsvd_core.loading.load_model('{saved}')` or in this app.")
     except (FwsvdError, OSError) as exc:
         st.error(f"Could not save: {exc}")
 if st.button("Prepare a zip of the compressed model"):

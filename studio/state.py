@@ -17,7 +17,8 @@ from fwsvd_core.factorization import ACTIVATION_METHODS
 from fwsvd_core.finetune import read_record
 from fwsvd_core.fisher import FisherResult, estimate_fisher
 from fwsvd_core.hub import hub_reachable
-from fwsvd_core.models import LoadedModel, load_model
+from fwsvd_core.loading import load_model
+from fwsvd_core.models import LoadedModel
 from fwsvd_core.session import CompressionSession
 from fwsvd_core.synthetic import synthetic_task_data
 from fwsvd_core.tasks import get_task

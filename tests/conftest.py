@@ -86,7 +86,7 @@ def sst2_small(glue_dir):
 def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
     """The real MiniLM weights, fine-tuned for a few steps on an SST-2 slice: a model with task knowledge."""
     from fwsvd_core.finetune import finetune
-    from fwsvd_core.models import load_model
+    from fwsvd_core.loading import load_model
 
     loaded = load_model(minilm_dir, num_labels=2, device="cpu")
     loaded.model.config.id2label = {0: "negative", 1: "positive"}
@@ -103,7 +103,7 @@ def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
 def tiny_session(tiny_models, sst2_small):
     """A tiny BERT with the Fisher of 16 SST-2 training sentences."""
     from fwsvd_core.fisher import estimate_fisher
-    from fwsvd_core.models import load_model
+    from fwsvd_core.loading import load_model
     from fwsvd_core.session import CompressionSession
 
     loaded = load_model(tiny_models["bert"], device="cpu")

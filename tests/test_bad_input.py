@@ -28,7 +28,7 @@ from fwsvd_core.errors import (
 )
 from fwsvd_core.export import save_compressed
 from fwsvd_core.fisher import estimate_fisher
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 from fwsvd_core.ranks import uniform_ranks
 from fwsvd_core.session import CompressionSession
 from fwsvd_core.tasks import get_task

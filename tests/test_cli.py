@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from fwsvd_core.cli import main
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 
 
 def test_sweep_writes_a_table_with_dense_and_every_method_and_ratio(tiny_models, glue_dir, tmp_path, capsys):

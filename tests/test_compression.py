@@ -6,8 +6,8 @@ from fwsvd_core.compression import FORM_DENSE, FORM_LOWRANK, FORM_ORIGINAL
 from fwsvd_core.errors import RankError
 from fwsvd_core.fisher import compute_fisher
 from fwsvd_core.layers import weight_out_in
+from fwsvd_core.loading import load_model
 from fwsvd_core.lowrank import LowRankLinear
-from fwsvd_core.models import load_model
 from fwsvd_core.ranks import count_params, uniform_ranks
 from fwsvd_core.session import CompressionSession
 

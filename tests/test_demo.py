@@ -4,7 +4,7 @@ from fwsvd_core import demo
 from fwsvd_core.demo import demo_dir, ensure_demo, load_demo
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.finetune import RECORD_FILE
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 
 
 def test_reduced_demo_from_the_glue_folder_is_built_once_then_reused(glue_dir, monkeypatch):

@@ -6,8 +6,8 @@ from fwsvd_core.data import load_glue_folder
 from fwsvd_core.errors import Cancelled, LabelMappingError
 from fwsvd_core.evaluation import evaluate, predict
 from fwsvd_core.labels import map_labels
+from fwsvd_core.loading import load_model
 from fwsvd_core.metrics import bootstrap_interval, compute_metrics
-from fwsvd_core.models import load_model
 from fwsvd_core.tasks import get_task
 
 

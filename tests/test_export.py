@@ -6,7 +6,7 @@ from conftest import ARCHITECTURES
 
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.export import load_compressed, save_compressed
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 from fwsvd_core.ranks import count_params, uniform_ranks
 from fwsvd_core.session import CompressionSession
 

@@ -2,8 +2,8 @@ import torch
 
 from fwsvd_core.batching import collate, encode
 from fwsvd_core.finetune import finetune
-from fwsvd_core.fisher import per_example_loss, task_targets
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
+from fwsvd_core.losses import per_example_loss, task_targets
 
 
 def mean_loss(loaded, data):

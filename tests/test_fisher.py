@@ -14,7 +14,7 @@ from fwsvd_core.fisher import (
     task_targets,
 )
 from fwsvd_core.layers import find_layers
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 from fwsvd_core.tasks import get_task
 
 

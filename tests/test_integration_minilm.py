@@ -2,7 +2,7 @@
 import pytest
 
 from fwsvd_core.fisher import estimate_fisher
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 from fwsvd_core.ranks import uniform_ranks
 from fwsvd_core.session import CompressionSession
 from fwsvd_core.sweep import run_sweep

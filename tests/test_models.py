@@ -3,7 +3,8 @@ import time
 import pytest
 
 from fwsvd_core.errors import ModelLoadError
-from fwsvd_core.models import load_model, model_fingerprint
+from fwsvd_core.loading import load_model
+from fwsvd_core.models import model_fingerprint
 
 
 def test_local_directory_loads_in_eval_mode_with_a_pad_token(tiny_models):

@@ -132,7 +132,7 @@ def test_ranks_out_of_range_give_a_message(app):
 
 
 def test_save_compressed_model_from_the_editor(app, tmp_path):
-    from fwsvd_core.models import load_model
+    from fwsvd_core.loading import load_model
 
     app.switch_page("pages/rank_editor.py").run()
     app.text_input[0].set_value(str(tmp_path / "out")).run()

@@ -3,7 +3,12 @@ import pytest
 from test_fisher import example_gradients
 
 from fwsvd_core.evaluation import evaluate
-from fwsvd_core.predictor import PREDICTORS, split_half_reliability, svd_failure_scores, validate_predictor
+from fwsvd_core.predictor import (
+    PREDICTORS,
+    split_half_reliability,
+    svd_failure_scores,
+    validate_predictor,
+)
 
 
 def test_diagonal_prediction_is_the_fisher_weighted_error(tiny_session):

@@ -4,7 +4,7 @@ import torch
 from fwsvd_core import session as session_module
 from fwsvd_core.cache import cache_root
 from fwsvd_core.fisher import estimate_fisher
-from fwsvd_core.models import load_model
+from fwsvd_core.loading import load_model
 from fwsvd_core.session import CompressionSession
 
 

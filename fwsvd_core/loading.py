@@ -1,0 +1,31 @@
+"""The one entry point for loading a model by name: a built-in demo, a compressed export, a local directory or a hub id.
+
+Nothing in fwsvd_core imports this module; it sits above the modules it dispatches to.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .demo import is_demo, load_demo
+from .export import is_compressed_dir, load_compressed
+from .models import LoadedModel, load_pretrained, require_finite_weights
+
+
+def load_model(
+    source: str | Path,
+    num_labels: int | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """'demo:NAME' (built on first use), a folder written by `export.save_compressed`, or a saved model
+    (local directory or hub id). Weights that are NaN or infinite are refused."""
+    if is_demo(str(source)):
+        return load_demo(str(source), device)
+    local = Path(source).expanduser()
+    if local.is_dir() and is_compressed_dir(local):
+        loaded = load_compressed(local, device, trust_remote_code=trust_remote_code)
+        require_finite_weights(loaded.model, f"compressed model {local}")
+        return loaded
+    return load_pretrained(source, num_labels, device, trust_remote_code)
