@@ -50,8 +50,8 @@ def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
     import torch
 
     from fwsvd_core.data import load_task_data
-    from fwsvd_core.factorization import factorize
     from fwsvd_core.fisher import compute_fisher
+    from fwsvd_core.methods import factorize
     from fwsvd_core.session import CompressionSession
     from fwsvd_core.tasks import get_task
 

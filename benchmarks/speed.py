@@ -21,11 +21,11 @@ from common import REPO, peak_rss_mb, timed, write_report
 from fwsvd_core.batching import collate, encode  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.evaluation import evaluate  # noqa: E402
-from fwsvd_core.factorization import factorize  # noqa: E402
 from fwsvd_core.fisher import compute_fisher  # noqa: E402
 from fwsvd_core.layers import weight_out_in  # noqa: E402
 from fwsvd_core.loading import load_model
 from fwsvd_core.losses import per_example_loss, task_targets  # noqa: E402
+from fwsvd_core.methods import factorize  # noqa: E402
 from fwsvd_core.models import LoadedModel  # noqa: E402
 from fwsvd_core.ranks import uniform_ranks  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402

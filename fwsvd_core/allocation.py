@@ -27,6 +27,7 @@ from .data import TaskData
 from .errors import RankError
 from .evaluation import evaluate
 from .layers import LayerInfo
+from .methods import canonical_method, get_method
 from .ranks import (
     RankMap,
     compressed_params,
@@ -34,7 +35,7 @@ from .ranks import (
     ranks_for_param_ratio,
     uniform_ranks,
 )
-from .session import CompressionSession, canonical_compression_method
+from .session import CompressionSession
 
 ALLOCATORS = ("uniform", "spectral", "sensitivity")
 SENSITIVITY_RATIOS = (0.05, 0.15, 0.3, 0.5)
@@ -83,18 +84,15 @@ def spectral_curves(session: CompressionSession, method: str = "fwsvd-input") ->
     """Predicted loss increase per rank from the spectrum of the weighted matrix (no evaluation)."""
     if session.fisher is None:
         raise ValueError("The spectral allocator needs the Fisher: estimate it first.")
-    method = canonical_compression_method(method)
-    base = method if method in ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both") else "fwsvd-input"
+    chosen = get_method(method)
+    # methods without a loss scale of their own (activation-weighted, iterative) borrow FWSVD-input's spectra
+    base = chosen if chosen.loss_scale is not None and not chosen.per_rank else get_method("fwsvd-input")
     curves = {}
     for layer in session.layers:
-        s = session.factors(base)[layer.name].spectrum.double().cpu().numpy()
+        s = session.factors(base.name)[layer.name].spectrum.double().cpu().numpy()
         tail = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail[r] = sum_{i>=r} s_i^2
         fisher = session.fisher.per_layer[layer.name].double()
-        total = float(fisher.sum())
-        # undo the scaling each weighting applies, so curves of different layers compare in loss units
-        scale = {"svd": total / fisher.numel(), "fwsvd-input": 1.0 / layer.out_features,
-                 "fwsvd-output": 1.0 / layer.in_features, "fwsvd-both": 1.0 / total if total > 0 else 0.0}[base]
-        curves[layer.name] = 0.5 * scale * tail
+        curves[layer.name] = 0.5 * base.loss_scale(layer.out_features, layer.in_features, fisher) * tail
     return curves
 
 
@@ -104,7 +102,7 @@ def sensitivity_table(
     progress: Callable[[int, int], None] | None = None, cancel: CancelFn | None = None,
 ) -> pd.DataFrame:
     """Calibration loss with each layer alone compressed at each rank ratio (cached on disk)."""
-    method = canonical_compression_method(method)
+    method = canonical_method(method)
     part = calibration.sample(n_examples, seed)
     key = cache_key(kind="sensitivity", model=session.loaded.fingerprint, method=method,
                     fisher=None if session.fisher is None else session.fisher.key, ratios=list(ratios),

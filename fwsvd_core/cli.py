@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
+from . import __version__
 from .activations import estimate_activation_stats
 from .allocation import ALLOCATORS, allocate
 from .data import TaskData, load_task_data
@@ -22,7 +25,6 @@ from .errors import (
 )
 from .evaluation import evaluate
 from .export import check_export_target, save_compressed
-from .factorization import ACTIVATION_METHODS
 from .finetune import finetune_compressed
 from .fisher import ESTIMATORS, estimate_fisher
 from .folders import check_writable
@@ -30,14 +32,11 @@ from .labels import map_labels
 from .layers import layer_table
 from .loading import load_model
 from .markdown import markdown_table
+from .methods import ACTIVATIONS, FISHER, canonical_method, get_method, method_names
 from .models import LoadedModel
 from .predictor import PREDICTORS, validate_predictor
 from .ranks import read_rank_file
-from .session import (
-    COMPRESSION_METHODS,
-    CompressionSession,
-    canonical_compression_method,
-)
+from .session import CompressionSession
 from .sweep import ranks_for, run_sweep, same_split_warning
 from .tasks import get_task
 
@@ -48,7 +47,7 @@ def _floats(text: str) -> list[float]:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="hub id, local directory, or a compressed model directory")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--device", default=None, help="cuda or cpu (none given: cuda when present)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
 
 
@@ -56,47 +55,87 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli")
     p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue"],
                    help="auto: the local GLUE folder when one is set, else the hub")
-    p.add_argument("--data-dir", default=None, help="a GLUE-format folder (default: $FWSVD_DATA_DIR)")
+    p.add_argument("--data-dir", default=None, help="a GLUE-format folder (none given: $FWSVD_DATA_DIR)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="leave out (and count) data rows with a wrong number of fields or a missing text or label, "
                         "instead of stopping with their line numbers")
-    p.add_argument("--fisher-split", default="train")
-    p.add_argument("--eval-split", default="dev")
-    p.add_argument("--fisher-samples", type=int, default=256)
-    p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS)
+    p.add_argument("--fisher-split", default="train", help="the split the Fisher and calibration statistics come from")
+    p.add_argument("--eval-split", default="dev", help="the split that is scored")
+    p.add_argument("--fisher-samples", type=int, default=256, help="training examples for the Fisher (seeded sample)")
+    p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS,
+                   help="per-sample: each example's squared gradient (the definition); batch: squared mini-batch "
+                        "gradients, cheaper and biased low")
     p.add_argument("--allow-degenerate-fisher", action="store_true",
                    help="continue when the Fisher is all zero or most examples gave no finite gradient "
                         "(Fisher-weighted methods then behave like plain SVD)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--eval-subsample", type=int, default=None, help="score a random subset (reports a 95%% CI)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="seed of the example samples")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example; longer ones are cut")
+    p.add_argument("--eval-subsample", type=int, default=None,
+                   help="score a random subset of this many examples (reports a 95%% CI); none given: all")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per batch when scoring")
+
+
+def _add_compression_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=int, default=0,
-                   help="fine-tune each compressed model this many steps on the Fisher split (the paper's 'with fine-tuning')")
-    p.add_argument("--finetune-lr", type=float, default=5e-5)
-    p.add_argument("--solver-iters", type=int, default=30, help="TFWSVD: most iterations per layer and rank")
-    p.add_argument("--solver-seconds", type=float, default=3.0, help="TFWSVD: time budget per layer and rank")
+                   help="fine-tune each compressed model this many steps on the Fisher split (the paper's 'with "
+                        "fine-tuning')")
+    p.add_argument("--finetune-lr", type=float, default=5e-5, help="learning rate of that fine-tuning")
+    p.add_argument("--solver-iters", type=int, default=30, help="iterative methods (TFWSVD): most iterations per "
+                                                                "layer and rank")
+    p.add_argument("--solver-seconds", type=float, default=3.0, help="iterative methods (TFWSVD): time budget per "
+                                                                     "layer and rank")
 
 
-def _progress(label: str):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (not for flags, required options and options without one); the
+    epilog (the exit codes) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and not action.required and action.option_strings \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _LogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return f"WARNING: {message}" if record.levelno >= logging.WARNING else message
+
+
+log = logging.getLogger("fwsvd_core")
+
+
+def _progress(label: str, unit: str = "examples"):
+    """A progress callback (done, total) drawing a bar with rate and time left on stderr; none with --quiet."""
+    bar: tqdm | None = None
+
     def report(done: int, total: int) -> None:
-        print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit=f" {unit}", file=sys.stderr, dynamic_ncols=True,
+                       disable=not log.isEnabledFor(logging.INFO))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
     return report
 
 
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                        progress=_progress("building the demo (once)", "steps"))
     eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
     fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
-    print(f"model: {loaded.source}", file=sys.stderr)
-    print(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)", file=sys.stderr)
+    log.info(f"model: {loaded.source}")
+    log.info(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)")
     for note in dict.fromkeys(eval_data.notes + fisher_data.notes):
-        print(f"WARNING: data: {note}", file=sys.stderr)
+        log.warning(f"data: {note}")
     if warning := map_labels(loaded.model.config, task).warning:
-        print(f"WARNING: labels: {warning}", file=sys.stderr)
+        log.warning(f"labels: {warning}")
     if warning := same_split_warning(fisher_data, eval_data):
-        print(f"WARNING: {warning}", file=sys.stderr)
+        log.warning(f"{warning}")
     session = CompressionSession(loaded)
     return loaded, session, fisher_data, eval_data
 
@@ -106,24 +145,26 @@ def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
                              progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher)
     cached = " (from cache)" if fisher.from_cache else ""
-    print(f"Fisher: {fisher.estimator} estimator, {fisher.n_examples} examples of {fisher_data.split}, "
-          f"{fisher.n_skipped} skipped, {fisher.seconds:.1f} s{cached}", file=sys.stderr)
+    # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
+    log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
+            f"Fisher: {fisher.estimator} estimator, {fisher.n_examples} examples of {fisher_data.split}, "
+            f"{fisher.n_skipped} skipped, {fisher.seconds:.1f} s{cached}")
     for note in fisher.notes:
-        print(f"WARNING: Fisher: {note}", file=sys.stderr)
+        log.warning(f"Fisher: {note}")
     session.set_fisher(fisher)
 
 
 def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods: list[str], allocators: str) -> None:
     """Estimate what the chosen methods and allocators need: the Fisher, input activations."""
     session.tfwsvd_settings = {"max_iter": args.solver_iters, "tol": 1e-4, "time_budget": args.solver_seconds}
-    needs_fisher = any(m != "svd" and m not in ACTIVATION_METHODS for m in methods) or any(
-        a in allocators for a in ("spectral", "sensitivity"))
+    needs = set().union(*(get_method(m).needs for m in methods))
+    needs_fisher = FISHER in needs or any(a in allocators for a in ("spectral", "sensitivity"))
     if needs_fisher:
         _fisher(args, session, fisher_data)
-    if any(m in ACTIVATION_METHODS for m in methods):
+    if ACTIVATIONS in needs:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
-        print(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s", file=sys.stderr)
+        log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
         session.set_activations(stats)
 
 
@@ -133,7 +174,7 @@ def cmd_predictor(args) -> int:
     _fisher(args, session, fisher_data)
     table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
                                       n_examples=args.fisher_samples, subsample=args.eval_subsample,
-                                      progress=_progress("layers"))
+                                      progress=_progress("layers", "layers"))
     print(table.round(5).to_string(index=False))
     print(json.dumps(stats))
     out = Path(args.out)
@@ -179,14 +220,14 @@ def cmd_layers(args) -> int:
 def cmd_sweep(args) -> int:
     check_writable(Path(args.out))
     loaded, session, fisher_data, eval_data = _prepare(args)
-    methods = [canonical_compression_method(m) for m in args.methods.split(",") if m.strip()]
+    methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
     _calibrate(args, session, fisher_data, methods, args.allocators)
     start = time.perf_counter()
     table = run_sweep(session, eval_data, methods, _floats(args.ratios) if args.ratios else None,
                       _floats(args.param_ratios) if args.param_ratios else None, batch_size=args.batch_size,
                       max_length=args.max_length,
                       allocators=[a.strip() for a in args.allocators.split(",") if a.strip()],
-                      subsample=args.eval_subsample, report=lambda t: print(t, file=sys.stderr),
+                      subsample=args.eval_subsample, report=log.info,
                       train_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
     print(table.to_string(index=False))
     out = Path(args.out)
@@ -198,7 +239,7 @@ def cmd_sweep(args) -> int:
             "fisher skipped": None if session.fisher is None else session.fisher.n_skipped, "seconds": round(time.perf_counter() - start, 1),
             "rows": table.to_dict(orient="records")}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
-    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}", file=sys.stderr)
+    log.info(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
     return 0
 
 
@@ -207,7 +248,7 @@ def cmd_compress(args) -> int:
     check_export_target(args.save, args.overwrite, args.model)
     file_ranks = read_rank_file(args.ranks) if args.ranks else None
     loaded, session, fisher_data, eval_data = _prepare(args)
-    _calibrate(args, session, fisher_data, [canonical_compression_method(args.method)], args.allocator)
+    _calibrate(args, session, fisher_data, [canonical_method(args.method)], args.allocator)
     if file_ranks is not None:
         ranks = file_ranks
     elif args.param_ratio is not None:
@@ -218,11 +259,12 @@ def cmd_compress(args) -> int:
     if args.finetune_steps:
         compressed, tuned = finetune_compressed(compressed, loaded.tokenizer, fisher_data, args.finetune_steps,
                                                 lr=args.finetune_lr, max_length=args.max_length,
-                                                progress=_progress("fine-tuning"))
-        print(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}", file=sys.stderr)
+                                                progress=_progress("fine-tuning", "steps"))
+        log.info(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}")
     if args.evaluate:
         for label, model in (("dense", session.model), (args.method, compressed)):
-            result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample)
+            result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample,
+                              progress=_progress(f"scoring {label}"))
             print(f"{label}: {result.describe()}")
     extra = {"source": loaded.source, "task": args.task}
     if session.fisher is not None:
@@ -235,43 +277,48 @@ def cmd_compress(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.",
-                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=EXIT_CODES, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fwsvd-studio {__version__}")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="also print debugging messages")
+    noise.add_argument("-q", "--quiet", action="store_true", help="print only results, warnings and errors (no "
+                                                                   "progress bars)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("layers", help="list the compressible layers of a model")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_layers)
-    p = sub.add_parser("sweep", help="score every method at every ratio")
-    _add_model_args(p)
-    _add_task_args(p)
+
+    def command(name: str, help: str, func, task: bool = True):
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        _add_model_args(p)
+        if task:
+            _add_task_args(p)
+        p.set_defaults(func=func)
+        return p
+
+    command("layers", "list the compressible layers of a model", cmd_layers, task=False)
+    p = command("sweep", "score every method at every ratio", cmd_sweep)
+    _add_compression_args(p)
     p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output",
-                   help=f"comma-separated: {', '.join(COMPRESSION_METHODS)}")
+                   help=f"comma-separated: {', '.join(method_names())}")
     p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated ('' for none)")
     p.add_argument("--param-ratios", default=None, help="parameter ratios (kept/original of the layers), comma-separated")
     p.add_argument("--allocators", default="uniform", help=f"for --param-ratios, comma-separated: {', '.join(ALLOCATORS)}")
     p.add_argument("--out", default="results/sweep", help="output path without suffix: writes .csv and .json")
-    p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("compress", help="compress and save a model")
-    _add_model_args(p)
-    _add_task_args(p)
-    p.add_argument("--method", default="fwsvd-output", help=", ".join(COMPRESSION_METHODS))
+    p = command("compress", "compress and save a model", cmd_compress)
+    _add_compression_args(p)
+    p.add_argument("--method", default="fwsvd-output", help=", ".join(method_names()))
     p.add_argument("--allocator", default="uniform", choices=ALLOCATORS, help="how --param-ratio is met")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--rank-ratio", type=float)
-    group.add_argument("--param-ratio", type=float)
-    group.add_argument("--ranks", help="a JSON file {layer: rank} (or {'ranks': {...}})")
+    group.add_argument("--rank-ratio", type=float, help="one rank ratio r/min(out,in) for every layer")
+    group.add_argument("--param-ratio", type=float, help="parameters kept / original, of the compressible layers")
+    group.add_argument("--ranks", help="a JSON file {layer: rank} (or {'ranks': {...}}, as the dashboard exports)")
     p.add_argument("--save", required=True,
                    help="a new or empty folder to write the compressed model to (a non-empty folder is refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export of this tool in --save (never any other folder)")
     p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving")
-    p.set_defaults(func=cmd_compress)
-    p = sub.add_parser("predictor", help="validate the per-layer predictor of SVD failure against measured drops")
-    _add_model_args(p)
-    _add_task_args(p)
-    p.add_argument("--rank-ratio", type=float, default=0.1)
+    p = command("predictor", "validate the per-layer predictor of SVD failure against measured drops", cmd_predictor)
+    p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
-    p.add_argument("--out", default="results/predictor")
-    p.set_defaults(func=cmd_predictor)
+    p.add_argument("--out", default="results/predictor", help="output path without suffix: writes .csv, .json, .md")
     return parser
 
 
@@ -286,9 +333,13 @@ EXIT_CODES = f"""exit codes:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("WARNING: %(message)s"))
+    handler.setFormatter(_LogFormatter())
     logger = logging.getLogger("fwsvd_core")
     logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if args.quiet:
+        hf_logging.disable_progress_bar()  # transformers' own bars (loading weights) too
     try:
         return args.func(args)
     except InsufficientMemoryError as exc:
@@ -309,3 +360,5 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         logger.removeHandler(handler)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()

@@ -1,4 +1,7 @@
-"""SVD and Fisher-weighted SVD factors per layer, computed once; any rank is then a slice."""
+"""Low-rank factors of a layer (any rank is a slice), the scalings methods use, and reconstruction errors.
+
+The methods themselves, each with what it needs, are in `fwsvd_core.methods`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,22 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import FwsvdError
-
-METHODS = ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm")
-FISHER_METHODS = ("fwsvd-input", "fwsvd-output", "fwsvd-both")
-ACTIVATION_METHODS = ("asvd", "svd-llm")
 ASVD_ALPHA = 0.5
-_ALIASES = {"fwsvd": "fwsvd-input"}
 # a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
 IMPORTANCE_FLOOR = 1e-6
-
-
-def canonical_method(method: str) -> str:
-    name = _ALIASES.get(method.strip().lower(), method.strip().lower())
-    if name not in METHODS:
-        raise FwsvdError(f"Unknown method {method!r}; choose from {', '.join(METHODS)} (fwsvd = fwsvd-input).")
-    return name
 
 
 @dataclass
@@ -96,35 +86,13 @@ def activation_scaling(mean_abs: torch.Tensor, alpha: float = ASVD_ALPHA) -> tor
     return m.clamp_min(IMPORTANCE_FLOOR * mean).pow(alpha).float()
 
 
-def factorize(
-    weight: torch.Tensor, method: str, fisher: torch.Tensor | None = None,
-    mean_abs: torch.Tensor | None = None, second_moment: torch.Tensor | None = None,
-) -> Factors:
-    """Factors of one [out, in] weight by `method`: SVD; FWSVD weighted on the input, output or both
-    sides (needs the Fisher); ASVD (needs the mean |input|); SVD-LLM (needs the input second moment)."""
-    method = canonical_method(method)
+def scaled_svd(weight: torch.Tensor, method: str, d_out: torch.Tensor | None = None,
+               d_in: torch.Tensor | None = None) -> Factors:
+    """Factors of W from the SVD of diag(d_out) W diag(d_in), the scalings undone on the factors (None: no scaling).
+
+    With no scaling this is plain SVD; FWSVD scales by Fisher row or column sums, ASVD by input activations.
+    """
     w = weight.detach().float()
-    d_out = d_in = None
-    if method == "svd-llm":
-        if second_moment is None:
-            raise FwsvdError("svd-llm needs the input second moment of the layer (calibration activations).")
-        factor, inverse, _ = whitening(second_moment.to(w.device))
-        u, s, vh = torch.linalg.svd(w @ factor, full_matrices=False)
-        return Factors((u * s[None, :]).contiguous(), (vh @ inverse).contiguous(), s, None, None, method)
-    if method == "asvd":
-        if mean_abs is None:
-            raise FwsvdError("asvd needs the mean absolute input of the layer (calibration activations).")
-        d_in = activation_scaling(mean_abs.to(w.device))
-    elif method != "svd":
-        if fisher is None:
-            raise FwsvdError(f"{method} needs the Fisher of the layer.")
-        if fisher.shape != w.shape:
-            raise FwsvdError(f"Fisher shape {tuple(fisher.shape)} does not match weight shape {tuple(w.shape)}.")
-        fisher = fisher.to(w.device)
-        if method in ("fwsvd-output", "fwsvd-both"):
-            d_out = importance_scaling(fisher, "output")
-        if method in ("fwsvd-input", "fwsvd-both"):
-            d_in = importance_scaling(fisher, "input")
     scaled = w
     if d_out is not None:
         scaled = d_out[:, None] * scaled

@@ -9,10 +9,14 @@ import torch
 from plotly.subplots import make_subplots
 
 from .layers import ROLES, LayerInfo
+from .methods import method_colors
 
-METHOD_COLORS = {"dense": "#444444", "svd": "#d62728", "fwsvd-input": "#1f77b4", "fwsvd-output": "#2ca02c",
-                 "fwsvd-both": "#9467bd", "asvd": "#ff7f0e", "svd-llm": "#8c564b", "tfwsvd-als": "#17becf",
-                 "tfwsvd-em": "#bcbd22"}
+DENSE_COLOR = "#444444"
+
+
+def method_color_map() -> dict[str, str]:
+    """A colour per method (the registry's) and for the dense model."""
+    return {"dense": DENSE_COLOR, **method_colors()}
 
 
 def pooled(matrix: torch.Tensor, max_cells: int = 128) -> tuple[np.ndarray, int, int]:
@@ -101,7 +105,7 @@ def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     dense = table[table["method"] == "dense"]
     for method, part in table[table["method"] != "dense"].groupby("method", sort=False):
         part = part.sort_values("param ratio (layers)")
-        color = METHOD_COLORS.get(method)
+        color = method_color_map().get(method)
         for col, y in enumerate((score_column, "plain error", "fisher error"), start=1):
             fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[y], mode="lines+markers", name=method,
                                      legendgroup=method, showlegend=col == 1, line={"color": color}), 1, col)
@@ -127,7 +131,7 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     for (base, variant), part in rows.groupby(["base", "variant"], sort=False):
         part = part.sort_values("param ratio (layers)")
         fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[score_column], mode="lines+markers",
-                                 name=f"{base} ({variant})", line={"color": METHOD_COLORS.get(base), "dash": dashes.get(variant)}))
+                                 name=f"{base} ({variant})", line={"color": method_color_map().get(base), "dash": dashes.get(variant)}))
     dense = table[table["method"] == "dense"]
     if not dense.empty:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense")
@@ -142,7 +146,7 @@ def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
     fig = go.Figure()
     for label, s in spectra.items():
         s = s.detach().float().cpu().numpy()
-        fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=label, line={"color": METHOD_COLORS.get(label)}))
+        fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=label, line={"color": method_color_map().get(label)}))
     fig.update_layout(title="Singular value spectra (each divided by its largest)", xaxis_title="index",
                       yaxis_title="s_i / s_1", yaxis_type="log", height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
@@ -173,7 +177,7 @@ def ranks_figure(layers: list[LayerInfo], ranks: dict[str, int]) -> go.Figure:
 def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None) -> go.Figure:
     """Score against the parameter ratio of every run, with the dense score as a line."""
     fig = px.scatter(history, x="param ratio (model)", y=score_column, color="method", hover_data=["run"],
-                     color_discrete_map=METHOD_COLORS, text="run")
+                     color_discrete_map=method_color_map(), text="run")
     fig.update_traces(marker={"size": 11}, textposition="top center")
     if dense is not None:
         fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")

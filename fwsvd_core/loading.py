@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .batching import ProgressFn
 from .demo import is_demo, load_demo
 from .export import is_compressed_dir, load_compressed
 from .models import LoadedModel, load_pretrained, require_finite_weights
@@ -18,11 +19,12 @@ def load_model(
     num_labels: int | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    progress: ProgressFn | None = None,
 ) -> LoadedModel:
-    """'demo:NAME' (built on first use), a folder written by `export.save_compressed`, or a saved model
-    (local directory or hub id). Weights that are NaN or infinite are refused."""
+    """'demo:NAME' (built on first use, `progress` reporting its fine-tuning steps), a folder written by
+    `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused."""
     if is_demo(str(source)):
-        return load_demo(str(source), device)
+        return load_demo(str(source), device, progress=progress)
     local = Path(source).expanduser()
     if local.is_dir() and is_compressed_dir(local):
         loaded = load_compressed(local, device, trust_remote_code=trust_remote_code)

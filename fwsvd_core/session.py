@@ -13,36 +13,21 @@ from .activations import ActivationStats
 from .cache import Check, cache_key, cache_root, load_tensors, store_tensors
 from .compression import compress
 from .errors import FwsvdError
-from .factorization import (
-    ACTIVATION_METHODS,
-    FISHER_METHODS,
-    METHODS,
-    Factors,
-    canonical_method,
-    factorize,
-    reconstruction_errors,
-)
+from .factorization import Factors, reconstruction_errors
 from .fisher import FisherResult
 from .layers import LayerInfo, require_layers, weight_out_in
+from .methods import (
+    ACTIVATIONS,
+    FISHER,
+    KRONECKER,
+    LayerInputs,
+    Method,
+    get_method,
+    method_names,
+)
 from .models import LoadedModel
 from .ranks import RankMap, validate_ranks
-from .tfwsvd import SOLVERS, solve, weighted_objective
-
-TFWSVD_METHODS = tuple(f"tfwsvd-{s}" for s in SOLVERS)
-COMPRESSION_METHODS = METHODS + TFWSVD_METHODS
-
-
-def canonical_compression_method(method: str) -> str:
-    """Any method `compress` takes: a decomposition of METHODS, or TFWSVD with a named solver."""
-    name = method.strip().lower()
-    if name in ("tfwsvd",):
-        return "tfwsvd-als"
-    if name in TFWSVD_METHODS:
-        return name
-    try:
-        return canonical_method(name)
-    except FwsvdError:
-        raise FwsvdError(f"Unknown method {method!r}; choose from {', '.join(COMPRESSION_METHODS)}.") from None
+from .tfwsvd import weighted_objective
 
 
 def factors_check(layers: list[LayerInfo]) -> Check:
@@ -90,91 +75,100 @@ class CompressionSession:
     def weight(self, name: str) -> torch.Tensor:
         return weight_out_in(self.model.get_submodule(name)).detach()
 
+    def _forget(self, need: str) -> None:
+        for method in method_names(needs=need):
+            self._factors.pop(method, None)
+        self._solved = {memo: f for memo, f in self._solved.items() if need not in get_method(memo[0]).needs}
+
     def set_fisher(self, fisher: FisherResult) -> None:
         with self._lock:
             self.fisher = fisher
-            for method in FISHER_METHODS:
-                self._factors.pop(method, None)
-            self._solved.clear()
+            self._forget(FISHER)
 
     def set_activations(self, stats: ActivationStats) -> None:
         with self._lock:
             self.activations = stats
-            for method in ACTIVATION_METHODS:
-                self._factors.pop(method, None)
+            self._forget(ACTIVATIONS)
 
-    def _inputs(self, method: str, name: str) -> dict[str, torch.Tensor]:
-        """What `factorize` needs beside the weight, for one layer."""
-        if method in FISHER_METHODS:
-            if self.fisher is None:
-                raise ValueError(f"{method} needs the Fisher: estimate it first.")
-            return {"fisher": self.fisher.per_layer[name]}
-        if method in ACTIVATION_METHODS:
-            if self.activations is None:
-                raise ValueError(f"{method} needs calibration activations: collect them first.")
-            return {"mean_abs": self.activations.mean_abs[name], "second_moment": self.activations.second_moment[name]}
-        return {}
+    def _inputs(self, method: Method, name: str) -> LayerInputs:
+        """What the method reads besides the weight, for one layer."""
+        if FISHER in method.needs and self.fisher is None:
+            raise ValueError(f"{method.name} needs the Fisher: estimate it first.")
+        if ACTIVATIONS in method.needs and self.activations is None:
+            raise ValueError(f"{method.name} needs calibration activations: collect them first.")
+        if KRONECKER in method.needs:
+            raise ValueError(f"{method.name} needs Kronecker factors of the Fisher, which no estimator gives yet.")
+        fisher = self.fisher.per_layer[name] if FISHER in method.needs else None
+        stats = self.activations if ACTIVATIONS in method.needs else None
+        return LayerInputs(fisher, None if stats is None else stats.mean_abs[name],
+                           None if stats is None else stats.second_moment[name])
 
-    def _source_key(self, method: str) -> str | None:
-        """The cache key of what the method's factors derive from besides the weights ('' for SVD)."""
-        if method in FISHER_METHODS:
-            return None if self.fisher is None else self.fisher.key
-        if method in ACTIVATION_METHODS:
-            return None if self.activations is None else self.activations.key or None
-        return ""
+    def _source_key(self, method: Method) -> str | None:
+        """The cache keys of what the method's factors derive from besides the weights ('' for SVD); None if missing."""
+        keys = []
+        if FISHER in method.needs:
+            keys.append(None if self.fisher is None else self.fisher.key)
+        if ACTIVATIONS in method.needs:
+            keys.append(None if self.activations is None else self.activations.key or None)
+        return None if None in keys else "/".join(k for k in keys if k)
 
-    def _disk_key(self, method: str) -> str | None:
+    def _disk_key(self, method: Method) -> str | None:
         source = self._source_key(method)
         if not self.use_disk_cache or source is None:
             return None
-        return cache_key(kind="factors", model=self.loaded.fingerprint, method=method, source=source,
+        return cache_key(kind="factors", model=self.loaded.fingerprint, method=method.name, source=source,
                          layers=[l.name for l in self.layers])
 
     def factors(self, method: str) -> dict[str, Factors]:
         """Factors of every layer by `method`: from memory, else the disk cache, else computed."""
-        method = canonical_method(method)
+        chosen = get_method(method)
+        if chosen.factorize is None:
+            raise FwsvdError(f"{chosen.name} solves each rank anew: ask for factors_at(method, ranks).")
+        method = chosen.name
         with self._lock:
             if method in self._factors:
                 return self._factors[method]
-            inputs = {l.name: self._inputs(method, l.name) for l in self.layers}
-            key = self._disk_key(method)
+            inputs = {l.name: self._inputs(chosen, l.name) for l in self.layers}
+            key = self._disk_key(chosen)
             path = cache_root() / "factors" / f"{key}.safetensors" if key else None
             cached = load_tensors(path, factors_check(self.layers)) if path else None
             if cached is not None:
                 out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
             else:
-                out = {l.name: factorize(self.weight(l.name), method, **inputs[l.name]) for l in self.layers}
+                out = {l.name: chosen.factorize(self.weight(l.name).float(), inputs[l.name]) for l in self.layers}
                 if path:
                     store_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()},
                                   {"method": method})
             self._factors[method] = out
             return out
 
-    def solved_factors(self, solver: str, name: str, rank: int) -> Factors:
-        """TFWSVD factors of one layer at one rank (a new rank is a new solve), cached in memory and on disk.
-
-        The solve starts from whichever FWSVD variant has the smallest element-wise weighted error at that rank.
-        """
+    def solved_factors(self, method: str, name: str, rank: int) -> Factors:
+        """Factors of one layer at one rank by an iterative method (a new rank is a new solve), cached in memory
+        and on disk. The solve starts from whichever of the method's `starts_from` decompositions has the
+        smallest element-wise Fisher-weighted error at that rank (the plain error without a Fisher)."""
+        chosen = get_method(method)
+        if chosen.solve is None:
+            raise FwsvdError(f"{chosen.name} is a decomposition: its ranks are slices of factors(method).")
         with self._lock:
-            if self.fisher is None:
-                raise ValueError("TFWSVD needs the Fisher: estimate it first.")
-            memo = (solver, name, rank, tuple(sorted(self.tfwsvd_settings.items())))
+            inputs = self._inputs(chosen, name)
+            memo = (chosen.name, name, rank, tuple(sorted(self.tfwsvd_settings.items())))
             if memo in self._solved:
                 return self._solved[memo]
-            method = f"tfwsvd-{solver}"
             path = None
-            if self.use_disk_cache and self.fisher.key:
-                key = cache_key(kind="tfwsvd", model=self.loaded.fingerprint, fisher=self.fisher.key, solver=solver,
+            source = self._source_key(chosen)
+            if self.use_disk_cache and source:
+                key = cache_key(kind="solved", model=self.loaded.fingerprint, source=source, method=chosen.name,
                                 layer=name, rank=rank, settings=self.tfwsvd_settings)
-                path = cache_root() / "tfwsvd" / f"{key}.safetensors"
+                path = cache_root() / "solved" / f"{key}.safetensors"
                 if (hit := load_tensors(path, factors_check([self._layer(name)]))) is not None:
-                    self._solved[memo] = Factors.from_tensors(hit[0], name, method, self.loaded.device)
+                    self._solved[memo] = Factors.from_tensors(hit[0], name, chosen.name, self.loaded.device)
                     return self._solved[memo]
-            weight, fisher = self.weight(name), self.fisher.per_layer[name].to(self.loaded.device)
-            start = min((self.factors(m)[name] for m in FISHER_METHODS),
-                        key=lambda f: weighted_objective(weight, fisher, f.left[:, :rank], f.right[:rank]))
-            result = solve(weight, fisher, start, rank, solver, **self.tfwsvd_settings)
-            factors = result.as_factors(method)
+            weight = self.weight(name).float()
+            importance = torch.ones_like(weight) if inputs.fisher is None else inputs.fisher.to(weight.device)
+            start = min((self.factors(m)[name] for m in chosen.starts_from or ("svd",)),
+                        key=lambda f: weighted_objective(weight, importance, f.left[:, :rank], f.right[:rank]))
+            result = chosen.solve(weight, inputs, start, rank, **self.tfwsvd_settings)
+            factors = result.as_factors(chosen.name)
             if path is not None:
                 store_tensors(path, factors.to_tensors(name),
                               {"objective": json.dumps(result.objective), "stopped": result.stopped})
@@ -183,17 +177,16 @@ class CompressionSession:
 
     def factors_at(self, method: str, ranks: RankMap) -> dict[str, Factors]:
         """Factors whose first r columns give each layer's rank-r approximation: slices of the cached
-        decomposition, or for TFWSVD a solve per layer and rank (full-rank layers need none)."""
-        method = canonical_compression_method(method)
-        if not method.startswith("tfwsvd-"):
-            return self.factors(method)
-        solver = method.removeprefix("tfwsvd-")
-        return {l.name: self.solved_factors(solver, l.name, ranks.get(l.name, l.max_rank))
+        decomposition, or for an iterative method a solve per layer and rank (full-rank layers need none)."""
+        chosen = get_method(method)
+        if not chosen.per_rank:
+            return self.factors(chosen.name)
+        return {l.name: self.solved_factors(chosen.name, l.name, ranks.get(l.name, l.max_rank))
                 for l in self.layers if ranks.get(l.name, l.max_rank) < l.max_rank}
 
     def compress(self, method: str, ranks: RankMap) -> nn.Module:
-        """A compressed copy from cached factors (slicing only, but for TFWSVD's per-rank solves)."""
-        method = canonical_compression_method(method)
+        """A compressed copy from cached factors (slicing only, but for an iterative method's per-rank solves)."""
+        method = get_method(method).name
         ranks = validate_ranks(self.layers, ranks)
         return compress(self.model, self.layers, self.factors_at(method, ranks), ranks, method)
 

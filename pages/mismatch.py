@@ -3,15 +3,14 @@ import streamlit as st
 
 from fwsvd_core.ablation import group_ablation
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.factorization import FISHER_METHODS
 from fwsvd_core.figures import (
     ablation_figure,
     mismatch_figure,
     signed_layer_map,
     spectra_figure,
 )
+from fwsvd_core.methods import FISHER, method_names
 from fwsvd_core.predictor import PREDICTORS, svd_failure_scores, validate_predictor
-from fwsvd_core.session import COMPRESSION_METHODS
 from fwsvd_core.sweep import run_sweep
 from studio.state import prepare_methods, ready
 
@@ -30,7 +29,7 @@ st.markdown(
 )
 
 c1, c2, c3 = st.columns([2, 2, 1])
-methods = c1.multiselect("Methods", COMPRESSION_METHODS, default=["svd", "fwsvd-input", "fwsvd-output"],
+methods = c1.multiselect("Methods", method_names(), default=["svd", "fwsvd-input", "fwsvd-output"],
                          help="TFWSVD solves every layer at every ratio: expect a few minutes")
 ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0.25, 0.2, 0.15, 0.1, 0.05],
                         default=[0.5, 0.33, 0.25, 0.15])
@@ -67,7 +66,7 @@ st.caption("The singular values of W, and of the Fisher-weighted matrices that F
            "needs a larger rank for the same error.")
 names = [l.name for l in session.layers]
 name = st.selectbox("Layer", names, key="spectrum_layer")
-spectra = {m: session.factors(m)[name].spectrum for m in ("svd", *FISHER_METHODS)}
+spectra = {m: session.factors(m)[name].spectrum for m in ("svd", *method_names(needs=FISHER, per_rank=False))}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
 
 st.subheader("Which singular values matter?")
@@ -77,7 +76,8 @@ st.markdown(
     "shrink steadily from group 1 to group 10; in fine-tuned models small singular values can matter too."
 )
 a1, a2 = st.columns(2)
-ablation_method = a1.selectbox("Decomposition", ("svd", *FISHER_METHODS), key="ablation_method")
+ablation_method = a1.selectbox("Decomposition", ("svd", *method_names(needs=FISHER, per_rank=False)),
+                               key="ablation_method")
 ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 300), step=100,
                                   key="ablation_scored")
 akey = ("ablation", choice, ablation_method, ablation_scored)

@@ -15,13 +15,13 @@ from fwsvd_core.errors import FwsvdError
 from fwsvd_core.evaluation import evaluate
 from fwsvd_core.export import save_compressed
 from fwsvd_core.figures import history_figure, ranks_figure
+from fwsvd_core.methods import method_names
 from fwsvd_core.ranks import (
     count_params,
     summarize,
     uniform_ranks,
     validate_ranks,
 )
-from fwsvd_core.session import COMPRESSION_METHODS
 from studio.state import dense_score, prepare_methods, ready
 
 st.title("Rank editor")
@@ -37,7 +37,8 @@ if "ranks" not in st.session_state or set(st.session_state["ranks"]) != {l.name 
 st.session_state.setdefault("table_version", 0)
 st.session_state.setdefault("history", [])
 
-method = st.selectbox("Method", COMPRESSION_METHODS, index=COMPRESSION_METHODS.index("fwsvd-output"),
+methods = method_names()
+method = st.selectbox("Method", methods, index=methods.index("fwsvd-output"),
                       help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
                            "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
 if not prepare_methods(state, [method]):

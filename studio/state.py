@@ -13,11 +13,11 @@ from fwsvd_core.data import TaskData, load_file, load_glue_folder, load_hub
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.evaluation import EvalResult, evaluate
-from fwsvd_core.factorization import ACTIVATION_METHODS
 from fwsvd_core.finetune import read_record
 from fwsvd_core.fisher import FisherResult, estimate_fisher
 from fwsvd_core.hub import hub_reachable
 from fwsvd_core.loading import load_model
+from fwsvd_core.methods import ACTIVATIONS, get_method
 from fwsvd_core.models import LoadedModel
 from fwsvd_core.session import CompressionSession
 from fwsvd_core.synthetic import synthetic_task_data
@@ -279,7 +279,7 @@ def demo_names() -> list[str]:
 
 def prepare_methods(state: Ready, methods) -> bool:
     """Collect calibration activations when a chosen method needs them (ASVD, SVD-LLM); False if that failed."""
-    if state.session.activations is not None or not any(m in ACTIVATION_METHODS for m in methods):
+    if state.session.activations is not None or not any(ACTIVATIONS in get_method(m).needs for m in methods):
         return True
     try:
         with st.spinner("Collecting input activations of every layer on the training split ..."):

@@ -80,3 +80,57 @@ def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_
     assert len(report["layers"]) == len(pd.read_csv(out.with_suffix(".csv")))
     text = out.with_suffix(".md").read_text()
     assert "| diagonal |" in text and "| full |" in text and "Split-half reliability" in text
+
+
+def _subparsers():
+    import argparse
+
+    from fwsvd_core.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_every_option_has_help_and_help_shows_the_defaults(capsys):
+    import pytest
+
+    parser, commands = _subparsers()
+    for name, sub in [("", parser), *commands.items()]:
+        undocumented = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
+        assert not undocumented, (name, undocumented)
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 256)" in text and "(default: per-sample)" in text and "(default: svd,fwsvd-input" in text
+
+
+def test_each_command_takes_only_the_options_it_uses(tiny_models, glue_dir, tmp_path, capsys):
+    import pytest
+
+    _, commands = _subparsers()
+    assert "--finetune-steps" not in commands["predictor"].format_help()
+    assert "--task" not in commands["layers"].format_help()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predictor", "--model", str(tiny_models["bert"]), "--task", "sst2", "--finetune-steps", "5"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --finetune-steps" in capsys.readouterr().err
+
+
+def test_version_and_quiet(tiny_models, glue_dir, tmp_path, capsys):
+    import pytest
+
+    from fwsvd_core import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+    args = ["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+            "--methods", "svd", "--ratios", "0.5", "--fisher-samples", "8", "--eval-subsample", "16",
+            "--fisher-split", "dev", "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    loud = capsys.readouterr().err
+    assert "model: local directory" in loud and "Fisher" in loud
+    assert main(["-q", *args]) == 0
+    quiet = capsys.readouterr().err
+    assert "model: local directory" not in quiet and "%|" not in quiet
+    assert "WARNING:" in quiet and "same split that is scored" in quiet  # warnings stay

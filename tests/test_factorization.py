@@ -3,11 +3,8 @@ import pytest
 import torch
 
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.factorization import (
-    factorize,
-    importance_scaling,
-    reconstruction_errors,
-)
+from fwsvd_core.factorization import importance_scaling, reconstruction_errors
+from fwsvd_core.methods import factorize
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from fwsvd_core import session as session_module
 from fwsvd_core.cache import cache_root
 from fwsvd_core.fisher import estimate_fisher
 from fwsvd_core.loading import load_model
+from fwsvd_core.methods import fwsvd as fwsvd_method
 from fwsvd_core.session import CompressionSession
 
 
@@ -17,7 +17,7 @@ def test_factors_are_computed_once_and_read_back_from_disk(tiny_models, sst2_sma
     assert first.factors("fwsvd-both") is computed  # memory
     assert len(list((cache_root() / "factors").glob("*.safetensors"))) == 1
 
-    monkeypatch.setattr(session_module, "factorize", lambda *a, **k: pytest.fail("recomputed an SVD"))
+    monkeypatch.setattr(fwsvd_method, "scaled_svd", lambda *a, **k: pytest.fail("recomputed an SVD"))
     second = CompressionSession(loaded)
     second.set_fisher(fisher)
     for name, f in second.factors("fwsvd-both").items():
@@ -52,8 +52,8 @@ def test_model_errors_match_a_direct_computation(tiny_models, sst2_small):
 
 
 def test_tfwsvd_compresses_with_a_solve_per_layer_and_rank_cached(tiny_models, sst2_small, monkeypatch):
-    from fwsvd_core import session as session_module
     from fwsvd_core.lowrank import LowRankLinear
+    from fwsvd_core.methods import tfwsvd as tfwsvd_method
     from fwsvd_core.ranks import uniform_ranks
     from fwsvd_core.tfwsvd import weighted_objective
 
@@ -72,7 +72,7 @@ def test_tfwsvd_compresses_with_a_solve_per_layer_and_rank_cached(tiny_models, s
             assert solved <= weighted_objective(w, f, fac.left[:, : ranks[l.name]], fac.right[: ranks[l.name]]) * (1 + 1e-6)
     fresh = CompressionSession(loaded)
     fresh.set_fisher(session.fisher)
-    monkeypatch.setattr(session_module, "solve", lambda *a, **k: pytest.fail("solved again"))
+    monkeypatch.setattr(tfwsvd_method, "solve", lambda *a, **k: pytest.fail("solved again"))
     fresh.compress("tfwsvd-als", ranks)  # from the disk cache
     errors = fresh.model_errors("tfwsvd-als", ranks)
     assert errors["fisher"] <= session.model_errors("fwsvd-input", ranks)["fisher"] + 1e-6

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.factorization import factorize
+from fwsvd_core.methods import factorize
 from fwsvd_core.tfwsvd import SOLVERS, solve, weighted_objective
 
 

@@ -1,0 +1,24 @@
+"""The project installs as a package with its console script (no network: dependencies are not resolved here)."""
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_pip_install_gives_a_working_fwsvd_command(tmp_path):
+    source = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "artifacts", "results", "__pycache__",
+                                                               "build", "*.egg-info"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(source)], check=True, capture_output=True)
+    assert (target / "fwsvd_core" / "methods" / "registry.py").is_file()  # subpackages are installed too
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = subprocess.run([str(target / "bin" / "fwsvd"), "--help"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, check=True)
+    assert "sweep" in done.stdout and "exit codes" in done.stdout
+    version = subprocess.run([str(target / "bin" / "fwsvd"), "--version"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, check=True)
+    assert version.stdout.startswith("fwsvd-studio ")
