@@ -398,6 +398,7 @@ def test_9_truncated_weights_in_a_model_folder_and_an_export_give_a_message(tiny
             load_model(folder, device="cpu")
 
 
+@pytest.mark.slow
 def test_9_a_demo_with_a_complete_record_but_truncated_weights_is_rebuilt(glue_dir):
     from fwsvd_core import demo
 

@@ -6,6 +6,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 
 def run(script: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     import os

@@ -52,6 +52,7 @@ def test_unknown_demo():
         load_model("demo:mnli")
 
 
+@pytest.mark.slow
 def test_full_sst2_demo_meets_its_target(glue_dir, monkeypatch, tmp_path_factory):
     """The real build, as a user without internet gets it: at least 0.85 dev accuracy."""
     monkeypatch.setenv("FWSVD_DATA_DIR", str(glue_dir))

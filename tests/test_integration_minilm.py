@@ -8,6 +8,7 @@ from fwsvd_core.session import CompressionSession
 from fwsvd_core.sweep import run_sweep
 
 
+@pytest.mark.slow
 def test_full_path_on_minilm(minilm_sst2_dir, sst2_small):
     train, dev = sst2_small
     loaded = load_model(minilm_sst2_dir, device="cpu")

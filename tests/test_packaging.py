@@ -4,7 +4,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 
 def test_pip_install_gives_a_working_fwsvd_command(tmp_path):
