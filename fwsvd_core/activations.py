@@ -81,7 +81,7 @@ def estimate_activation_stats(
     key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers])
     path = cache_root() / "activations" / f"{key}.safetensors"
-    shapes = {f"mean_abs/{l.name}": (l.in_features,) for l in layers}
+    shapes: dict[str, tuple[int, ...]] = {f"mean_abs/{l.name}": (l.in_features,) for l in layers}
     shapes.update({f"second/{l.name}": (l.in_features, l.in_features) for l in layers})
     if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
         tensors, meta = hit

@@ -92,7 +92,8 @@ def spectral_curves(session: CompressionSession, method: str = "fwsvd-input") ->
         s = session.factors(base.name)[layer.name].spectrum.double().cpu().numpy()
         tail = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail[r] = sum_{i>=r} s_i^2
         fisher = session.fisher.per_layer[layer.name].double()
-        curves[layer.name] = 0.5 * base.loss_scale(layer.out_features, layer.in_features, fisher) * tail
+        scale = base.loss_scale(layer.out_features, layer.in_features, fisher) if base.loss_scale else 1.0
+        curves[layer.name] = 0.5 * scale * tail
     return curves
 
 

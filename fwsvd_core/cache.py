@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -108,7 +108,7 @@ def safetensors_readable(path: Path) -> bool:
 Check = Callable[[dict[str, torch.Tensor]], str]
 
 
-def expect_shapes(shapes: dict[str, tuple[int, ...]]) -> Check:
+def expect_shapes(shapes: Mapping[str, tuple[int, ...]]) -> Check:
     """A check that the entry holds exactly these tensors with these shapes."""
     def check(tensors: dict[str, torch.Tensor]) -> str:
         if missing := sorted(set(shapes) - set(tensors)):
@@ -134,13 +134,17 @@ def load_tensors(path: Path, check: Check | None = None) -> tuple[dict[str, torc
             metadata = dict(fh.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        return _discard(path, "unreadable")
+        _discard(path, "unreadable")
+        return None
     if metadata.get("complete") != "1":
-        return _discard(path, "unfinished")
+        _discard(path, "unfinished")
+        return None
     if bad := [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]:
-        return _discard(path, f"NaN or infinity in {bad[:3]}")
+        _discard(path, f"NaN or infinity in {bad[:3]}")
+        return None
     if check is not None and (reason := check(tensors)):
-        return _discard(path, reason)
+        _discard(path, reason)
+        return None
     return tensors, metadata
 
 

@@ -26,7 +26,7 @@ from .errors import (
 from .evaluation import evaluate
 from .export import check_export_target, save_compressed
 from .finetune import finetune_compressed
-from .fisher import ESTIMATORS, estimate_fisher
+from .fisher import ESTIMATORS, FisherResult, estimate_fisher
 from .folders import check_writable
 from .labels import map_labels
 from .layers import layer_table
@@ -134,13 +134,13 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
         log.warning(f"data: {note}")
     if warning := map_labels(loaded.model.config, task).warning:
         log.warning(f"labels: {warning}")
-    if warning := same_split_warning(fisher_data, eval_data):
-        log.warning(f"{warning}")
+    if split_warning := same_split_warning(fisher_data, eval_data):
+        log.warning(split_warning)
     session = CompressionSession(loaded)
     return loaded, session, fisher_data, eval_data
 
 
-def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
+def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
     fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
                              progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher)
@@ -152,6 +152,7 @@ def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> None:
     for note in fisher.notes:
         log.warning(f"Fisher: {note}")
     session.set_fisher(fisher)
+    return fisher
 
 
 def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods: list[str], allocators: str) -> None:
@@ -171,7 +172,7 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 def cmd_predictor(args) -> int:
     check_writable(Path(args.out))
     loaded, session, fisher_data, eval_data = _prepare(args)
-    _fisher(args, session, fisher_data)
+    fisher = _fisher(args, session, fisher_data)
     table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
                                       n_examples=args.fisher_samples, subsample=args.eval_subsample,
                                       progress=_progress("layers", "layers"))
@@ -182,8 +183,8 @@ def cmd_predictor(args) -> int:
     table.to_csv(out.with_suffix(".csv"), index=False)
     command = "python -m fwsvd_core " + " ".join(sys.argv[1:])
     out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
-                                                    "fisher examples": session.fisher.n_examples,
-                                                    "fisher skipped": session.fisher.n_skipped,
+                                                    "fisher examples": fisher.n_examples,
+                                                    "fisher skipped": fisher.n_skipped,
                                                     "weighted": args.weighted, "command": command, "stats": stats,
                                                     "layers": table.to_dict(orient="records")}, indent=1))
     out.with_suffix(".md").write_text(predictor_report(table, stats, loaded.source, eval_data, args, command))
@@ -236,7 +237,8 @@ def cmd_sweep(args) -> int:
     meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
             "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
             "estimator": args.estimator, "seed": args.seed,
-            "fisher skipped": None if session.fisher is None else session.fisher.n_skipped, "seconds": round(time.perf_counter() - start, 1),
+            "fisher skipped": None if session.fisher is None else session.fisher.n_skipped,
+            "seconds": round(time.perf_counter() - start, 1),
             "rows": table.to_dict(orient="records")}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
     log.info(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")

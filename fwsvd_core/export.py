@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -92,14 +93,15 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
     if table is None:
         raise ModelLoadError("This model carries no rank table: save compressed models made by fwsvd_core.compress.")
     directory = check_export_target(directory, overwrite, source)
+    config = cast(Any, model).config
     if extra:
-        model.config.fwsvd_compression = {**table, **extra}
+        config.fwsvd_compression = {**table, **extra}
     with staged_directory(directory, EXPORT_KIND, may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
-        model.config.save_pretrained(staging)
+        config.save_pretrained(staging)
         _mark_config_as_export(staging / CONFIG_FILE)
         save_safetensors_from(model, str(staging / WEIGHTS_FILE))
         tokenizer.save_pretrained(staging)
-        (staging / RANKS_FILE).write_text(json.dumps(model.config.fwsvd_compression, indent=1))
+        (staging / RANKS_FILE).write_text(json.dumps(config.fwsvd_compression, indent=1))
     return directory
 
 
@@ -161,7 +163,8 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
         raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} is missing or damaged ({str(exc).splitlines()[0]}); "
                              "export the model again.") from None
     if unexpected or [k for k in missing if not _is_tied(model, k)]:
-        raise ModelLoadError(f"{directory}: weights do not match the rank table (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        raise ModelLoadError(f"{directory}: weights do not match the rank table (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}).")
     model.config.fwsvd_compression = table
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)

@@ -43,9 +43,15 @@ class Factors:
         return {f"{prefix}/{p}": getattr(self, p) for p in self._PARTS if getattr(self, p) is not None}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, method: str, device) -> "Factors":
-        parts = {p: tensors.get(f"{prefix}/{p}") for p in cls._PARTS}
-        return cls(**{p: None if t is None else t.to(device) for p, t in parts.items()}, method=method)
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, method: str, device) -> Factors:
+        def part(name: str) -> torch.Tensor | None:
+            tensor = tensors.get(f"{prefix}/{name}")
+            return None if tensor is None else tensor.to(device)
+
+        left, right, spectrum = part("left"), part("right"), part("spectrum")
+        if left is None or right is None or spectrum is None:
+            raise KeyError(f"{prefix}: the stored factors are incomplete")
+        return cls(left, right, spectrum, part("d_out"), part("d_in"), method)
 
 
 def importance_scaling(fisher: torch.Tensor, side: str) -> torch.Tensor:

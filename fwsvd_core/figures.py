@@ -126,12 +126,14 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     fig = go.Figure()
     rows = table[table["method"] != "dense"].assign(
         base=lambda t: t["method"].str.removesuffix("+ft"),
-        variant=lambda t: t["method"].str.endswith("+ft").map({True: "+ft", False: None}).fillna(t["allocator"].fillna("uniform")),
+        variant=lambda t: t["method"].str.endswith("+ft").map({True: "+ft", False: None})
+        .fillna(t["allocator"].fillna("uniform")),
     )
     for (base, variant), part in rows.groupby(["base", "variant"], sort=False):
         part = part.sort_values("param ratio (layers)")
         fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[score_column], mode="lines+markers",
-                                 name=f"{base} ({variant})", line={"color": method_color_map().get(base), "dash": dashes.get(variant)}))
+                                 name=f"{base} ({variant})",
+                                 line={"color": method_color_map().get(base), "dash": dashes.get(variant)}))
     dense = table[table["method"] == "dense"]
     if not dense.empty:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense")
@@ -144,8 +146,8 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
 def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
     """Singular values, normalised to the largest, of W and of its Fisher-weighted versions."""
     fig = go.Figure()
-    for label, s in spectra.items():
-        s = s.detach().float().cpu().numpy()
+    for label, spectrum in spectra.items():
+        s = spectrum.detach().float().cpu().numpy()
         fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=label, line={"color": method_color_map().get(label)}))
     fig.update_layout(title="Singular value spectra (each divided by its largest)", xaxis_title="index",
                       yaxis_title="s_i / s_1", yaxis_type="log", height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})

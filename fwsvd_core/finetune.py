@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ def finetune(
     device = next(model.parameters()).device
     encoded = encode(tokenizer, data, max_length, model)
     per_epoch = math.ceil(len(data) / batch_size)
-    total = max(1, int(round(epochs * per_epoch)))
+    total = max(1, round(epochs * per_epoch))
     if max_steps is not None:
         total = min(total, max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -94,7 +95,7 @@ def save_finetuned(model: nn.Module, tokenizer, directory: str | Path, record: d
     """
     directory = Path(directory)
     with staged_directory(directory, FINETUNED_KIND) as staging:
-        model.save_pretrained(staging)
+        cast(Any, model).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         # the record is written last: a folder without it is an unfinished one
         (staging / RECORD_FILE).write_text(json.dumps({**record, "complete": True}, indent=1, default=str))

@@ -138,11 +138,12 @@ def _gradient_batches(
             grads, k = {}, 0
             for n in names:
                 count = len(capture.outputs[n])
-                grads[n] = [torch.zeros_like(o) if g is None else g for o, g in zip(capture.outputs[n], grads_flat[k : k + count])]
+                grads[n] = [torch.zeros_like(o) if g is None else g
+                            for o, g in zip(capture.outputs[n], grads_flat[k : k + count], strict=True)]
                 k += count
-            n = len(idx)
-            inputs = {name: _stack_tokens(capture.inputs[name], n) for name in names}
-            outputs = {name: _stack_tokens(grads[name], n) for name in names}
+            in_batch = len(idx)
+            inputs = {name: _stack_tokens(capture.inputs[name], in_batch) for name in names}
+            outputs = {name: _stack_tokens(grads[name], in_batch) for name in names}
             good = _finite_examples(losses, inputs, outputs)
             if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
                 inputs = {name: x[good] for name, x in inputs.items()}

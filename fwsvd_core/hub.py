@@ -14,7 +14,8 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def offline_by_setting() -> bool:
     """True when the user asked for offline mode through the usual HF variables."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in names)
 
 
 def _can_connect(host: str, port: int, timeout: float) -> bool:

@@ -63,12 +63,12 @@ def _join(*sentences: str) -> str:
 def _map_generic(names: list[str], task: TaskSpec, conflict: str) -> LabelMapping:
     """Generic LABEL_k names: identity when in order; mapped by k when they are a reordering."""
     n = len(names)
-    numbers = [_generic_number(name) for name in names]
+    numbers = [k for k in map(_generic_number, names) if k is not None]  # all of them: the names are generic
     if numbers == list(range(n)):
         return LabelMapping(tuple(range(n)), "identity (generic names)",
                             "the model's labels are generic (LABEL_i); assumed to follow the task's order",
                             conflict)
-    if sorted(numbers) == list(range(n)):
+    if len(numbers) == n and sorted(numbers) == list(range(n)):
         pairs = ", ".join(f"output {i} ({names[i]}) -> {task.label_names[k]}" for i, k in enumerate(numbers))
         warning = (f"The model's generic labels are out of order ({pairs}): each output was taken to be the "
                    f"task's class with the number in its name, assuming LABEL_k means the task's class k "
@@ -111,8 +111,8 @@ def map_labels(model_config, task: TaskSpec) -> LabelMapping:
     if all(_generic_number(n) is not None for n in names):
         return _map_generic(names, task, conflict)
     wanted = {_norm(n): i for i, n in enumerate(task.label_names)}
-    mapped = [wanted.get(_norm(n)) for n in names]
-    if None in mapped or len(set(mapped)) != n_model:
+    mapped = [k for k in (wanted.get(_norm(n)) for n in names) if k is not None]
+    if len(mapped) != n_model or len(set(mapped)) != n_model:
         raise LabelMappingError(
             f"Cannot match the model's labels {names} to task {task.name}'s labels {list(task.label_names)}."
         )

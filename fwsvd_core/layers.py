@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -80,9 +81,8 @@ def block_of(name: str) -> int | None:
 
 def weight_out_in(module: nn.Module) -> torch.Tensor:
     """The weight as [out, in] whatever the module type (a view, not a copy)."""
-    if isinstance(module, Conv1D):
-        return module.weight.t()
-    return module.weight
+    weight = cast(torch.Tensor, module.weight)
+    return weight.t() if isinstance(module, Conv1D) else weight
 
 
 def _is_linear(module: nn.Module) -> bool:

@@ -21,7 +21,7 @@ class LowRankLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
 
     @classmethod
-    def from_factors(cls, left: torch.Tensor, right: torch.Tensor, bias: torch.Tensor | None) -> "LowRankLinear":
+    def from_factors(cls, left: torch.Tensor, right: torch.Tensor, bias: torch.Tensor | None) -> LowRankLinear:
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
         layer.out_features, layer.rank = left.shape

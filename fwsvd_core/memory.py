@@ -140,19 +140,25 @@ def _text_config(config):
     getter = getattr(config, "get_text_config", None)
     try:
         return getter() if callable(getter) else config
-    except Exception:  # noqa: BLE001 - some configs raise when they have no text part
+    except Exception:
         return config
+
+
+def _config_size(config, names: tuple[str, ...], default: int) -> int:
+    """`_config_int` with a default: always a size."""
+    value = _config_int(config, names, default)
+    return default if value is None else value
 
 
 def config_sizes(config) -> tuple[int, int, int, int]:
     """(hidden size, layers, intermediate size, attention heads) read from the config, with fallbacks."""
     text = _text_config(config)
-    hidden = _config_int(text, ("hidden_size", "n_embd", "dim", "d_model", "model_dim", "embed_dim"), 768)
-    layers = _config_int(text, ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers"), 12)
-    intermediate = _config_int(text, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff",
-                                      "encoder_ffn_dim"), 4 * hidden)
-    heads = _config_int(text, ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads"),
-                        max(1, hidden // 64))
+    hidden = _config_size(text, ("hidden_size", "n_embd", "dim", "d_model", "model_dim", "embed_dim"), 768)
+    layers = _config_size(text, ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers"), 12)
+    intermediate = _config_size(text, ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim", "d_ff",
+                                       "encoder_ffn_dim"), 4 * hidden)
+    heads = _config_size(text, ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads"),
+                         max(1, hidden // 64))
     return hidden, layers, intermediate, heads
 
 
@@ -190,9 +196,9 @@ def model_shape(config) -> ModelShape:
     hidden, layers, intermediate, heads = config_sizes(config)
     try:
         model = _meta_model(config)
-    except Exception:  # noqa: BLE001 - any failure to build only makes the estimate a guess
+    except Exception:
         guessed = _guessed_layers(hidden, layers, intermediate)
-        vocab = _config_int(_text_config(config), ("vocab_size",), 32000)
+        vocab = _config_size(_text_config(config), ("vocab_size",), 32000)
         n_params = sum(o * i for _, o, i in guessed) + vocab * hidden
         largest = max(vocab * hidden, hidden * intermediate)
         return ModelShape(n_params, largest, 0, guessed, hidden, layers, intermediate, heads, 1,

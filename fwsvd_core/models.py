@@ -8,6 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -58,8 +59,9 @@ def ensure_pad_token(model: nn.Module, tokenizer) -> None:
         if tokenizer.eos_token is None:
             raise ModelLoadError("The tokenizer has neither a pad nor an end-of-sequence token to pad with.")
         tokenizer.pad_token = tokenizer.eos_token
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    config = cast(Any, model).config
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_pretrained(

@@ -35,7 +35,7 @@ def factors_check(layers: list[LayerInfo]) -> Check:
     def check(tensors: dict[str, torch.Tensor]) -> str:
         for l in layers:
             left, right = tensors.get(f"{l.name}/left"), tensors.get(f"{l.name}/right")
-            if left is None or right is None:
+            if left is None or right is None or f"{l.name}/spectrum" not in tensors:
                 return f"no factors for {l.name}"
             if left.ndim != 2 or right.ndim != 2 or left.shape[0] != l.out_features or right.shape[1] != l.in_features \
                     or left.shape[1] != right.shape[0]:
@@ -98,7 +98,7 @@ class CompressionSession:
             raise ValueError(f"{method.name} needs calibration activations: collect them first.")
         if KRONECKER in method.needs:
             raise ValueError(f"{method.name} needs Kronecker factors of the Fisher, which no estimator gives yet.")
-        fisher = self.fisher.per_layer[name] if FISHER in method.needs else None
+        fisher = self.fisher.per_layer[name] if self.fisher is not None and FISHER in method.needs else None
         stats = self.activations if ACTIVATIONS in method.needs else None
         return LayerInputs(fisher, None if stats is None else stats.mean_abs[name],
                            None if stats is None else stats.second_moment[name])

@@ -22,11 +22,11 @@ from .session import CompressionSession
 
 def ranks_for(session: CompressionSession, rank_ratio: float | None = None, param_ratio: float | None = None) -> RankMap:
     """Uniform ranks from a rank ratio, or the largest uniform ranks within a parameter ratio."""
-    if (rank_ratio is None) == (param_ratio is None):
-        raise ValueError("Give exactly one of rank_ratio and param_ratio.")
-    if rank_ratio is not None:
+    if rank_ratio is not None and param_ratio is None:
         return uniform_ranks(session.layers, rank_ratio)
-    return ranks_for_param_ratio(session.layers, param_ratio)[0]
+    if param_ratio is not None and rank_ratio is None:
+        return ranks_for_param_ratio(session.layers, param_ratio)[0]
+    raise ValueError("Give exactly one of rank_ratio and param_ratio.")
 
 
 def same_split_warning(fisher_data: TaskData, eval_data: TaskData) -> str | None:
@@ -89,6 +89,8 @@ def run_sweep(
             row = {**meta, **score_row(method, compressed, ranks, errors, label)}
             rows.append(row)
             if finetune_steps:
+                if train_data is None:
+                    raise ValueError("Fine-tuning after compression needs the training data (train_data).")
                 tuned, _ = finetune_compressed(compressed, session.loaded.tokenizer, train_data, finetune_steps,
                                                lr=finetune_lr, max_length=max_length, cancel=cancel)
                 tuned_row = score_row(f"{method}+ft", tuned, ranks, errors, f"{label}, {finetune_steps} fine-tuning steps")

@@ -49,7 +49,7 @@ def _similarity_example(rng: np.random.Generator) -> tuple[str, str, float]:
     slots = [rng.choice(_NOUNS), rng.choice(_VERBS), rng.choice(_PLACES)]
     changed = rng.random(3) < rng.uniform(0.0, 1.0)
     pools = [_NOUNS, _VERBS, _PLACES]
-    other = [rng.choice([w for w in pool if w != s]) if c else s for s, c, pool in zip(slots, changed, pools)]
+    other = [rng.choice([w for w in pool if w != s]) if c else s for s, c, pool in zip(slots, changed, pools, strict=True)]
     score = 5.0 * (1.0 - (2.0 * changed[0] + 2.0 * changed[1] + changed[2]) / 5.0)
     return f"a {slots[0]} {slots[1]} {slots[2]} .", f"the {other[0]} {other[1]} {other[2]} .", float(score)
 

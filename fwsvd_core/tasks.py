@@ -127,7 +127,8 @@ def custom_task(
     """A task for a user's own file: classification when label names are given, else regression."""
     if len(text_columns) not in (1, 2):
         raise DataError("A task takes one or two text columns.")
-    metrics = ("pearson", "spearman") if not label_names else ("accuracy", "f1" if len(label_names) == 2 else "accuracy")
+    classification = ("accuracy", "f1" if len(label_names) == 2 else "accuracy")
+    metrics: tuple[str, ...] = classification if label_names else ("pearson", "spearman")
     metrics = tuple(dict.fromkeys(metrics))
     return TaskSpec(
         name, tuple(text_columns), tuple(label_names), metrics, metrics[0], "", "", {},
