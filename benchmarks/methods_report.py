@@ -19,15 +19,17 @@ from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
 from fwsvd_core.data import load_task_data  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
 from fwsvd_core.loading import load_model  # noqa: E402
+from fwsvd_core.methods import method_names  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
 
-# (methods, allocators): TFWSVD solves each layer at each rank, so it runs with uniform ranks only
+# (methods, allocators), every registered method included: the iterative ones (TFWSVD) solve each layer at each
+# rank, so they run with uniform ranks only
 PLAN = [
-    (["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm"], ["uniform", "spectral"]),
+    (list(method_names(per_rank=False)), ["uniform", "spectral"]),
     (["fwsvd-input", "fwsvd-output"], ["sensitivity"]),
-    (["tfwsvd-als", "tfwsvd-em"], ["uniform"]),
+    (list(method_names(per_rank=True)), ["uniform"]),
 ]
 
 

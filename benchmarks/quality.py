@@ -27,6 +27,7 @@ from fwsvd_core.figures import ablation_figure, mismatch_figure, score_curves_fi
 from fwsvd_core.finetune import finetune, read_record, save_finetuned  # noqa: E402
 from fwsvd_core.fisher import estimate_fisher  # noqa: E402
 from fwsvd_core.loading import load_model  # noqa: E402
+from fwsvd_core.methods import method_names  # noqa: E402
 from fwsvd_core.session import CompressionSession  # noqa: E402
 from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
 from fwsvd_core.tasks import get_task  # noqa: E402
@@ -35,7 +36,8 @@ DEMO = {"sst2": "demo:sst2", "stsb": "demo:stsb"}
 TASK_ORDER = ("sst2", "stsb", "mrpc", "cola", "rte")
 # fine-tuning of the models that are no built-in demo: (examples, epochs, lr)
 RECIPES = {"mrpc": (3668, 3.0, 5e-5), "cola": (8551, 3.0, 1e-4), "rte": (2490, 3.0, 5e-5)}
-METHODS = ["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-als"]
+# every registered decomposition, and TFWSVD with its faster solver
+METHODS = [*method_names(per_rank=False), "tfwsvd-als"]
 # the automatic allocators, on the methods that score best under a uniform ratio
 ALLOCATED = {"spectral": ["fwsvd-output", "fwsvd-both", "svd-llm"], "sensitivity": ["fwsvd-output", "svd-llm"]}
 

@@ -92,8 +92,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and not action.required and action.option_strings \
-                and "%(default)" not in text:
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if shown and not action.required and action.option_strings and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
 

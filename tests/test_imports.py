@@ -73,10 +73,10 @@ def test_fwsvd_core_has_no_import_cycle():
     assert find_cycle(import_graph()) == []
 
 
-def test_only_the_command_line_imports_the_loading_entry_point():
+def test_only_the_public_api_and_the_command_line_import_the_loading_entry_point():
     graph = import_graph()
     importers = sorted(name for name, deps in graph.items() if "fwsvd_core.loading" in deps)
-    assert importers == ["fwsvd_core.cli"]
+    assert importers == ["fwsvd_core", "fwsvd_core.cli"]
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
@@ -86,3 +86,10 @@ def test_no_private_name_is_imported_from_another_module_and_no_streamlit(path):
         if target.startswith("fwsvd_core"):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"{path.name} imports {private} from {target}"
+
+
+def test_the_public_api_names_what_it_exports():
+    import fwsvd_core
+
+    missing = [name for name in fwsvd_core.__all__ if not hasattr(fwsvd_core, name)]
+    assert not missing and "load_model" in fwsvd_core.__all__ and "CompressionSession" in fwsvd_core.__all__

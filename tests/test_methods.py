@@ -37,10 +37,10 @@ def toy_method():
 
 
 def test_the_built_in_methods_are_listed_in_their_order_with_what_they_need():
-    assert method_names() == ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-als",
-                              "tfwsvd-em")
+    assert method_names() == ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-em",
+                              "tfwsvd-als")
     assert method_names(needs=FISHER, per_rank=False) == ("fwsvd-input", "fwsvd-output", "fwsvd-both")
-    assert method_names(per_rank=True) == ("tfwsvd-als", "tfwsvd-em")
+    assert method_names(per_rank=True) == ("tfwsvd-em", "tfwsvd-als")
     assert get_method(" FWSVD ").name == "fwsvd-input" and get_method("tfwsvd").name == "tfwsvd-als"
     with pytest.raises(FwsvdError, match="choose from svd, fwsvd-input"):
         get_method("pca")

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 def test_pip_install_gives_a_working_fwsvd_command(tmp_path):
     source = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "artifacts", "results", "__pycache__",
-                                                               "build", "*.egg-info"))
+                                                               "build", "*.egg-info", ".mypy_cache",
+                                                               ".ruff_cache"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
                     str(target), str(source)], check=True, capture_output=True)

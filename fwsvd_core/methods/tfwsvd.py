@@ -20,7 +20,7 @@ def tfwsvd_solve(weight: torch.Tensor, inputs: LayerInputs, start: Factors, rank
 
 
 _NAMES = {"als": "alternating weighted least squares", "em": "EM (iterative imputation)"}
-for _order, _solver in enumerate(sorted(SOLVERS, key=lambda s: s != "als"), start=40):
+for _order, _solver in enumerate(SOLVERS, start=40):
     register(Method(
         name=f"tfwsvd-{_solver}", description=f"TFWSVD solved by {_NAMES[_solver]}", needs=frozenset({FISHER}),
         solve=partial(tfwsvd_solve, solver=_solver), starts_from=("fwsvd-input", "fwsvd-output", "fwsvd-both"),
