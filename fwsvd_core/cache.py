@@ -13,6 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .folders import probe_writable
+
 CACHE_ENV = "FWSVD_CACHE_DIR"
 log = logging.getLogger("fwsvd_core")
 
@@ -83,12 +85,8 @@ def _write_failed(path: Path, exc: OSError) -> str:
 
 def cache_writable() -> bool:
     """Whether the cache folder can be created and written (checked before heavy work)."""
-    root = cache_root()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(cache_root())
     except OSError:
         return False
     return True

@@ -102,15 +102,19 @@ def clean_leftovers(directory: Path) -> list[str]:
     return done
 
 
+def probe_writable(folder: Path) -> None:
+    """Create `folder` if needed and write and remove a file in it; OSError when that cannot be done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".fwsvd-probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable(directory: Path) -> None:
     """Raise ExportError now, before any heavy work, when `directory` cannot be created or written."""
     directory = Path(directory)
-    parent = directory.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{directory.name}.probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(directory.parent)
     except OSError as exc:
         raise ExportError(f"Cannot write to {directory}: {exc.strerror or exc}. Choose a folder you can write to.") from None
 
