@@ -351,10 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory. Use fewer or shorter examples (--fisher-samples, --batch-size, --max-length), "
               "or a machine or GPU with more memory.", file=sys.stderr)
         return EXIT_MEMORY
-    except (FwsvdError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as exc:  # a disk that fills or a folder that goes away during the run
+    except (FwsvdError, ValueError, OSError) as exc:  # OSError: a disk that fills, a folder that goes away
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -241,24 +241,23 @@ def estimate_fisher(
     )
     path = cache_root() / "fisher" / f"{key}.safetensors"
     shapes = {l.name: (l.out_features, l.in_features) for l in layers}
-    notes = []
-    write_cache = use_cache and cache_writable()
-    if use_cache and not write_cache:
-        notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
     if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
         tensors, meta = hit
         result = FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
                               data.source, float(meta["seconds"]), from_cache=True, key=key)
     else:
-        if getattr(model, "config", None) is not None:  # refuse what would not fit, before the work
+        # what would make the work fail or be lost is checked before the work
+        if getattr(model, "config", None) is not None:
             check_fisher(model.config, next(model.parameters()).device, batch_size, max_length, estimator)
+        write_cache = use_cache and cache_writable()
         result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
         result.key = key
-        if write_cache and (warning := store_tensors(
+        if use_cache and not write_cache:
+            result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
+        elif write_cache and (warning := store_tensors(
                 path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
                                          "seconds": f"{result.seconds:.3f}", "estimator": estimator})):
-            notes.append(warning)
-    result.notes += notes
+            result.notes.append(warning)
     require_usable_fisher(result, allow_degenerate)
     return result
 
