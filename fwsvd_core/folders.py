@@ -41,13 +41,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def listed_files(directory: Path) -> set[str] | None:
-    """The files the manifest of `directory` says the tool wrote; None without a readable manifest."""
+def listed_files(directory: Path, kind: str | None = None) -> set[str] | None:
+    """The files the manifest of `directory` says the tool wrote; None without a readable manifest (of `kind`)."""
     try:
         manifest = json.loads((directory / MANIFEST_FILE).read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
+    if not isinstance(manifest, dict) or (kind is not None and manifest.get("kind") != kind):
+        return None
+    files = manifest.get("files")
     return set(files) if isinstance(files, list) and all(isinstance(f, str) for f in files) else None
 
 
@@ -56,21 +58,10 @@ def folder_files(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir()}
 
 
-def unlisted_files(directory: Path) -> list[str]:
-    """Files in `directory` that its manifest does not list (all of them when it has no manifest)."""
-    listed = listed_files(directory) or set()
-    return sorted(folder_files(directory) - listed - {MANIFEST_FILE})
-
-
 def written_by_tool(directory: Path, kind: str | None = None) -> bool:
     """True when `directory` has a manifest (of `kind`, if given) and holds nothing the manifest does not list."""
-    try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    if kind is not None and (not isinstance(manifest, dict) or manifest.get("kind") != kind):
-        return False
-    return listed_files(directory) is not None and not unlisted_files(directory)
+    listed = listed_files(directory, kind)
+    return listed is not None and not folder_files(directory) - listed - {MANIFEST_FILE}
 
 
 def _restore_or_drop_aside(directory: Path) -> None:
