@@ -27,7 +27,7 @@ with st.sidebar:
 
 try:
     navigation.run()
-except Exception as exc:  # noqa: BLE001 - the page boundary: a message, never a bare traceback (st.stop and reruns pass through)
+except Exception as exc:
     message = str(exc) if isinstance(exc, FwsvdError) else f"Something went wrong: {type(exc).__name__}: {exc}"
     st.error(message)
     with st.expander("Details"):

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fwsvd_core.markdown import markdown_table  # noqa: E402,F401  (the scripts import it from here)
+from fwsvd_core.analysis.markdown import markdown_table  # noqa: E402  (the scripts import it from here)
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[str, float]:

@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import markdown_table  # noqa: E402  (also puts the repository on sys.path)
+from common import markdown_table
 
-from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
-from fwsvd_core.data import load_task_data  # noqa: E402
-from fwsvd_core.fisher import estimate_fisher  # noqa: E402
-from fwsvd_core.loading import load_model  # noqa: E402
-from fwsvd_core.methods import method_names  # noqa: E402
-from fwsvd_core.session import CompressionSession  # noqa: E402
-from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
-from fwsvd_core.tasks import get_task  # noqa: E402
+from fwsvd_core.analysis.sweep import allocation_gains, run_sweep
+from fwsvd_core.compression.methods import method_names
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.inputs.data import load_task_data
+from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.loading import load_model
 
 # (methods, allocators), every registered method included: the iterative ones (TFWSVD) solve each layer at each
 # rank, so they run with uniform ranks only

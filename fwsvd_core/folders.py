@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ExportError
+from fwsvd_core.errors import ExportError
 
 MANIFEST_FILE = "fwsvd_manifest.json"
 _STAGING, _ASIDE = "fwsvd-staging", "fwsvd-old"

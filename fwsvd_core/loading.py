@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .batching import ProgressFn
-from .demo import is_demo, load_demo
-from .export import is_compressed_dir, load_compressed
-from .models import LoadedModel, load_pretrained, require_finite_weights
+from fwsvd_core.compression.export import is_compressed_dir, load_compressed
+from fwsvd_core.demo import is_demo, load_demo
+from fwsvd_core.inputs.batching import ProgressFn
+from fwsvd_core.inputs.models import LoadedModel, load_pretrained, require_finite_weights
 
 
 def load_model(

@@ -1,7 +1,7 @@
 """Fisher importance: which layers, and which neurons, carry the task."""
 import streamlit as st
 
-from fwsvd_core.figures import fisher_overview, importance_profiles, matrix_heatmap
+from fwsvd_core.analysis.figures import fisher_overview, importance_profiles, matrix_heatmap
 from studio.state import ready
 
 st.title("Fisher importance")

@@ -1,17 +1,17 @@
 """The SVD mismatch: smaller reconstruction error, yet a lower task score."""
 import streamlit as st
 
-from fwsvd_core.ablation import group_ablation
-from fwsvd_core.errors import FwsvdError
-from fwsvd_core.figures import (
+from fwsvd_core.analysis.ablation import group_ablation
+from fwsvd_core.analysis.figures import (
     ablation_figure,
     mismatch_figure,
     signed_layer_map,
     spectra_figure,
 )
-from fwsvd_core.methods import FISHER, method_names
-from fwsvd_core.predictor import PREDICTORS, svd_failure_scores, validate_predictor
-from fwsvd_core.sweep import run_sweep
+from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
+from fwsvd_core.analysis.sweep import run_sweep
+from fwsvd_core.compression.methods import FISHER, method_names
+from fwsvd_core.errors import FwsvdError
 from studio.state import prepare_methods, ready
 
 st.title("The SVD mismatch")
@@ -127,12 +127,11 @@ if vkey in st.session_state:
     table, stats = st.session_state[vkey]
     st.markdown(
         "Spearman rank correlation of each prediction with the measured extra loss of SVD over FWSVD (each layer "
-        f"compressed alone, {int(stats['examples scored'])} dev examples; 95% bootstrap interval over examples):\n\n"
-        + "\n".join(f"- **{name}**: {stats[f'{name}: spearman vs loss']:.2f} "
-                     f"({stats[f'{name}: 95% low']:.2f} to {stats[f'{name}: 95% high']:.2f}); with the score gain of "
-                     f"FWSVD {stats[f'{name}: spearman vs score']:.2f}" for name in PREDICTORS)
+        f"compressed alone, {stats.examples_scored} dev examples; 95% bootstrap interval over examples):\n\n"
+        + "\n".join(f"- **{name}**: {a.with_loss:.2f} ({a.low:.2f} to {a.high:.2f}); with the score gain of "
+                     f"FWSVD {a.with_score:.2f}" for name, a in stats.agreement.items())
         + f"\n\nThe measurement itself reproduces with a split-half reliability of "
-        f"**{stats['measurement reliability']:.2f}**: no predictor can correlate with it much above the square "
+        f"**{stats.reliability:.2f}**: no predictor can correlate with it much above the square "
         "root of that."
     )
     st.dataframe(table, hide_index=True, width="stretch")

@@ -1,13 +1,13 @@
 """Model and task: what to compress, on which data, with which Fisher settings."""
 import streamlit as st
 
-from fwsvd_core.data import read_table
+from fwsvd_core.analysis.sweep import same_split_warning
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.fisher import ESTIMATORS
-from fwsvd_core.labels import map_labels
-from fwsvd_core.layers import layer_table
-from fwsvd_core.sweep import same_split_warning
-from fwsvd_core.tasks import TASKS, get_task
+from fwsvd_core.estimation.fisher import ESTIMATORS
+from fwsvd_core.inputs.data import read_table
+from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.layers import layer_table
+from fwsvd_core.inputs.tasks import TASKS, get_task
 from studio.state import (
     DATA_SOURCES,
     data_or_error,

@@ -9,19 +9,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fwsvd_core.allocation import ALLOCATORS, allocate
-from fwsvd_core.compression import layer_form
-from fwsvd_core.errors import FwsvdError
-from fwsvd_core.evaluation import evaluate
-from fwsvd_core.export import save_compressed
-from fwsvd_core.figures import history_figure, ranks_figure
-from fwsvd_core.methods import method_names
-from fwsvd_core.ranks import (
+from fwsvd_core.analysis.figures import history_figure, ranks_figure
+from fwsvd_core.compression.allocation import ALLOCATORS, allocate
+from fwsvd_core.compression.apply import layer_form
+from fwsvd_core.compression.export import save_compressed
+from fwsvd_core.compression.methods import method_names
+from fwsvd_core.compression.ranks import (
     count_params,
     summarize,
     uniform_ranks,
     validate_ranks,
 )
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.estimation.evaluation import evaluate
 from studio.state import dense_score, prepare_methods, ready
 
 st.title("Rank editor")

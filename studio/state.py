@@ -8,20 +8,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from fwsvd_core.activations import estimate_activation_stats
-from fwsvd_core.data import TaskData, load_file, load_glue_folder, load_hub
+from fwsvd_core.compression.finetune import read_record
+from fwsvd_core.compression.methods import ACTIVATIONS, get_method
+from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
-from fwsvd_core.evaluation import EvalResult, evaluate
-from fwsvd_core.finetune import read_record
-from fwsvd_core.fisher import FisherResult, estimate_fisher
-from fwsvd_core.hub import hub_reachable
+from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.evaluation import EvalResult, evaluate
+from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher
+from fwsvd_core.inputs.data import TaskData, load_file, load_glue_folder, load_hub
+from fwsvd_core.inputs.hub import hub_reachable
+from fwsvd_core.inputs.models import LoadedModel
+from fwsvd_core.inputs.synthetic import synthetic_task_data
+from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
-from fwsvd_core.methods import ACTIVATIONS, get_method
-from fwsvd_core.models import LoadedModel
-from fwsvd_core.session import CompressionSession
-from fwsvd_core.synthetic import synthetic_task_data
-from fwsvd_core.tasks import get_task
 
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
 

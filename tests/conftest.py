@@ -75,8 +75,8 @@ def tiny_models(tmp_path_factory, minilm_dir) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def sst2_small(glue_dir):
-    from fwsvd_core.data import load_glue_folder
-    from fwsvd_core.tasks import get_task
+    from fwsvd_core.inputs.data import load_glue_folder
+    from fwsvd_core.inputs.tasks import get_task
 
     task = get_task("sst2")
     return load_glue_folder(task, glue_dir, "train").sample(1000, seed=1), load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
@@ -85,7 +85,7 @@ def sst2_small(glue_dir):
 @pytest.fixture(scope="session")
 def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
     """The real MiniLM weights, fine-tuned for a few steps on an SST-2 slice: a model with task knowledge."""
-    from fwsvd_core.finetune import finetune
+    from fwsvd_core.compression.finetune import finetune
     from fwsvd_core.loading import load_model
 
     loaded = load_model(minilm_dir, num_labels=2, device="cpu")
@@ -102,9 +102,9 @@ def minilm_sst2_dir(tmp_path_factory, minilm_dir, sst2_small) -> Path:
 @pytest.fixture
 def tiny_session(tiny_models, sst2_small):
     """A tiny BERT with the Fisher of 16 SST-2 training sentences."""
-    from fwsvd_core.fisher import estimate_fisher
+    from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.estimation.fisher import estimate_fisher
     from fwsvd_core.loading import load_model
-    from fwsvd_core.session import CompressionSession
 
     loaded = load_model(tiny_models["bert"], device="cpu")
     session = CompressionSession(loaded)

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fwsvd_core import fisher as fisher_module
+from fwsvd_core.estimation import fisher as fisher_module
 from fwsvd_core import folders
 from fwsvd_core.cache import cache_root
 from fwsvd_core.cli import main
-from fwsvd_core.data import load_glue_folder
+from fwsvd_core.compression.export import save_compressed
+from fwsvd_core.compression.ranks import uniform_ranks
+from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.errors import (
     EXIT_ERROR,
     EXIT_MEMORY,
@@ -26,12 +28,10 @@ from fwsvd_core.errors import (
     InsufficientMemoryError,
     ModelLoadError,
 )
-from fwsvd_core.export import save_compressed
-from fwsvd_core.fisher import estimate_fisher
+from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.inputs.data import load_glue_folder
+from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
-from fwsvd_core.ranks import uniform_ranks
-from fwsvd_core.session import CompressionSession
-from fwsvd_core.tasks import get_task
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -165,7 +165,7 @@ def _killed_save(tiny_models, target: Path, kill_at: int, when: str, exchange: b
             folders.exchange_paths = step(folders.exchange_paths if exchange else (lambda a, b: False))
             save_compressed(compressed, loaded.tokenizer, target, overwrite=True)
             os._exit(0)
-        except BaseException:  # noqa: BLE001 - the child must never return into pytest
+        except BaseException:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
@@ -466,7 +466,7 @@ def test_9_the_dashboard_shows_an_unexpected_error_as_a_message_with_details(tin
     def boom(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("fwsvd_core.layers.layer_table", boom)
+    monkeypatch.setattr("fwsvd_core.inputs.layers.layer_table", boom)
     at = make_app(str(tiny_models["bert"]), glue_dir).run()
     assert not at.exception
     assert any("RuntimeError: boom" in e.value for e in at.error)
@@ -506,7 +506,7 @@ def test_11_two_threads_computing_different_methods_get_what_each_gets_alone(tin
     def work(m):
         try:
             results[m] = shared.factors(m)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(m,)) for m in methods * 2]

@@ -4,6 +4,7 @@ import pandas as pd
 import torch
 
 from fwsvd_core.cli import main
+from fwsvd_core.compression.rank_table import rank_table_of
 from fwsvd_core.loading import load_model
 
 
@@ -36,9 +37,9 @@ def test_compress_saves_a_model_that_loads_back(tiny_models, glue_dir, tmp_path,
                  "--method", "fwsvd-output", "--param-ratio", "0.5", "--fisher-samples", "8", "--save", str(save)])
     assert code == 0 and (save / "model.safetensors").is_file()
     back = load_model(save, device="cpu")
-    table = back.model.config.fwsvd_compression
-    assert table["method"] == "fwsvd-output" and table["task"] == "sst2"
-    assert {row["form"] for row in table["layers"].values()} == {"lowrank"}
+    table = rank_table_of(back.model)
+    assert table.method == "fwsvd-output" and table.extra["task"] == "sst2"
+    assert {row.form for row in table.layers.values()} == {"lowrank"}
     x = back.tokenizer(["fine"], return_tensors="pt")
     with torch.no_grad():
         assert back.model(**x).logits.shape == (1, 2)
@@ -76,7 +77,8 @@ def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_
     assert main(["predictor", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--fisher-samples", "8", "--eval-subsample", "32", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert {"diagonal: spearman vs loss", "full: spearman vs loss", "measurement reliability"} <= set(report["stats"])
+    assert set(report["stats"]["agreement"]) == {"diagonal", "full"} and "reliability" in report["stats"]
+    assert {"with_loss", "low", "high", "with_score"} == set(report["stats"]["agreement"]["full"])
     assert len(report["layers"]) == len(pd.read_csv(out.with_suffix(".csv")))
     text = out.with_suffix(".md").read_text()
     assert "| diagonal |" in text and "| full |" in text and "Split-half reliability" in text

@@ -1,16 +1,16 @@
 import pytest
 
 from fwsvd_core import demo
+from fwsvd_core.compression.finetune import RECORD_FILE
 from fwsvd_core.demo import demo_dir, ensure_demo, load_demo
 from fwsvd_core.errors import ModelLoadError
-from fwsvd_core.finetune import RECORD_FILE
 from fwsvd_core.loading import load_model
 
 
 def test_reduced_demo_from_the_glue_folder_is_built_once_then_reused(glue_dir, monkeypatch):
     directory, record = ensure_demo("demo:sst2", data_dir=glue_dir, train_examples=64, epochs=1)
-    assert record["data source"].startswith("GLUE folder") and not record["synthetic"]
-    assert record["train examples"] == 64 and record["dev examples"] == 872 and record["base"].startswith("sentence")
+    assert record.data_source.startswith("GLUE folder") and not record.synthetic
+    assert record.train_examples == 64 and record.dev_examples == 872 and record.base.startswith("sentence")
     assert (directory / RECORD_FILE).is_file()
     monkeypatch.setattr(demo, "build_demo", lambda *a, **k: pytest.fail("a finished demo was rebuilt"))
     again, record_again = ensure_demo("demo:sst2", data_dir=glue_dir)
@@ -57,6 +57,6 @@ def test_full_sst2_demo_meets_its_target(glue_dir, monkeypatch, tmp_path_factory
     """The real build, as a user without internet gets it: at least 0.85 dev accuracy."""
     monkeypatch.setenv("FWSVD_DATA_DIR", str(glue_dir))
     directory, record = ensure_demo("demo:sst2")
-    print(f"demo:sst2 built in {record['build seconds']} s: {record['dev score']}")
-    assert record["dev score"]["accuracy"] >= 0.85
-    assert record["train examples"] == demo.DEMOS["demo:sst2"].train_examples
+    print(f"demo:sst2 built in {record.build_seconds} s: {record.dev_score}")
+    assert record.dev_score["accuracy"] >= 0.85
+    assert record.train_examples == demo.DEMOS["demo:sst2"].train_examples

@@ -73,6 +73,38 @@ def test_fwsvd_core_has_no_import_cycle():
     assert find_cycle(import_graph()) == []
 
 
+# The subpackages in the order data moves through them; the shared plumbing first, the applications last.
+LAYERS = [
+    {"fwsvd_core.errors", "fwsvd_core.devices", "fwsvd_core.folders", "fwsvd_core.cache"},
+    {"fwsvd_core.inputs"},
+    {"fwsvd_core.estimation"},
+    {"fwsvd_core.compression"},
+    {"fwsvd_core.analysis"},
+    {"fwsvd_core.demo", "fwsvd_core.loading", "fwsvd_core.cli", "fwsvd_core.__main__", "fwsvd_core"},
+]
+
+
+def layer_of(module: str) -> int:
+    for level, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members if m != "fwsvd_core"):
+            return level
+    assert module == "fwsvd_core", f"{module} is in no layer: add it to LAYERS"
+    return len(LAYERS) - 1
+
+
+def test_every_module_sits_in_a_subpackage_of_the_flow_and_imports_only_its_own_or_earlier_ones():
+    upward = [(name, dep) for name, deps in import_graph().items() for dep in deps if layer_of(dep) > layer_of(name)]
+    assert upward == []
+
+
+def test_every_subpackage_declares_what_it_exports():
+    import importlib
+
+    for package in ("inputs", "estimation", "compression", "analysis", "compression.methods"):
+        module = importlib.import_module(f"fwsvd_core.{package}")
+        assert module.__all__ and all(hasattr(module, name) for name in module.__all__), package
+
+
 def test_only_the_public_api_and_the_command_line_import_the_loading_entry_point():
     graph = import_graph()
     importers = sorted(name for name, deps in graph.items() if "fwsvd_core.loading" in deps)

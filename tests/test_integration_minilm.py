@@ -1,11 +1,11 @@
 """The full path on real weights: MiniLM fine-tuned on an SST-2 slice, Fisher, factors, ranks, scores."""
 import pytest
 
-from fwsvd_core.fisher import estimate_fisher
+from fwsvd_core.analysis.sweep import run_sweep
+from fwsvd_core.compression.ranks import uniform_ranks
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.loading import load_model
-from fwsvd_core.ranks import uniform_ranks
-from fwsvd_core.session import CompressionSession
-from fwsvd_core.sweep import run_sweep
 
 
 @pytest.mark.slow

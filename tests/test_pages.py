@@ -144,7 +144,7 @@ def test_save_compressed_model_from_the_editor(app, tmp_path):
 
 
 def test_two_sessions_keep_their_own_ranks(tiny_models, glue_dir):
-    from fwsvd_core.models import model_fingerprint
+    from fwsvd_core.inputs.models import model_fingerprint
     from studio.state import cached_model
 
     first, second = make_app(str(tiny_models["bert"]), glue_dir), make_app(str(tiny_models["bert"]), glue_dir)

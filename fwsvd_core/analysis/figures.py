@@ -1,0 +1,187 @@
+"""Plotly figures of the dashboard and the reports (no Streamlit here)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from fwsvd_core.compression.methods import method_colors
+from fwsvd_core.inputs.layers import ROLES, LayerInfo
+
+DENSE_COLOR = "#444444"
+
+
+def method_color_map() -> dict[str, str]:
+    """A colour per method (the registry's) and for the dense model."""
+    return {"dense": DENSE_COLOR, **method_colors()}
+
+
+def pooled(matrix: torch.Tensor, max_cells: int = 128) -> tuple[np.ndarray, int, int]:
+    """Average-pool a matrix so neither side exceeds `max_cells`; returns the pooled array and the pool sizes."""
+    m = matrix.detach().float().cpu()
+    ph, pw = max(1, -(-m.shape[0] // max_cells)), max(1, -(-m.shape[1] // max_cells))
+    out = torch.nn.functional.avg_pool2d(m[None, None], (ph, pw), ceil_mode=True)[0, 0]
+    return out.numpy(), ph, pw
+
+
+def matrix_heatmap(matrix: torch.Tensor, title: str, log: bool = True, max_cells: int = 128,
+                   colorscale: str = "Viridis") -> go.Figure:
+    """A zoomable heatmap, output rows by input columns, pooled for large matrices."""
+    values, ph, pw = pooled(matrix.abs() if not log else matrix, max_cells)
+    if log:
+        positive = values[values > 0]
+        floor = float(positive.min()) if positive.size else 1e-30
+        values = np.log10(np.maximum(values, floor))
+    rows, cols = values.shape
+    fig = go.Figure(go.Heatmap(
+        z=values, x=np.arange(cols) * pw, y=np.arange(rows) * ph, colorscale=colorscale,
+        colorbar={"title": "log10" if log else ""},
+        hovertemplate="out %{y}, in %{x}: %{z:.3g}<extra></extra>",
+    ))
+    pool = f" (mean over {ph}x{pw} blocks)" if ph * pw > 1 else ""
+    fig.update_layout(title=f"{title}{pool}", xaxis_title="input feature", yaxis_title="output feature",
+                      yaxis_autorange="reversed", height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
+def _blocks_by_roles(layers: list[LayerInfo], value) -> tuple[np.ndarray, list[list[str]], list[str], list[int]]:
+    """A roles x blocks grid of value(layer) (NaN where a block has no such role) and its cell labels."""
+    roles = [r for r in ROLES if any(l.role == r for l in layers)]
+    blocks = sorted({l.block for l in layers if l.block is not None})
+    z = np.full((len(roles), len(blocks)), np.nan)
+    text = [["" for _ in blocks] for _ in roles]
+    for l in layers:
+        if l.block is None:
+            continue
+        i, j = roles.index(l.role), blocks.index(l.block)
+        z[i, j], text[i][j] = value(l)
+    return z, text, roles, blocks
+
+
+def fisher_overview(layers: list[LayerInfo], mass: dict[str, float],
+                    title: str = "Fisher mass per layer (sum of the element-wise Fisher)") -> go.Figure:
+    """Blocks x roles: a positive number per layer (the Fisher mass by default), log scale."""
+    z, text, roles, blocks = _blocks_by_roles(
+        layers, lambda l: (np.log10(max(mass.get(l.name, 0.0), 1e-30)), f"{mass.get(l.name, 0.0):.2e}"))
+    fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
+                               colorscale="Viridis", colorbar={"title": "log10"},
+                               hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=360,
+                      margin={"l": 120, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def signed_layer_map(layers: list[LayerInfo], values: dict[str, float], title: str) -> go.Figure:
+    """Blocks x roles: a signed number per layer, red above zero and blue below, white at zero."""
+    z, text, roles, blocks = _blocks_by_roles(layers, lambda l: (values.get(l.name, 0.0), f"{values.get(l.name, 0.0):.2g}"))
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=[f"block {b}" for b in blocks], y=roles, text=text, texttemplate="%{text}",
+                               colorscale="RdBu_r", zmid=0.0, zmin=-bound, zmax=bound,
+                               hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=360, margin={"l": 120, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def importance_profiles(fisher: torch.Tensor) -> go.Figure:
+    """The row sums FWSVD weights with: per input feature and per output feature."""
+    f = fisher.detach().float().cpu()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("input side (sum over outputs)", "output side (sum over inputs)"))
+    fig.add_trace(go.Scatter(y=f.sum(0).numpy(), mode="lines", name="input side", line={"color": "#1f77b4"}), 1, 1)
+    fig.add_trace(go.Scatter(y=f.sum(1).numpy(), mode="lines", name="output side", line={"color": "#2ca02c"}), 1, 2)
+    fig.update_yaxes(type="log", title_text="Fisher")
+    fig.update_xaxes(title_text="input feature", row=1, col=1)
+    fig.update_xaxes(title_text="output feature", row=1, col=2)
+    fig.update_layout(height=320, showlegend=False, margin={"l": 60, "r": 20, "t": 40, "b": 40})
+    return fig
+
+
+def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
+    """Task score and reconstruction errors against the parameter ratio, one colour per method."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(f"task score ({score_column})", "plain error ||W-W_r|| / ||W||",
+                                                        "Fisher-weighted error"))
+    dense = table[table["method"] == "dense"]
+    for method, part in table[table["method"] != "dense"].groupby("method", sort=False):
+        part = part.sort_values("param ratio (layers)")
+        color = method_color_map().get(method)
+        for col, y in enumerate((score_column, "plain error", "fisher error"), start=1):
+            fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[y], mode="lines+markers", name=method,
+                                     legendgroup=method, showlegend=col == 1, line={"color": color}), 1, col)
+    if not dense.empty:
+        fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense", row=1, col=1)
+    fig.update_xaxes(title_text="parameter ratio (layers)")
+    fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
+    """Task score against the parameter ratio: one colour per method, one line style per variant.
+
+    Variants: the uniform ratio, the same after fine-tuning (method names ending in "+ft"), and each
+    automatic allocator (the "allocator" column).
+    """
+    dashes = {"uniform": "solid", "+ft": "dash", "spectral": "dot", "sensitivity": "dashdot"}
+    fig = go.Figure()
+    rows = table[table["method"] != "dense"].assign(
+        base=lambda t: t["method"].str.removesuffix("+ft"),
+        variant=lambda t: t["method"].str.endswith("+ft").map({True: "+ft", False: None})
+        .fillna(t["allocator"].fillna("uniform")),
+    )
+    for (base, variant), part in rows.groupby(["base", "variant"], sort=False):
+        part = part.sort_values("param ratio (layers)")
+        fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[score_column], mode="lines+markers",
+                                 name=f"{base} ({variant})",
+                                 line={"color": method_color_map().get(base), "dash": dashes.get(variant)}))
+    dense = table[table["method"] == "dense"]
+    if not dense.empty:
+        fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense")
+    fig.update_layout(title=f"Task score ({score_column}) against the parameter ratio: uniform, fine-tuned, allocated",
+                      xaxis_title="parameter ratio (layers)", yaxis_title=score_column, height=480,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
+    """Singular values, normalised to the largest, of W and of its Fisher-weighted versions."""
+    fig = go.Figure()
+    for label, spectrum in spectra.items():
+        s = spectrum.detach().float().cpu().numpy()
+        fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=label, line={"color": method_color_map().get(label)}))
+    fig.update_layout(title="Singular value spectra (each divided by its largest)", xaxis_title="index",
+                      yaxis_title="s_i / s_1", yaxis_type="log", height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def ablation_figure(table: pd.DataFrame) -> go.Figure:
+    fig = px.bar(table, x="group", y="drop", hover_data=["components", "score"],
+                 labels={"group": "singular value group (1 = largest)", "drop": "task score drop"})
+    fig.update_layout(title="Score drop when one group of singular values is removed from every layer",
+                      height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def ranks_figure(layers: list[LayerInfo], ranks: dict[str, int]) -> go.Figure:
+    """Chosen rank per layer against its break-even rank."""
+    names = [l.name for l in layers]
+    short = [f"{l.block}:{l.role}" for l in layers]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=short, y=[ranks.get(n, 0) for n in names], name="rank", marker_color="#1f77b4"))
+    fig.add_trace(go.Scatter(x=short, y=[l.break_even_rank for l in layers], mode="markers", name="break-even rank",
+                             marker={"symbol": "line-ew-open", "size": 14, "color": "#d62728", "line": {"width": 3}}))
+    fig.update_layout(height=300, margin={"l": 50, "r": 20, "t": 30, "b": 80}, xaxis_title="block:role",
+                      yaxis_title="rank", legend={"orientation": "h", "y": 1.15})
+    return fig
+
+
+def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None) -> go.Figure:
+    """Score against the parameter ratio of every run, with the dense score as a line."""
+    fig = px.scatter(history, x="param ratio (model)", y=score_column, color="method", hover_data=["run"],
+                     color_discrete_map=method_color_map(), text="run")
+    fig.update_traces(marker={"size": 11}, textposition="top center")
+    if dense is not None:
+        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
+    fig.update_layout(title="Runs of this session", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+    return fig

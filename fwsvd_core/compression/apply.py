@@ -1,0 +1,91 @@
+"""Applying a per-layer rank map to a model, without touching the model itself."""
+from __future__ import annotations
+
+import copy
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from fwsvd_core.compression.factorization import Factors
+from fwsvd_core.compression.lowrank import LowRankLinear
+from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, FORM_ORIGINAL, LayerRank, RankTable
+from fwsvd_core.compression.ranks import RankMap, validate_ranks
+from fwsvd_core.inputs.layers import LayerInfo
+
+
+def structural_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every parameter and buffer with `model`.
+
+    Replacing a submodule of the copy leaves `model` as it was; no weight is copied.
+    """
+    memo: dict[int, Any] = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def layer_form(layer: LayerInfo, rank: int) -> str:
+    """How a layer is stored at `rank`: unchanged at full rank, dense while factorizing would not save."""
+    if rank >= layer.max_rank:
+        return FORM_ORIGINAL
+    return FORM_LOWRANK if rank <= layer.break_even_rank else FORM_DENSE
+
+
+def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    out_f, in_f = weight.shape
+    linear = nn.Linear(in_f, out_f, bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
+    return linear
+
+
+def _bias(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The named layer's bias, detached (None when it has none)."""
+    bias = getattr(model.get_submodule(name), "bias", None)
+    return None if bias is None else cast(torch.Tensor, bias).detach()
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def compress(
+    model: nn.Module, layers: list[LayerInfo], factors: dict[str, Factors], ranks: RankMap, method: str = "",
+) -> nn.Module:
+    """A compressed view of `model`: layers below break-even become LowRankLinear, the rest are shared.
+
+    Ranks are slices of the cached factors: no SVD is computed here.
+    """
+    ranks = validate_ranks(layers, ranks)
+    compressed = structural_copy(model)
+    table: dict[str, LayerRank] = {}
+    for layer in layers:
+        rank = ranks[layer.name]
+        form = layer_form(layer, rank)
+        table[layer.name] = LayerRank(rank, form, layer.in_features, layer.out_features)
+        if form == FORM_ORIGINAL:
+            continue
+        f = factors[layer.name]
+        bias = _bias(model, layer.name)
+        new: nn.Module
+        if form == FORM_LOWRANK:
+            new = LowRankLinear.from_factors(f.left[:, :rank].detach().clone(), f.right[:rank].detach().clone(), bias)
+            new.requires_grad_(False)
+        else:
+            new = _dense_linear(f.reconstruct(rank).detach(), bias)
+        replace_module(compressed, layer.name, new)
+    if getattr(compressed, "config", None) is not None:
+        config = copy.deepcopy(cast(Any, model).config)
+        config.fwsvd_compression = RankTable(method, table).as_dict()  # plain JSON: the config is saved as it is
+        cast(Any, compressed).config = config
+    return compressed.eval()
+
+
+def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """A view of `model` whose named layers apply the given [out, in] weights (dense), the rest shared."""
+    view = structural_copy(model)
+    for name, weight in weights.items():
+        replace_module(view, name, _dense_linear(weight.detach(), _bias(model, name)))
+    return view.eval()

@@ -1,0 +1,281 @@
+"""The empirical Fisher of every compressible weight, from the task loss."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fwsvd_core.cache import (
+    cache_key,
+    cache_root,
+    cache_writable,
+    expect_shapes,
+    load_tensors,
+    store_tensors,
+)
+from fwsvd_core.errors import FisherError, FwsvdError
+from fwsvd_core.estimation.losses import per_example_loss, task_targets
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.layers import LayerInfo, require_layers
+from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
+from fwsvd_core.inputs.models import model_fingerprint
+
+
+@dataclass
+class FisherResult:
+    """Fisher per layer as [out, in] float32 tensors on the CPU, and how it was estimated."""
+
+    per_layer: dict[str, torch.Tensor]
+    estimator: str
+    n_examples: int
+    n_skipped: int
+    split: str
+    source: str
+    seconds: float
+    from_cache: bool = False
+    key: str | None = None  # the cache key: names this Fisher in the keys of what is derived from it
+    notes: list[str] = field(default_factory=list)
+
+    def mass(self) -> dict[str, float]:
+        """Total Fisher per layer."""
+        return {name: float(f.sum()) for name, f in self.per_layer.items()}
+
+
+class _Capture:
+    """Forward hooks that keep each layer's inputs and outputs (a shared layer: one entry per call)."""
+
+    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        self.inputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        self.outputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        modules = dict(model.named_modules())
+        self.handles = [modules[l.name].register_forward_hook(self._hook(l.name)) for l in layers]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            self.inputs[name].append(args[0].detach())
+            self.outputs[name].append(output)
+        return hook
+
+    def clear(self) -> None:
+        for store in (*self.inputs.values(), *self.outputs.values()):
+            store.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """[B, tokens of all calls, features]: a shared layer's calls add up in one per-example gradient."""
+    if len(tensors) == 1:
+        return tensors[0].reshape(batch, -1, tensors[0].shape[-1])  # a view: no copy for the common case
+    return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
+
+
+@dataclass
+class _GradientBatch:
+    """One batch's layer inputs and output gradients, [B, tokens, features] per layer, finite examples only."""
+
+    inputs: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+    n_good: int  # the examples kept: B above
+
+
+def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
+    for name, sums_l in sums.items():
+        x, g = batch.inputs[name].float(), batch.grads[name].float()  # half-precision sums lose the small terms
+        n_good = batch.n_good
+        out_f, in_f = sums_l.shape
+        if estimator == "batch":
+            sums_l += (g.reshape(-1, out_f).T @ x.reshape(-1, in_f) / n_good) ** 2
+            continue
+        step = max(1, CHUNK_ELEMENTS // (out_f * in_f))
+        for start in range(0, n_good, step):
+            per_example = torch.bmm(g[start : start + step].transpose(1, 2), x[start : start + step])
+            sums_l += per_example.square_().sum(dim=0)
+
+
+def _finite_examples(losses: torch.Tensor, inputs: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which examples of the batch have a finite loss, finite layer inputs and finite output gradients."""
+    good = torch.isfinite(losses.detach())
+    for name, g in grads.items():
+        good &= torch.isfinite(g).flatten(1).all(dim=1)
+        good &= torch.isfinite(inputs[name]).flatten(1).all(dim=1)
+    return good
+
+
+def _gradient_batches(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo], batch_size: int, max_length: int,
+    progress: ProgressFn | None, cancel: CancelFn | None,
+):
+    """Yield each batch's per-example layer inputs and output gradients of the task loss.
+
+    One backward pass of the summed loss per batch: each example's loss reaches only its own rows, so
+    the output gradients are per example. Examples whose loss or gradients are not finite are dropped.
+    """
+    modules = dict(model.named_modules())
+    weights = {id(modules[l.name].weight) for l in layers}
+    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    capture = _Capture(model, layers)
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # no dropout: the gradients of the deployed function, and reproducible
+        for p, _ in saved_flags:
+            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
+        encoded = encode(tokenizer, data, max_length, model)
+        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+            capture.clear()
+            logits = model(**batch).logits
+            targets = task_targets(data, model, idx).to(device)
+            losses = per_example_loss(logits, targets, data.task.is_regression)
+            names = list(capture.outputs)
+            flat = [o for n in names for o in capture.outputs[n]]
+            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
+            grads, k = {}, 0
+            for n in names:
+                count = len(capture.outputs[n])
+                grads[n] = [torch.zeros_like(o) if g is None else g
+                            for o, g in zip(capture.outputs[n], grads_flat[k : k + count], strict=True)]
+                k += count
+            in_batch = len(idx)
+            inputs = {name: _stack_tokens(capture.inputs[name], in_batch) for name in names}
+            outputs = {name: _stack_tokens(grads[name], in_batch) for name in names}
+            good = _finite_examples(losses, inputs, outputs)
+            if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
+                inputs = {name: x[good] for name, x in inputs.items()}
+                outputs = {name: g[good] for name, g in outputs.items()}
+            yield _GradientBatch(inputs, outputs, int(good.sum()))
+    finally:
+        capture.remove()
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def compute_fisher(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
+    estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> FisherResult:
+    """Fisher over all of `data` (uncached). Examples whose loss or gradients are not finite are skipped."""
+    if estimator not in ESTIMATORS:
+        raise FwsvdError(f"Unknown Fisher estimator {estimator!r}; choose from {ESTIMATORS}.")
+    if len(data) == 0:
+        raise FwsvdError("The Fisher needs at least one example.")
+    start = time.perf_counter()
+    layers = layers or require_layers(model)
+    device = next(model.parameters()).device
+    sums = {l.name: torch.zeros(l.out_features, l.in_features, device=device) for l in layers}
+    n_good = n_batches = 0
+    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+        if batch.n_good:
+            _accumulate_batch(batch, estimator, sums)
+            n_batches += 1
+        n_good += batch.n_good
+    denom = max(n_good if estimator == "per-sample" else n_batches, 1)
+    per_layer = {}
+    for l in layers:
+        f = sums[l.name] / denom
+        per_layer[l.name] = torch.nan_to_num(f, nan=0.0, posinf=0.0).cpu()
+    notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
+    return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
+                        time.perf_counter() - start, notes=notes)
+
+
+def directional_fisher(
+    model: nn.Module, tokenizer, data: TaskData, directions: dict[str, dict[str, torch.Tensor]],
+    layers: list[LayerInfo] | None = None, batch_size: int = 16, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """For each layer and each weight change dW [out, in] of it: the mean over examples of g.dW and of (g.dW)^2.
+
+    g is an example's gradient of the task loss with respect to the layer's weight, so the second number
+    is dW^T F dW with the full empirical Fisher F of the layer, off-diagonal terms included, and the
+    first is the first-order change of the loss. g.dW = sum over tokens of g_out . (dW x), so no
+    per-example gradient matrix is ever formed. `directions[layer][label]` names each change.
+    """
+    if len(data) == 0:
+        raise FwsvdError("The directional Fisher needs at least one example.")
+    known = layers or require_layers(model)
+    if unknown := sorted(set(directions) - {l.name for l in known}):
+        raise FwsvdError(f"No compressible layer is named {', '.join(unknown)}.")
+    layers = [l for l in known if l.name in directions]
+    sums = {n: {k: [0.0, 0.0] for k in d} for n, d in directions.items()}
+    device = next(model.parameters()).device
+    moved = {n: {k: dw.to(device=device, dtype=torch.float32) for k, dw in d.items()} for n, d in directions.items()}
+    n_good = 0
+    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+        with torch.no_grad():
+            for name, by_label in sums.items():
+                x, g = batch.inputs[name].float(), batch.grads[name].float()
+                for label, acc in by_label.items():
+                    projection = ((x @ moved[name][label].T) * g).sum(dim=(1, 2)).double()
+                    acc[0] += float(projection.sum())
+                    acc[1] += float(projection.square().sum())
+        n_good += batch.n_good
+    n = max(n_good, 1)
+    return {name: {label: (acc[0] / n, acc[1] / n) for label, acc in by_label.items()} for name, by_label in sums.items()}
+
+
+def estimate_fisher(
+    model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, estimator: str = "per-sample",
+    seed: int = 0, batch_size: int = 16, max_length: int = 128, layers: list[LayerInfo] | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+    use_cache: bool = True, fingerprint: str | None = None, allow_degenerate: bool = False,
+) -> FisherResult:
+    """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before.
+
+    The cache key holds the content of the examples used, not where they came from: an edited data file
+    gives a new Fisher. An unusable Fisher (see `require_usable_fisher`) is an error unless `allow_degenerate`.
+    """
+    layers = layers or require_layers(model)
+    part = data.sample(n_examples, seed)
+    key = cache_key(
+        kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name,
+        examples=part.content_digest(), estimator=estimator, max_length=max_length,
+        batch_size=batch_size if estimator == "batch" else None, layers=[l.name for l in layers],
+    )
+    path = cache_root() / "fisher" / f"{key}.safetensors"
+    shapes = {l.name: (l.out_features, l.in_features) for l in layers}
+    if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
+        tensors, meta = hit
+        result = FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
+                              data.source, float(meta["seconds"]), from_cache=True, key=key)
+    else:
+        # what would make the work fail or be lost is checked before the work
+        if getattr(model, "config", None) is not None:
+            check_fisher(model.config, next(model.parameters()).device, batch_size, max_length, estimator)
+        write_cache = use_cache and cache_writable()
+        result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
+        result.key = key
+        if use_cache and not write_cache:
+            result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
+        elif write_cache and (warning := store_tensors(
+                path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                         "seconds": f"{result.seconds:.3f}", "estimator": estimator})):
+            result.notes.append(warning)
+    require_usable_fisher(result, allow_degenerate)
+    return result
+
+
+def require_usable_fisher(fisher: FisherResult, allow_degenerate: bool = False) -> None:
+    """Refuse a Fisher that is all zero or from which most examples were skipped: every Fisher-weighted method
+    would silently become plain SVD. With `allow_degenerate`, a warning goes into its notes instead."""
+    total = fisher.n_examples + fisher.n_skipped
+    problem = ""
+    if fisher.n_examples == 0 or not any(bool(f.any()) for f in fisher.per_layer.values()):
+        problem = (f"the Fisher is all zero ({fisher.n_skipped} of {total} examples gave a loss or gradient that is "
+                   "not finite)")
+    elif fisher.n_skipped * 2 > total:
+        problem = f"{fisher.n_skipped} of {total} examples were skipped: their loss or gradient is not finite"
+    if not problem:
+        return
+    if not allow_degenerate:
+        raise FisherError(f"Unusable Fisher: {problem}. Fisher-weighted methods would quietly turn into plain SVD. "
+                          "Check the model's outputs and the data, or continue anyway with --allow-degenerate-fisher "
+                          "(in the dashboard: 'Use this Fisher anyway').")
+    fisher.notes.append(f"used although {problem}")

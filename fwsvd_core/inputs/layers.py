@@ -1,0 +1,134 @@
+"""Finding the compressible linear layers of a model, with their block, role and sizes."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from fwsvd_core.errors import NoCompressibleLayersError
+
+ROLES = ("query", "key", "value", "qkv", "attention output", "FFN in", "FFN gate", "FFN out", "other")
+
+# (role, pattern on the module's dotted name); first match wins, so specific names come first
+_ROLE_PATTERNS: list[tuple[str, re.Pattern]] = [
+    (role, re.compile(pattern))
+    for role, pattern in [
+        ("qkv", r"(c_attn|query_key_value|qkv_proj|Wqkv|\.qkv)$"),
+        ("query", r"(query|q_proj|q_lin|\.q)$"),
+        ("key", r"(key|k_proj|k_lin|\.k)$"),
+        ("value", r"(value|v_proj|v_lin|\.v)$"),
+        ("attention output", r"(attention\.output\.dense|attention\.dense|out_lin|o_proj|attn\.c_proj|out_proj|attention\.o)$"),
+        ("FFN gate", r"(gate_proj|w1)$"),
+        ("FFN in", r"(intermediate\.dense|lin1|\.ffn|mlp\.c_fc|up_proj|fc1|w3)$"),
+        ("FFN out", r"(output\.dense|lin2|ffn_output|mlp\.c_proj|down_proj|fc2|w2)$"),
+    ]
+]
+_BLOCK = re.compile(r"\.(\d+)(?:\.|$)")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A linear map of the model. Shapes use PyTorch's [out, in] convention."""
+
+    name: str
+    block: int | None
+    role: str
+    in_features: int
+    out_features: int
+    kind: str  # "linear" (nn.Linear) or "conv1d" (GPT-2's Conv1D, weight stored [in, out])
+
+    @property
+    def params(self) -> int:
+        """Weight parameters (the bias is kept as is by compression)."""
+        return self.in_features * self.out_features
+
+    @property
+    def max_rank(self) -> int:
+        return min(self.in_features, self.out_features)
+
+    @property
+    def break_even_rank(self) -> int:
+        """Largest rank whose factorization r*(in+out) still has fewer parameters than in*out."""
+        return (self.params - 1) // (self.in_features + self.out_features)
+
+    def factorized_params(self, rank: int) -> int:
+        return rank * (self.in_features + self.out_features)
+
+    def compressed_params(self, rank: int) -> int:
+        """Parameters actually kept at `rank`: the factorized form only while it is smaller."""
+        return self.factorized_params(rank) if rank <= self.break_even_rank else self.params
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+
+def role_of(name: str) -> str:
+    for role, pattern in _ROLE_PATTERNS:
+        if pattern.search(name):
+            return role
+    return "other"
+
+
+def block_of(name: str) -> int | None:
+    match = _BLOCK.search(name)
+    return int(match.group(1)) if match else None
+
+
+def weight_out_in(module: nn.Module) -> torch.Tensor:
+    """The weight as [out, in] whatever the module type (a view, not a copy)."""
+    weight = cast(torch.Tensor, module.weight)
+    return weight.t() if isinstance(module, Conv1D) else weight
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def find_layers(model: nn.Module, include_other: bool = False) -> list[LayerInfo]:
+    """The compressible linear layers, each once even when shared (ALBERT).
+
+    Layers outside the repeated blocks (embedding projections, pooler, classifier head)
+    are left out unless `include_other` is set.
+    """
+    found = []
+    for name, module in model.named_modules():  # named_modules yields a shared module once
+        if not _is_linear(module):
+            continue
+        block = block_of(name)
+        role = role_of(name) if block is not None else "other"
+        if block is None and not include_other:
+            continue
+        weight = weight_out_in(module)
+        out_f, in_f = weight.shape
+        kind = "conv1d" if isinstance(module, Conv1D) else "linear"
+        found.append(LayerInfo(name, block, role, int(in_f), int(out_f), kind))
+    return found
+
+
+def require_layers(model: nn.Module, include_other: bool = False) -> list[LayerInfo]:
+    layers = find_layers(model, include_other)
+    if not layers:
+        raise NoCompressibleLayersError(
+            f"{type(model).__name__} has no linear layer inside repeated blocks that the tool can factorize."
+        )
+    return layers
+
+
+def layer_table(layers: list[LayerInfo]):
+    """A pandas table of the layers for display and export."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "layer": l.name, "block": l.block, "role": l.role, "out": l.out_features, "in": l.in_features,
+                "params": l.params, "break-even rank": l.break_even_rank, "max rank": l.max_rank,
+            }
+            for l in layers
+        ]
+    )

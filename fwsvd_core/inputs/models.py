@@ -1,0 +1,134 @@
+"""A loaded model: its record, fingerprint and checks, and loading a saved model from a local directory or a hub id.
+
+`loading.load_model` is the entry point that also knows the built-in demos and compressed exports.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from fwsvd_core.devices import resolve_device
+from fwsvd_core.errors import ModelLoadError
+from fwsvd_core.inputs.hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
+from fwsvd_core.inputs.memory import check_model_load
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on its device, its tokenizer, and a description of where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    source: str
+    notes: list[str] = field(default_factory=list)
+    _fingerprint: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the config and every weight: two models share it only if they compute the same."""
+    digest = hashlib.blake2b(digest_size=16)
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def ensure_pad_token(model: nn.Module, tokenizer) -> None:
+    """Decoder tokenizers (GPT-2, LLaMA) have no pad token; batching needs one."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError("The tokenizer has neither a pad nor an end-of-sequence token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token
+    config = cast(Any, model).config
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_pretrained(
+    source: str | Path,
+    num_labels: int | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
+    hub is out of reach."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    source = str(source)
+    local = Path(source).expanduser()
+    notes: list[str] = []
+    offline_reason = ""
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    if local.is_dir():
+        where, origin, files_only = str(local), f"local directory {local}", True
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"{local} has no config.json: it is not a saved model directory.")
+    elif local.exists():
+        raise ModelLoadError(f"{local} is a file; give the directory a model was saved to.")
+    else:
+        if source.startswith((".", "~", "/")) or source.count("/") > 1:  # a path, not an org/name hub id
+            raise ModelLoadError(f"No such directory: {source}. {LOCAL_MODEL_HINT}")
+        where, origin = source, f"hub id {source}"
+        files_only = not hub_reachable()
+        if files_only:
+            offline_reason = "offline mode is set" if offline_by_setting() else "the Hugging Face hub cannot be reached"
+            notes.append(f"{offline_reason}: looked only in the local Hugging Face cache")
+    try:
+        config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
+        check_model_load(config, resolve_device(device))  # refuse what would not fit, before reading weights
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        if offline_reason:
+            raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
+        raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
+    ensure_pad_token(model, tokenizer)
+    require_finite_weights(model, origin)
+    model.to(resolve_device(device)).eval()
+    return LoadedModel(model, tokenizer, origin, notes)
+
+
+def nonfinite_tensors(model: nn.Module) -> dict[str, int]:
+    """Parameters and buffers holding NaN or infinity, with how many such values each has."""
+    bad = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and tensor.device.type != "meta":
+            count = int((~torch.isfinite(tensor.detach())).sum())
+            if count:
+                bad[name] = count
+    return bad
+
+
+def require_finite_weights(model: nn.Module, origin: str) -> None:
+    """Refuse a model with NaN or infinite weights before any work: every result from it would be meaningless."""
+    if bad := nonfinite_tensors(model):
+        shown = ", ".join(f"{name} ({count} values)" for name, count in list(bad.items())[:8])
+        more = f" and {len(bad) - 8} more tensors" if len(bad) > 8 else ""
+        raise ModelLoadError(f"{origin} has weights that are NaN or infinite: {shown}{more}. "
+                             "Nothing was computed; fix or re-export the checkpoint.")

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from references import example_gradients
+
+from fwsvd_core.analysis.predictor import (
+    PREDICTORS,
+    split_half_reliability,
+    svd_failure_scores,
+    validate_predictor,
+)
+from fwsvd_core.estimation.evaluation import evaluate
+
+
+def test_diagonal_prediction_is_the_fisher_weighted_error(tiny_session):
+    session = tiny_session
+    table = svd_failure_scores(session, 0.25)
+    assert len(table) == len(session.layers) and PREDICTORS["full"] not in table  # no calibration data: diagonal only
+    for _, row in table.iterrows():
+        w, f = session.weight(row["layer"]), session.fisher.per_layer[row["layer"]]
+        residual = w - session.factors("svd")[row["layer"]].reconstruct(int(row["rank"]))
+        assert row["predicted SVD loss"] == pytest.approx(0.5 * float((f * residual**2).sum()), rel=1e-5)
+    assert (table["predicted SVD loss"] >= 0).all()
+    assert np.allclose(table[PREDICTORS["diagonal"]], table["predicted SVD loss"] - table["predicted FWSVD loss"])
+
+
+def test_full_prediction_is_the_taylor_expansion_over_single_example_gradients(tiny_session, sst2_small):
+    session = tiny_session
+    calibration = sst2_small[0].sample(6, seed=3)
+    table = svd_failure_scores(session, 0.25, calibration=calibration, n_examples=6)
+    changes = {}
+    for _, row in table.iterrows():
+        w = session.weight(row["layer"]).float()
+        changes[row["layer"]] = {m: session.factors(m)[row["layer"]].reconstruct(int(row["rank"])) - w
+                                 for m in ("svd", "fwsvd-input")}
+    expected = {name: 0.0 for name in changes}
+    for grads in example_gradients(session.model, session.loaded.tokenizer, calibration.sample(6, seed=0)):
+        for name, by_method in changes.items():
+            for method, sign in (("svd", 1.0), ("fwsvd-input", -1.0)):
+                dot = float((grads[name] * by_method[method]).sum())
+                expected[name] += sign * (dot + 0.5 * dot**2) / 6
+    got = dict(zip(table["layer"], table[PREDICTORS["full"]]))
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-8)
+
+
+def test_split_half_reliability_separates_signal_from_noise():
+    rng = np.random.default_rng(0)
+    signal = np.linspace(-1, 1, 12)[:, None] + 0.05 * rng.standard_normal((12, 400))
+    noise = rng.standard_normal((12, 400))
+    assert split_half_reliability(signal) > 0.95
+    assert abs(split_half_reliability(noise)) < 0.5
+
+
+def test_validation_measures_each_layer_alone(tiny_session, sst2_small):
+    session = tiny_session
+    dev = sst2_small[1].sample(40)
+    table, stats = validate_predictor(session, dev, 0.25, calibration=sst2_small[0], n_examples=8, bootstrap_samples=20)
+    assert len(table) == len(session.layers)
+    first = table.iloc[0]
+    loss = {m: evaluate(session.compress(m, {first["layer"]: int(first["rank"])}), session.loaded.tokenizer, dev).loss
+            for m in ("svd", "fwsvd-input")}
+    assert first["measured SVD excess loss"] == pytest.approx(loss["svd"] - loss["fwsvd-input"], rel=1e-4, abs=1e-7)
+    assert (table["standard error"] >= 0).all()
+    assert set(stats.agreement) == set(PREDICTORS)
+    for agreement in stats.agreement.values():
+        assert -1.0 <= agreement.with_loss <= 1.0
+        assert agreement.low <= agreement.high
+    assert stats.examples_scored == 40 and stats.layers == len(session.layers)

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from fwsvd_core.compression.allocation import (
+    allocate,
+    allocate_greedy,
+    sensitivity_curves,
+    sensitivity_table,
+    spectral_curves,
+)
+from fwsvd_core.compression.ranks import compressed_params, original_params, ranks_for_param_ratio
+from fwsvd_core.errors import RankError
+from fwsvd_core.inputs.layers import LayerInfo
+
+LAYERS = [LayerInfo("a", 0, "query", 64, 64, "linear"), LayerInfo("b", 0, "FFN in", 64, 256, "linear"),
+          LayerInfo("c", 1, "FFN out", 256, 64, "linear")]
+
+
+def convex_curves(weights):
+    return {l.name: w * np.exp(-np.arange(l.max_rank + 1) / 8.0) * (np.arange(l.max_rank + 1) < l.max_rank)
+            for l, w in zip(LAYERS, weights)}
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6, 0.95])
+def test_greedy_meets_the_budget_and_respects_break_even(ratio):
+    budget = int(ratio * original_params(LAYERS))
+    ranks = allocate_greedy(LAYERS, convex_curves([1.0, 5.0, 0.2]), budget)
+    spent = compressed_params(LAYERS, ranks)
+    assert spent <= budget
+    smallest_step = min(l.in_features + l.out_features for l in LAYERS if ranks[l.name] < l.break_even_rank)
+    assert budget - spent < smallest_step or all(ranks[l.name] >= l.break_even_rank for l in LAYERS)
+    for l in LAYERS:  # never a rank that costs more than the dense layer yet is not dense
+        assert ranks[l.name] <= l.break_even_rank or ranks[l.name] == l.max_rank
+
+
+def test_greedy_gives_more_rank_where_the_loss_is_larger():
+    ranks = allocate_greedy(LAYERS, convex_curves([0.01, 10.0, 0.01]), int(0.3 * original_params(LAYERS)))
+    assert ranks["b"] > ranks["a"] and ranks["b"] > ranks["c"]
+
+
+def test_greedy_refuses_an_impossible_budget():
+    with pytest.raises(RankError, match="below rank 1"):
+        allocate_greedy(LAYERS, convex_curves([1, 1, 1]), 10)
+
+
+def test_spectral_curves_fall_to_zero_at_full_rank(tiny_session):
+    session = tiny_session
+    for method in ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both"):
+        curves = spectral_curves(tiny_session, method)
+        for l in session.layers:
+            c = curves[l.name]
+            assert len(c) == l.max_rank + 1 and c[-1] == pytest.approx(0.0, abs=1e-12)
+            assert np.all(np.diff(c) <= 1e-15)
+
+
+def test_spectral_fwsvd_input_curve_is_the_taylor_estimate_under_a_column_fisher(tiny_session):
+    """With a Fisher constant down each column, the curve equals 0.5 * sum I dW^2 exactly."""
+    session = tiny_session
+    name = session.layers[0].name
+    f = session.fisher.per_layer[name]
+    session.fisher.per_layer[name] = f.mean(dim=0, keepdim=True).expand_as(f).clone()
+    session.set_fisher(session.fisher)
+    curve = spectral_curves(tiny_session, "fwsvd-input")[name]
+    w, fac = session.weight(name), session.factors("fwsvd-input")[name]
+    for r in (1, 5, 20):
+        residual = w - fac.reconstruct(r)
+        expected = 0.5 * float((session.fisher.per_layer[name] * residual**2).sum())
+        assert curve[r] == pytest.approx(expected, rel=1e-3)
+    assert torch.isfinite(torch.as_tensor(curve)).all()
+
+
+def test_sensitivity_table_is_cached_and_curves_are_monotone(tiny_session, sst2_small):
+    session = tiny_session
+    table = sensitivity_table(tiny_session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
+    assert len(table) == len(session.layers) * 2 and set(table["rank ratio"]) == {0.1, 0.5}
+    again = sensitivity_table(tiny_session, sst2_small[0], "fwsvd-input", ratios=(0.1, 0.5), n_examples=16)
+    assert table.equals(again)
+    curves = sensitivity_curves(session.layers, table)
+    for l in session.layers:
+        assert np.all(np.diff(curves[l.name]) <= 0) and curves[l.name][-1] == 0.0
+
+
+@pytest.mark.parametrize("allocator", ["uniform", "spectral", "sensitivity"])
+def test_allocators_meet_the_same_budget(tiny_session, sst2_small, allocator):
+    session = tiny_session
+    ranks = allocate(tiny_session, allocator, 0.4, calibration=sst2_small[0], ratios=(0.1, 0.5), n_examples=16)
+    assert compressed_params(session.layers, ranks) <= 0.4 * original_params(session.layers)
+    uniform = ranks_for_param_ratio(session.layers, 0.4)[0]
+    assert compressed_params(session.layers, ranks) >= 0.8 * compressed_params(session.layers, uniform)
+    with pytest.raises(RankError, match="Unknown allocator"):
+        allocate(tiny_session, "random", 0.4)

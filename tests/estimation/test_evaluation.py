@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from sklearn.metrics import matthews_corrcoef
+
+from fwsvd_core.errors import Cancelled, LabelMappingError
+from fwsvd_core.estimation.evaluation import evaluate, predict
+from fwsvd_core.estimation.metrics import bootstrap_interval, compute_metrics
+from fwsvd_core.inputs.data import load_glue_folder
+from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.loading import load_model
+
+
+def test_predictions_equal_one_at_a_time_and_in_data_order(tiny_models, sst2_small):
+    import torch
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    data = sst2_small[1].sample(30, seed=0)
+    mapping = map_labels(loaded.model.config, data.task)
+    batched = predict(loaded.model, loaded.tokenizer, data, mapping, batch_size=7)
+    with torch.no_grad():
+        single = [int(loaded.model(**loaded.tokenizer([t], return_tensors="pt")).logits.argmax()) for t in data.text_a]
+    assert list(batched) == single
+
+
+def test_metrics_and_subsample_interval(tiny_models, sst2_small):
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    data = sst2_small[1]
+    full = evaluate(loaded.model, loaded.tokenizer, data)
+    assert full.n_examples == len(data) and full.interval is None
+    part = evaluate(loaded.model, loaded.tokenizer, data, subsample=100, seed=1)
+    assert part.n_examples == 100 and part.n_total == len(data)
+    lo, hi = part.interval
+    assert lo <= part.score <= hi and hi - lo > 0
+    assert "95% CI" in part.describe()
+
+
+def test_metric_values_against_sklearn_and_scipy():
+    rng = np.random.default_rng(0)
+    labels, preds = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    m = compute_metrics(get_task("cola"), preds, labels)
+    assert m["mcc"] == pytest.approx(matthews_corrcoef(labels, preds))
+    assert m["accuracy"] == pytest.approx(np.mean(labels == preds))
+    y = rng.normal(size=100)
+    stsb = compute_metrics(get_task("stsb"), y + rng.normal(size=100) * 0.1, y)
+    assert stsb["pearson"] > 0.9 and stsb["spearman"] > 0.9
+    assert compute_metrics(get_task("stsb"), np.zeros(100), y)["pearson"] == 0.0
+    lo, hi = bootstrap_interval(get_task("sst2"), preds, labels)
+    assert lo < np.mean(labels == preds) < hi
+
+
+def test_regression_and_pair_tasks(minilm_dir, glue_dir):
+    loaded = load_model(minilm_dir, num_labels=1, device="cpu")
+    data = load_glue_folder(get_task("stsb"), glue_dir, "dev").sample(40)
+    result = evaluate(loaded.model, loaded.tokenizer, data)
+    assert set(result.metrics) == {"pearson", "spearman"} and -1 <= result.score <= 1
+
+
+def test_cancel_and_label_mismatch(tiny_models, sst2_small, glue_dir):
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    with pytest.raises(Cancelled):
+        evaluate(loaded.model, loaded.tokenizer, sst2_small[1], cancel=lambda: True)
+    mnli_like = load_glue_folder(get_task("stsb"), glue_dir, "dev").sample(5)
+    with pytest.raises(LabelMappingError):
+        evaluate(loaded.model, loaded.tokenizer, mnli_like)

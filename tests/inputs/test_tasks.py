@@ -1,0 +1,25 @@
+import pytest
+
+from fwsvd_core.errors import DataError
+from fwsvd_core.inputs.tasks import TASKS, custom_task, get_task
+
+
+def test_all_glue_tasks_are_registered_with_their_metrics():
+    assert set(TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli"}
+    assert get_task("CoLA").primary_metric == "mcc"
+    assert get_task("mrpc").metrics == ("f1", "accuracy")
+    assert get_task("STS-B").is_regression and get_task("stsb").metrics == ("pearson", "spearman")
+    assert get_task("mnli").num_labels == 3 and get_task("mnli-mm").hub_splits["dev"] == "validation_mismatched"
+    assert get_task("qnli").is_pair and not get_task("sst2").is_pair
+
+
+def test_unknown_task_names_the_known_ones():
+    with pytest.raises(DataError, match="Known GLUE tasks: cola"):
+        get_task("imdb")
+
+
+def test_custom_tasks():
+    assert custom_task("mine", ("text",), ("a", "b", "c")).metrics == ("accuracy",)
+    assert custom_task("mine", ("a", "b"), ()).is_regression
+    with pytest.raises(DataError):
+        custom_task("mine", ("a", "b", "c"), ("x",))
