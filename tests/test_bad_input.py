@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fwsvd_core.estimation import fisher as fisher_module
 from fwsvd_core import folders
 from fwsvd_core.cache import cache_root
 from fwsvd_core.cli import main
@@ -28,6 +27,7 @@ from fwsvd_core.errors import (
     InsufficientMemoryError,
     ModelLoadError,
 )
+from fwsvd_core.estimation import fisher as fisher_module
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.inputs.data import load_glue_folder
 from fwsvd_core.inputs.tasks import get_task

@@ -157,7 +157,7 @@ def validate_predictor(
         if column not in table:
             continue
         predicted = table[column].to_numpy()
-        interval = bootstrap((np.arange(diff.shape[1]),), lambda idx: _spearman(predicted, diff[:, idx].mean(axis=1)),
+        interval = bootstrap((np.arange(diff.shape[1]),), lambda idx, p=predicted: _spearman(p, diff[:, idx].mean(axis=1)),
                              n_resamples=bootstrap_samples, vectorized=False, method="percentile",
                              rng=np.random.default_rng(seed)).confidence_interval
         agreement[name] = Agreement(_spearman(predicted, measured), float(interval.low), float(interval.high),

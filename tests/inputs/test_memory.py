@@ -8,9 +8,9 @@ import transformers as tf
 from conftest import ARCHITECTURES, tiny_config
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation import fisher as fisher_module
 from fwsvd_core.inputs import memory
-from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.inputs.layers import require_layers
 from fwsvd_core.inputs.memory import (
     MemoryEstimate,
