@@ -18,7 +18,8 @@ def test_pip_install_gives_a_working_fwsvd_command(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
                     str(target), str(source)], check=True, capture_output=True)
-    assert (target / "fwsvd_core" / "methods" / "registry.py").is_file()  # subpackages are installed too
+    installed = {p.relative_to(target).as_posix() for p in (target / "fwsvd_core").rglob("*.py")}
+    assert installed == {p.relative_to(REPO).as_posix() for p in (REPO / "fwsvd_core").rglob("*.py")}  # subpackages too
     env = {**os.environ, "PYTHONPATH": str(target)}
     done = subprocess.run([str(target / "bin" / "fwsvd"), "--help"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, check=True)
