@@ -48,6 +48,8 @@ def finetune(
     if not params:
         raise ValueError("The model has no trainable parameter.")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    # transformers' get_linear_schedule_with_warmup gives the first step a learning rate of 0, so a one-step
+    # run would change nothing; this schedule counts that step as 1/warmup of the way up
     warmup = max(1, int(warmup_fraction * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
