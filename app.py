@@ -20,7 +20,8 @@ choice = get_choice()
 with st.sidebar:
     st.markdown("### FWSVD Studio")
     st.caption("Fisher-weighted low-rank compression of fine-tuned transformers")
-    st.markdown(f"**Model** `{choice.model}`  \n**Task** {choice.task}  \n**Data** {choice.data_source}  \n"
+    dtype = "" if choice.dtype == "auto" else f" ({choice.dtype})"
+    st.markdown(f"**Model** `{choice.model}`{dtype}  \n**Task** {choice.task}  \n**Data** {choice.data_source}  \n"
                 f"**Fisher** {choice.fisher_samples} examples, {choice.estimator}")
     if choice.data_source.startswith("Synthetic"):
         st.warning("Synthetic data: a generated task, not real data.")

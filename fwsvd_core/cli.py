@@ -37,6 +37,7 @@ from fwsvd_core.inputs.data import TaskData, load_task_data
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
+from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
 
@@ -49,6 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="hub id, local directory, or a compressed model directory")
     p.add_argument("--device", default=None, help="cuda or cpu (none given: cuda when present)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="weights' dtype: auto keeps the checkpoint's (the demos are float32); statistics and "
+                        "decompositions are computed in float32 either way")
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -124,11 +128,11 @@ def _progress(label: str, unit: str = "examples"):
 
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
                         progress=_progress("building the demo (once)", "steps"))
     eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
     fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
-    log.info(f"model: {loaded.source}")
+    log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")
     log.info(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)")
     for note in dict.fromkeys(eval_data.notes + fisher_data.notes):
         log.warning(f"data: {note}")
@@ -212,7 +216,7 @@ def predictor_report(table, stats: PredictorValidation, model: str, eval_data: T
 
 
 def cmd_layers(args) -> int:
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype)
     print(layer_table(CompressionSession(loaded).layers).to_string(index=False))
     return 0
 

@@ -175,10 +175,10 @@ def demo_notes(record: DemoRecord) -> list[str]:
 
 
 def load_demo(name: str, device=None, data_dir: str | Path | None = None, progress: ProgressFn | None = None,
-              cancel: CancelFn | None = None):
-    """Load a demo model, building it on first use."""
+              cancel: CancelFn | None = None, dtype: str | torch.dtype | None = None):
+    """Load a demo model (built in float32 on first use) in `dtype`, float32 by default."""
     directory, record = ensure_demo(name, data_dir, progress, cancel)
-    loaded = load_pretrained(directory, device=device)
+    loaded = load_pretrained(directory, device=device, dtype=dtype)
     loaded.source = f"{name} ({'synthetic' if record.synthetic else 'real'} data)"
     loaded.notes = demo_notes(record) + loaded.notes
     return loaded

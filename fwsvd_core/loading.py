@@ -20,14 +20,18 @@ def load_model(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     progress: ProgressFn | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> LoadedModel:
     """'demo:NAME' (built on first use, `progress` reporting its fine-tuning steps), a folder written by
-    `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused."""
+    `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused.
+
+    `dtype` ('float32', 'bfloat16', 'float16' or a torch dtype) converts the weights; None or 'auto' keeps the
+    dtype they are stored in."""
     if is_demo(str(source)):
-        return load_demo(str(source), device, progress=progress)
+        return load_demo(str(source), device, progress=progress, dtype=dtype)
     local = Path(source).expanduser()
     if local.is_dir() and is_compressed_dir(local):
-        loaded = load_compressed(local, device, trust_remote_code=trust_remote_code)
+        loaded = load_compressed(local, device, trust_remote_code=trust_remote_code, dtype=dtype)
         require_finite_weights(loaded.model, f"compressed model {local}")
         return loaded
-    return load_pretrained(source, num_labels, device, trust_remote_code)
+    return load_pretrained(source, num_labels, device, trust_remote_code, dtype)

@@ -7,6 +7,7 @@ from fwsvd_core.estimation.fisher import ESTIMATORS
 from fwsvd_core.inputs.data import read_table
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
+from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import TASKS, get_task
 from studio.state import (
     DATA_SOURCES,
@@ -41,6 +42,12 @@ with left:
     if model and model != choice.model:
         demo_task = {"demo:sst2": "sst2", "demo:stsb": "stsb"}.get(model)
         choice = set_choice(model=model, **({"task": demo_task} if demo_task else {}))
+    dtype = st.selectbox("Weights' dtype", DTYPE_CHOICES, index=DTYPE_CHOICES.index(choice.dtype),
+                         help="auto keeps the dtype the checkpoint is stored in (the demos: float32). The Fisher, "
+                              "activation statistics and decompositions are computed in float32 either way; "
+                              "compressed layers are stored in this dtype.")
+    if dtype != choice.dtype:
+        choice = set_choice(dtype=dtype)
 
 with right:
     st.subheader("Task and data")
@@ -84,9 +91,9 @@ subsample = c3.number_input("Score on a random subset of the dev split (0 = all)
 choice = set_choice(fisher_samples=samples, estimator=estimator, eval_subsample=int(subsample))
 
 st.divider()
-loaded = model_or_error(choice.model, choice.data_dir)
+loaded = model_or_error(choice.model, choice.data_dir, choice.dtype)
 if loaded is not None:
-    st.markdown(f"**Model:** {loaded.source}")
+    st.markdown(f"**Model:** {loaded.source}, weights in {dtype_name(model_dtype(loaded.model))}")
     for note in loaded.notes:
         (st.warning if note.startswith("SYNTHETIC") else st.caption)(note)
     train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")

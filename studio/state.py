@@ -40,6 +40,7 @@ class Choice:
     """Model, task, data and Fisher settings: everything the other pages read."""
 
     model: str = field(default_factory=default_model)
+    dtype: str = "auto"  # the weights' dtype: auto keeps the checkpoint's
     task: str = "sst2"
     data_source: str = "Local GLUE folder"
     data_dir: str = field(default_factory=default_data_dir)
@@ -52,6 +53,11 @@ class Choice:
     eval_subsample: int = 0  # 0: the whole split
     skip_bad_rows: bool = False
     allow_degenerate_fisher: bool = False
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        """What identifies the loaded model: its source and the dtype it is loaded in."""
+        return self.model, self.dtype
 
     @property
     def data_key(self) -> tuple:
@@ -79,19 +85,19 @@ def set_choice(**changes) -> Choice:
     """Update the choice; a change of model or data drops what was derived from the old one."""
     old = get_choice()
     new = replace(old, **changes)
-    if (new.model, new.data_key) != (old.model, old.data_key) and "allow_degenerate_fisher" not in changes:
+    if (new.model_key, new.data_key) != (old.model_key, old.data_key) and "allow_degenerate_fisher" not in changes:
         new = replace(new, allow_degenerate_fisher=False)  # consent to a poor Fisher was for the old model and data
     if new != old:
         st.session_state["choice"] = new
-        if (new.model, new.data_key) != (old.model, old.data_key):
+        if (new.model_key, new.data_key) != (old.model_key, old.data_key):
             st.session_state.pop("ranks", None)
     return new
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
-def cached_model(source: str) -> LoadedModel:
+def cached_model(source: str, dtype: str = "auto") -> LoadedModel:
     """Shared between browser sessions and never modified: compression works on structural copies."""
-    return load_model(source)
+    return load_model(source, dtype=dtype)
 
 
 def _cancel(flag: str) -> None:
@@ -133,12 +139,12 @@ def build_demo_with_progress(name: str, data_dir: str) -> bool:
     return True
 
 
-def model_or_error(source: str, data_dir: str = "") -> LoadedModel | None:
+def model_or_error(source: str, data_dir: str = "", dtype: str = "auto") -> LoadedModel | None:
     """The model, or None after showing why it could not be loaded."""
     try:
         if not build_demo_with_progress(source, data_dir):
             return None
-        return cached_model(source)
+        return cached_model(source, dtype)
     except FwsvdError as exc:
         st.error(str(exc))
         return None
@@ -201,7 +207,8 @@ def data_or_error(choice: Choice, split: str) -> TaskData | None:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _session(model: str, fisher_key: str | None, _loaded: LoadedModel, _fisher: FisherResult | None) -> CompressionSession:
+def _session(model_key: tuple[str, str], fisher_key: str | None, _loaded: LoadedModel,
+             _fisher: FisherResult | None) -> CompressionSession:
     session = CompressionSession(_loaded)
     if _fisher is not None:
         session.set_fisher(_fisher)
@@ -210,12 +217,12 @@ def _session(model: str, fisher_key: str | None, _loaded: LoadedModel, _fisher: 
 
 def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResult | None) -> CompressionSession:
     """The shared session (layers, Fisher, cached factors) for this model and Fisher."""
-    return _session(choice.model, None if fisher is None else fisher.key, loaded, fisher)
+    return _session(choice.model_key, None if fisher is None else fisher.key, loaded, fisher)
 
 
 def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
     """The Fisher of the choice: from the disk cache, or computed with a progress bar and a cancel button."""
-    key = ("fisher", choice.model, choice.data_key, choice.fisher_samples, choice.estimator, choice.allow_degenerate_fisher)
+    key = ("fisher", choice.model_key, choice.data_key, choice.fisher_samples, choice.estimator, choice.allow_degenerate_fisher)
     if key in st.session_state:
         return st.session_state[key]
     if cancelled("fisher_cancelled", "Estimating the Fisher"):
@@ -239,7 +246,7 @@ def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -
 
 
 def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResult:
-    key = ("dense", choice.model, choice.data_key, choice.eval_subsample)
+    key = ("dense", choice.model_key, choice.data_key, choice.eval_subsample)
     if key not in st.session_state:
         with st.spinner("Scoring the dense model ..."):
             st.session_state[key] = evaluate(loaded.model, loaded.tokenizer, dev, subsample=choice.eval_subsample or None)
@@ -261,7 +268,7 @@ class Ready:
 def ready() -> Ready | None:
     """Model, data and Fisher for the current choice, or None after saying what is missing."""
     choice = get_choice()
-    loaded = model_or_error(choice.model, choice.data_dir)
+    loaded = model_or_error(choice.model, choice.data_dir, choice.dtype)
     if loaded is None:
         return None
     train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")

@@ -1,9 +1,12 @@
 """Task score, parameters and reconstruction error per method and ratio: the table behind the SVD mismatch."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pandas as pd
+import torch
+from torch import nn
 
 from fwsvd_core.compression.allocation import allocate
 from fwsvd_core.compression.finetune import finetune_compressed
@@ -18,6 +21,8 @@ from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.inputs.batching import CancelFn
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.memory import available_bytes, format_bytes
+from fwsvd_core.inputs.precision import dtype_name, model_dtype
 
 
 def ranks_for(session: CompressionSession, rank_ratio: float | None = None, param_ratio: float | None = None) -> RankMap:
@@ -73,8 +78,16 @@ def run_sweep(
         say(f"{method:>13} {label}: {result.describe()}")
         return row
 
-    full = {l.name: l.max_rank for l in session.layers}
-    rows.append({"rank ratio": 1.0, **score_row("dense", session.model, full, {"plain": 0.0, "fisher": 0.0}, "full rank")})
+    full, exact = {l.name: l.max_rank for l in session.layers}, {"plain": 0.0, "fisher": 0.0}
+    dtype = model_dtype(session.model)
+    rows.append({"rank ratio": 1.0, "dtype": dtype_name(dtype), **score_row("dense", session.model, full, exact, "full rank")})
+    if dtype != torch.float32:
+        # what the stored precision alone costs, beside what compression costs
+        reference = float32_copy(session.model, say)
+        if reference is not None:
+            rows.append({"rank ratio": 1.0, "dtype": "float32",
+                         **score_row("dense", reference, full, exact, "full rank, float32 copy")})
+            del reference
     targets = [({"rank ratio": r, "allocator": "uniform"}, "rank", r) for r in rank_ratios or []]
     targets += [({"target param ratio": p, "allocator": a}, a, p) for p in param_ratios or [] for a in allocators or ["uniform"]]
     for method in methods:
@@ -86,7 +99,7 @@ def run_sweep(
             compressed = session.compress(method, ranks)
             errors = session.model_errors(method, ranks)
             label = f"{kind} ratio {value}" if kind == "rank" else f"{kind} allocation, param ratio {value}"
-            row = {**meta, **score_row(method, compressed, ranks, errors, label)}
+            row = {**meta, "dtype": dtype_name(dtype), **score_row(method, compressed, ranks, errors, label)}
             rows.append(row)
             if finetune_steps:
                 if train_data is None:
@@ -96,6 +109,17 @@ def run_sweep(
                 tuned_row = score_row(f"{method}+ft", tuned, ranks, errors, f"{label}, {finetune_steps} fine-tuning steps")
                 rows.append({**row, **tuned_row, "finetune steps": finetune_steps})
     return pd.DataFrame(rows)
+
+
+def float32_copy(model: nn.Module, say: Callable[[str], None]) -> nn.Module | None:
+    """A float32 copy of a half-precision model, or None (said why) when it would not fit in memory."""
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    device = next(model.parameters()).device
+    free = available_bytes(device)
+    if weights > 0.8 * free:
+        say(f"no float32 reference score: a float32 copy needs {format_bytes(weights)}, {format_bytes(free)} free")
+        return None
+    return copy.deepcopy(model).float()
 
 
 def allocation_gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:

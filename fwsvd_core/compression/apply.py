@@ -46,6 +46,10 @@ def _bias(model: nn.Module, name: str) -> torch.Tensor | None:
     return None if bias is None else cast(torch.Tensor, bias).detach()
 
 
+def _weight_dtype(model: nn.Module, name: str) -> torch.dtype:
+    return cast(torch.Tensor, model.get_submodule(name).weight).dtype
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -69,12 +73,14 @@ def compress(
             continue
         f = factors[layer.name]
         bias = _bias(model, layer.name)
+        dtype = _weight_dtype(model, layer.name)  # factors are computed in float32; stored like the weights
         new: nn.Module
         if form == FORM_LOWRANK:
-            new = LowRankLinear.from_factors(f.left[:, :rank].detach().clone(), f.right[:rank].detach().clone(), bias)
+            new = LowRankLinear.from_factors(f.left[:, :rank].detach().to(dtype=dtype, copy=True),
+                                             f.right[:rank].detach().to(dtype=dtype, copy=True), bias)
             new.requires_grad_(False)
         else:
-            new = _dense_linear(f.reconstruct(rank).detach(), bias)
+            new = _dense_linear(f.reconstruct(rank).detach().to(dtype), bias)
         replace_module(compressed, layer.name, new)
     if getattr(compressed, "config", None) is not None:
         config = copy.deepcopy(cast(Any, model).config)
@@ -87,5 +93,5 @@ def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
     """A view of `model` whose named layers apply the given [out, in] weights (dense), the rest shared."""
     view = structural_copy(model)
     for name, weight in weights.items():
-        replace_module(view, name, _dense_linear(weight.detach(), _bias(model, name)))
+        replace_module(view, name, _dense_linear(weight.detach().to(_weight_dtype(model, name)), _bias(model, name)))
     return view.eval()

@@ -22,8 +22,9 @@ from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTabl
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
 from fwsvd_core.folders import check_writable, folder_files, staged_directory, written_by_tool
-from fwsvd_core.inputs.memory import check_model_load
+from fwsvd_core.inputs.memory import check_model_load, config_dtype
 from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token
+from fwsvd_core.inputs.precision import as_dtype, model_dtype
 
 WEIGHTS_FILE = "model.safetensors"
 RANKS_FILE = "fwsvd_ranks.json"
@@ -95,6 +96,7 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
         raise ModelLoadError("This model carries no rank table: save compressed models made by fwsvd_core.compress.")
     directory = check_export_target(directory, overwrite, source)
     config = cast(Any, model).config
+    config.dtype = model_dtype(model)  # the dtype the weights are saved in, which a loader keeps by default
     if extra:
         config.fwsvd_compression = table.with_extra(extra).as_dict()
     with staged_directory(directory, EXPORT_KIND, may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
@@ -134,7 +136,7 @@ def _export_config(directory: Path, trust_remote_code: bool):
 
 
 def load_compressed(directory: str | Path, device: str | torch.device | None = None,
-                    trust_remote_code: bool = False) -> LoadedModel:
+                    trust_remote_code: bool = False, dtype: str | torch.dtype | None = None) -> LoadedModel:
     """Rebuild the architecture from the config, put the factorized layers in place, load the weights."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -142,19 +144,21 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
     if not is_compressed_dir(directory):
         raise ModelLoadError(f"{directory} holds no compressed model ({RANKS_FILE} is missing).")
     config = _export_config(directory, trust_remote_code)
-    check_model_load(config, resolve_device(device))
+    dtype = as_dtype(dtype) or config_dtype(config)
+    check_model_load(config, resolve_device(device), dtype)
     try:
         table = RankTable.from_dict(json.loads((directory / RANKS_FILE).read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelLoadError(f"{directory}: the rank table {RANKS_FILE} is unreadable ({exc}).") from None
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
     try:
         for name, row in table.layers.items():
             bias = model.get_submodule(name).bias is not None
             if row.form == FORM_LOWRANK:
-                replace_module(model, name, LowRankLinear(row.in_features, row.out_features, row.rank, bias=bias))
+                replace_module(model, name, LowRankLinear(row.in_features, row.out_features, row.rank, bias=bias,
+                                                          dtype=dtype))
             elif row.form == FORM_DENSE:
-                replace_module(model, name, nn.Linear(row.in_features, row.out_features, bias=bias))
+                replace_module(model, name, nn.Linear(row.in_features, row.out_features, bias=bias, dtype=dtype))
     except (AttributeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{directory}: the rank table does not fit the model ({exc}).") from None
     try:

@@ -18,6 +18,7 @@ from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.folders import staged_directory
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate, encode
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.precision import autocast_to, float32_parameters, model_dtype
 
 
 @dataclass
@@ -34,7 +35,20 @@ def finetune(
     max_length: int = 128, seed: int = 0, max_steps: int | None = None, warmup_fraction: float = 0.06,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> FinetuneResult:
-    """Train every parameter that requires grad with AdamW and a linear warm-up/decay schedule, in place."""
+    """Train every parameter that requires grad with AdamW and a linear warm-up/decay schedule, in place.
+
+    Half-precision weights are trained as float32 copies and rounded back at the end; on a GPU the forward
+    pass then runs under autocast in the model's own dtype (with loss scaling for float16).
+    """
+    stored = model_dtype(model)
+    with float32_parameters(model):
+        return _train(model, tokenizer, data, epochs, lr, batch_size, max_length, seed, max_steps, warmup_fraction,
+                      stored, progress, cancel)
+
+
+def _train(model: nn.Module, tokenizer, data: TaskData, epochs: float, lr: float, batch_size: int, max_length: int,
+           seed: int, max_steps: int | None, warmup_fraction: float, compute_dtype: torch.dtype,
+           progress: ProgressFn | None, cancel: CancelFn | None) -> FinetuneResult:
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -54,6 +68,8 @@ def finetune(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
+    # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and compute_dtype == torch.float16)
     losses: list[float] = []
     model.train()
     step = 0
@@ -70,11 +86,15 @@ def finetune(
                 check_cancel(cancel)
                 batch = collate(tokenizer, encoded, idx, device)
                 targets = task_targets(data, model, idx).to(device)
-                loss = per_example_loss(model(**batch).logits, targets, data.task.is_regression).mean()
+                with autocast_to(device, compute_dtype):
+                    logits = model(**batch).logits
+                loss = per_example_loss(logits, targets, data.task.is_regression).mean()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 losses.append(float(loss.detach()))
                 step += 1

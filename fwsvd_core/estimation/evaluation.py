@@ -13,6 +13,7 @@ from fwsvd_core.estimation.metrics import bootstrap_interval, compute_metrics
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.labels import LabelMapping, map_labels
+from fwsvd_core.inputs.precision import autocast_to, model_dtype
 
 
 @dataclass
@@ -50,7 +51,7 @@ def predict_with_loss(
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions (as `predict`) and each example's task loss."""
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, model_dtype(model)
     encoded = encode(tokenizer, data, max_length, model)
     out = np.empty(len(data), dtype=np.float32 if data.task.is_regression else np.int64)
     losses = np.empty(len(data), dtype=np.float64)
@@ -60,7 +61,8 @@ def predict_with_loss(
     try:
         with torch.inference_mode():
             for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
-                logits = model(**batch).logits
+                with autocast_to(device, dtype):
+                    logits = model(**batch).logits
                 pred = logits[:, 0] if data.task.is_regression else to_task[logits.argmax(dim=-1)]
                 out[idx] = pred.float().cpu().numpy() if data.task.is_regression else pred.cpu().numpy()
                 targets = task_targets(data, model, idx).to(device)

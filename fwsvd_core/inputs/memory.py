@@ -18,6 +18,7 @@ import torch
 
 from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.inputs.layers import find_layers
+from fwsvd_core.inputs.precision import as_dtype
 
 ESTIMATORS = ("per-sample", "batch")  # the Fisher's estimators (fisher.py computes them)
 # elements of one chunk of per-example gradients: bounds the memory of the vectorised Fisher estimator
@@ -221,27 +222,13 @@ def parameter_count(config) -> int:
     return model_shape(config).n_params
 
 
-def _as_dtype(value) -> torch.dtype | None:
-    """A torch dtype from a dtype, its name ('float16', 'torch.bfloat16') or None/'auto'."""
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str):
-        name = value.removeprefix("torch.")
-        if name == "auto":
-            return None
-        dtype = getattr(torch, name, None)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    raise FwsvdError(f"Unknown dtype {value!r}: give a torch dtype or its name, such as 'float16'.")
-
-
 def config_dtype(config) -> torch.dtype:
     """The checkpoint's dtype as its config states it (transformers loads weights in it); float32 if unstated."""
     value = getattr(config, "dtype", None)
     if value is None and "torch_dtype" in getattr(config, "__dict__", {}):  # older configs; avoids v5's warning
         value = config.__dict__["torch_dtype"]
     try:
-        return _as_dtype(value) or torch.float32
+        return as_dtype(value) or torch.float32
     except FwsvdError:
         return torch.float32  # a config with an odd dtype entry still gets an estimate
 
@@ -249,7 +236,7 @@ def config_dtype(config) -> torch.dtype:
 def dtype_bytes(config_or_dtype) -> int:
     """Bytes per weight: of a dtype, a dtype name, or the dtype a config's checkpoint is stored in."""
     if config_or_dtype is None or isinstance(config_or_dtype, (torch.dtype, str)):
-        dtype = _as_dtype(config_or_dtype) or torch.float32
+        dtype = as_dtype(config_or_dtype) or torch.float32
     else:
         dtype = config_dtype(config_or_dtype)
     return dtype.itemsize

@@ -18,6 +18,7 @@ from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.inputs.hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
 from fwsvd_core.inputs.memory import check_model_load
+from fwsvd_core.inputs.precision import as_dtype
 
 
 @dataclass
@@ -69,9 +70,10 @@ def load_pretrained(
     num_labels: int | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    dtype: str | torch.dtype | None = None,
 ) -> LoadedModel:
     """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
-    hub is out of reach."""
+    hub is out of reach. `dtype` None or 'auto' keeps the checkpoint's dtype."""
     from transformers import (
         AutoConfig,
         AutoModelForSequenceClassification,
@@ -82,7 +84,8 @@ def load_pretrained(
     local = Path(source).expanduser()
     notes: list[str] = []
     offline_reason = ""
-    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    chosen = as_dtype(dtype)
+    kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": chosen or "auto"}
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if local.is_dir():
@@ -101,7 +104,7 @@ def load_pretrained(
             notes.append(f"{offline_reason}: looked only in the local Hugging Face cache")
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
-        check_model_load(config, resolve_device(device))  # refuse what would not fit, before reading weights
+        check_model_load(config, resolve_device(device), chosen)  # refuse what would not fit, before reading weights
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
