@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -185,7 +186,7 @@ def cmd_predictor(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    command = "python -m fwsvd_core " + " ".join(sys.argv[1:])
+    command = args.command_line
     out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
                                                     "fisher examples": fisher.n_examples,
                                                     "fisher skipped": fisher.n_skipped,
@@ -266,16 +267,21 @@ def cmd_compress(args) -> int:
                                                 lr=args.finetune_lr, max_length=args.max_length,
                                                 progress=_progress("fine-tuning", "steps"))
         log.info(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}")
+    extra: dict = {"source": loaded.source, "task": args.task,
+                   "command": args.command_line}
     if args.evaluate:
+        scores = {}
         for label, model in (("dense", session.model), (args.method, compressed)):
             result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample,
                               progress=_progress(f"scoring {label}"))
             print(f"{label}: {result.describe()}")
-    extra = {"source": loaded.source, "task": args.task}
+            scores[label] = result.metrics
+        extra.update(scores=scores, **{"eval data": eval_data.source})
     if session.fisher is not None:
         extra["fisher"] = {"estimator": session.fisher.estimator, "examples": session.fisher.n_examples,
                            "skipped": session.fisher.n_skipped}
-    saved = save_compressed(compressed, loaded.tokenizer, args.save, extra, overwrite=args.overwrite, source=args.model)
+    saved = save_compressed(compressed, loaded.tokenizer, args.save, extra, overwrite=args.overwrite, source=args.model,
+                            merge=args.merge)
     print(f"saved to {saved}")
     return 0
 
@@ -319,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a new or empty folder to write the compressed model to (a non-empty folder is refused)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export of this tool in --save (never any other folder)")
-    p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving")
+    p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving (the scores "
+                                                           "go into the export's model card)")
+    p.add_argument("--merge", action="store_true",
+                   help="store each layer dense (its rank-r product) in the original architecture: loads anywhere "
+                        "without custom code, saves no parameters")
     p = command("predictor", "validate the per-layer predictor of SVD failure against measured drops", cmd_predictor)
     p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
@@ -337,6 +347,7 @@ EXIT_CODES = f"""exit codes:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = "python -m fwsvd_core " + shlex.join(sys.argv[1:] if argv is None else argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormatter())
     logger = logging.getLogger("fwsvd_core")

@@ -141,18 +141,24 @@ e3.download_button("Run history (CSV)", pd.DataFrame(history).to_csv(index=False
 folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model",
                        help="a new or empty folder; a folder holding anything else is refused")
 overwrite = st.checkbox("Replace an earlier export", help="only an earlier export of this tool is ever replaced")
+merge = st.checkbox("Merge into the original architecture",
+                    help="each layer stored dense (its rank-r product): any tool loads it without custom code, but it "
+                         "saves no parameters. Unticked, plain transformers loads the factorized model with "
+                         "trust_remote_code=True.")
 if st.button("Save compressed model", disabled=not folder):
     try:
         saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(folder).expanduser(),
                                 {"source": state.loaded.source, "task": choice.task}, overwrite=overwrite,
-                                source=None if choice.model.startswith("demo:") else choice.model)
-        st.success(f"Saved to {saved}; load it with `fwsvd_core.loading.load_model('{saved}')` or in this app.")
+                                source=None if choice.model.startswith("demo:") else choice.model, merge=merge)
+        how = "" if merge else ", trust_remote_code=True"
+        st.success(f"Saved to {saved}; load it with `AutoModelForSequenceClassification.from_pretrained('{saved}'{how})`,"
+                   f" with `fwsvd_core.load_model('{saved}')` or in this app. Its README.md says how it was made.")
     except (FwsvdError, OSError) as exc:
         st.error(f"Could not save: {exc}")
 if st.button("Prepare a zip of the compressed model"):
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(tmp) / "model",
-                                {"source": state.loaded.source, "task": choice.task})
+                                {"source": state.loaded.source, "task": choice.task}, merge=merge)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in saved.iterdir():

@@ -222,8 +222,8 @@ def test_3_plain_transformers_refuses_an_export_instead_of_loading_random_layers
     from transformers import AutoModelForSequenceClassification
 
     target = export(tiny_models, tmp_path / "out", 0.3)
-    with pytest.raises(ValueError, match="fwsvd_compressed"):
-        AutoModelForSequenceClassification.from_pretrained(target)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):  # it loads only with the modeling file it ships
+        AutoModelForSequenceClassification.from_pretrained(target, trust_remote_code=False)
     assert load_model(target, device="cpu").model.config.fwsvd_compression["layers"]
 
 

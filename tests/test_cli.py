@@ -136,3 +136,18 @@ def test_version_and_quiet(tiny_models, glue_dir, tmp_path, capsys):
     quiet = capsys.readouterr().err
     assert "model: local directory" not in quiet and "%|" not in quiet
     assert "WARNING:" in quiet and "same split that is scored" in quiet  # warnings stay
+
+
+def test_compress_merge_writes_a_standard_checkpoint_with_its_card(tiny_models, glue_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    save = tmp_path / "merged"
+    args = ["compress", "--model", str(tiny_models["gpt2"]), "--task", "sst2", "--data-dir", str(glue_dir),
+            "--method", "fwsvd-input", "--rank-ratio", "0.25", "--fisher-samples", "8", "--evaluate",
+            "--eval-subsample", "16", "--merge", "--save", str(save)]
+    assert main(args) == 0
+    model = AutoModelForSequenceClassification.from_pretrained(save)  # no custom code
+    assert type(model).__name__ == "GPT2ForSequenceClassification" and not (save / "fwsvd_modeling.py").exists()
+    card = (save / "README.md").read_text()
+    assert "# Merged sst2 model" in card and "| fwsvd-input |" in card and "saves no parameters" in card
+    assert "python -m fwsvd_core compress --model" in card and "--merge" in card

@@ -9,7 +9,14 @@ from torch import nn
 
 from fwsvd_core.compression.factorization import Factors
 from fwsvd_core.compression.lowrank import LowRankLinear
-from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, FORM_ORIGINAL, LayerRank, RankTable
+from fwsvd_core.compression.rank_table import (
+    FORM_DENSE,
+    FORM_LOWRANK,
+    FORM_ORIGINAL,
+    LayerRank,
+    RankTable,
+    rank_table_of,
+)
 from fwsvd_core.compression.ranks import RankMap, validate_ranks
 from fwsvd_core.inputs.layers import LayerInfo
 
@@ -95,3 +102,35 @@ def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
     for name, weight in weights.items():
         replace_module(view, name, _dense_linear(weight.detach().to(_weight_dtype(model, name)), _bias(model, name)))
     return view.eval()
+
+
+def merged_model(compressed: nn.Module) -> nn.Module:
+    """The compressed model in its original architecture: each factorized layer stored dense (its rank-r product),
+    in the module type the architecture uses (GPT-2's Conv1D included). Untouched weights are shared."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.pytorch_utils import Conv1D
+
+    table = rank_table_of(compressed)
+    if table is None:
+        raise ValueError("This model carries no rank table: it is not a compressed model.")
+    config = copy.deepcopy(cast(Any, compressed).config)
+    del config.fwsvd_compression
+    with torch.device("meta"):  # the original module types, without allocating weights
+        skeleton = AutoModelForSequenceClassification.from_config(config)
+    merged = structural_copy(compressed)
+    for name, row in table.layers.items():
+        if row.form == FORM_ORIGINAL:
+            continue
+        module = compressed.get_submodule(name)
+        weight = (module.dense_weight() if isinstance(module, LowRankLinear) else cast(torch.Tensor, module.weight)).detach()
+        bias = None if module.bias is None else cast(torch.Tensor, module.bias).detach()
+        new: nn.Module
+        if isinstance(skeleton.get_submodule(name), Conv1D):
+            new = Conv1D(row.out_features, row.in_features).to(device=weight.device, dtype=weight.dtype)
+            new.weight = nn.Parameter(weight.T.contiguous(), requires_grad=False)
+            new.bias = nn.Parameter(bias if bias is not None else torch.zeros_like(new.bias), requires_grad=False)
+        else:
+            new = _dense_linear(weight, bias)
+        replace_module(merged, name, new)
+    cast(Any, merged).config = config
+    return merged.eval()

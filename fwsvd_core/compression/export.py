@@ -7,6 +7,7 @@ factorized layers with random weights. `load_compressed` (and `loading.load_mode
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,18 +17,24 @@ from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
-from fwsvd_core.compression.apply import replace_module
+from fwsvd_core.compression import hf_modeling
+from fwsvd_core.compression.apply import merged_model, replace_module
 from fwsvd_core.compression.lowrank import LowRankLinear
+from fwsvd_core.compression.model_card import MERGED_RANKS_FILE, RANKS_FILE, model_card
 from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTable, rank_table_of
+from fwsvd_core.compression.ranks import count_params
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
 from fwsvd_core.folders import check_writable, folder_files, staged_directory, written_by_tool
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
 from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token
-from fwsvd_core.inputs.precision import as_dtype, model_dtype
+from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
 WEIGHTS_FILE = "model.safetensors"
-RANKS_FILE = "fwsvd_ranks.json"
+MODELING_FILE = "fwsvd_modeling.py"
+CARD_FILE = "README.md"
+AUTO_MAP = {"AutoConfig": "fwsvd_modeling.FwsvdCompressedConfig",
+            "AutoModelForSequenceClassification": "fwsvd_modeling.FwsvdCompressedForSequenceClassification"}
 CONFIG_FILE = "config.json"
 EXPORT_KIND = "export"
 EXPORT_MODEL_TYPE = "fwsvd_compressed"
@@ -45,13 +52,12 @@ def is_compressed_dir(directory: str | Path) -> bool:
 
 
 def is_replaceable_export(directory: str | Path) -> bool:
-    """An earlier export of this tool holding nothing else: the only non-empty folder a save may replace."""
+    """An earlier export of this tool (compressed or merged) holding nothing else: the only non-empty folder a
+    save may replace."""
     directory = Path(directory)
-    if not is_compressed_dir(directory):
-        return False
     if written_by_tool(directory, EXPORT_KIND):
         return True
-    return not (folder_files(directory) - _LEGACY_EXPORT_FILES)
+    return is_compressed_dir(directory) and not (folder_files(directory) - _LEGACY_EXPORT_FILES)
 
 
 def _same_or_inside(path: Path, folder: Path) -> bool:
@@ -85,34 +91,51 @@ def check_export_target(directory: str | Path, overwrite: bool = False, source: 
 
 
 def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: dict | None = None,
-                    overwrite: bool = False, source: str | Path | None = None) -> Path:
-    """Write config (with the rank table), weights (safetensors) and tokenizer; the folder appears whole or not at all.
+                    overwrite: bool = False, source: str | Path | None = None, merge: bool = False) -> Path:
+    """Write config (with the rank table), weights (safetensors), tokenizer, the modeling file that lets plain
+    transformers load it (`trust_remote_code=True`) and a model card; the folder appears whole or not at all.
 
-    See `check_export_target` for the folders refused; an earlier export is replaced only with `overwrite`,
-    and a kill at any moment leaves the complete old or the complete new export.
+    With `merge`, each factorized layer is stored dense in the original architecture instead: any loader reads
+    it without custom code, and it saves no parameters. See `check_export_target` for the folders refused; an
+    earlier export is replaced only with `overwrite`, and a kill at any moment leaves the complete old or the
+    complete new export.
     """
     table = rank_table_of(model)
     if table is None:
         raise ModelLoadError("This model carries no rank table: save compressed models made by fwsvd_core.compress.")
     directory = check_export_target(directory, overwrite, source)
-    config = cast(Any, model).config
-    config.dtype = model_dtype(model)  # the dtype the weights are saved in, which a loader keeps by default
     if extra:
-        config.fwsvd_compression = table.with_extra(extra).as_dict()
+        table = table.with_extra(extra)
+    config = cast(Any, model).config
+    config.fwsvd_compression = table.as_dict()
+    dtype = model_dtype(model)
+    config.dtype = dtype  # the dtype the weights are saved in, which a loader keeps by default
     with staged_directory(directory, EXPORT_KIND, may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
-        config.save_pretrained(staging)
-        _mark_config_as_export(staging / CONFIG_FILE)
-        save_safetensors_from(model, str(staging / WEIGHTS_FILE))
+        if merge:
+            dense = merged_model(model)
+            cast(Any, dense).save_pretrained(staging)
+            (staging / MERGED_RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
+            saved_params = count_params(dense)
+        else:
+            config.save_pretrained(staging)
+            _mark_config_as_export(staging / CONFIG_FILE)
+            save_safetensors_from(model, str(staging / WEIGHTS_FILE))
+            shutil.copyfile(Path(hf_modeling.__file__), staging / MODELING_FILE)
+            (staging / RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
+            saved_params = count_params(model)
         tokenizer.save_pretrained(staging)
-        (staging / RANKS_FILE).write_text(json.dumps(config.fwsvd_compression, indent=1))
+        (staging / CARD_FILE).write_text(model_card(table, saved_params, dtype_name(dtype), merged=merge))
     return directory
 
 
 def _mark_config_as_export(path: Path) -> None:
-    """Give the export a model type of its own, so that a loader that does not know it refuses it."""
+    """Give the export a model type of its own, which plain transformers loads only through the modeling file
+    shipped beside it (so only with trust_remote_code=True), and which an older loader refuses."""
     config = json.loads(path.read_text())
     config[BASE_TYPE_KEY] = config["model_type"]
     config["model_type"] = EXPORT_MODEL_TYPE
+    config["auto_map"] = AUTO_MAP
+    config["architectures"] = [AUTO_MAP["AutoModelForSequenceClassification"].rpartition(".")[2]]
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
@@ -126,6 +149,9 @@ def _export_config(directory: Path, trust_remote_code: bool):
         raise ModelLoadError(f"{directory}: the export's {CONFIG_FILE} cannot be read ({exc}).") from None
     base = config.pop(BASE_TYPE_KEY, config.get("model_type"))
     config["model_type"] = base
+    if config.get("auto_map") == AUTO_MAP:  # our own modeling file: this loader builds the same model itself
+        config.pop("auto_map")
+        config.pop("architectures", None)
     if config.get("auto_map"):
         hint = "" if trust_remote_code else " (and --trust-remote-code was not given)"
         raise ModelLoadError(f"{directory}: this export's config names code shipped with the model (auto_map); "

@@ -1,0 +1,72 @@
+"""Loading a compressed export of FWSVD Studio with plain transformers, without FWSVD Studio installed.
+
+This file is copied beside an export's weights as `fwsvd_modeling.py` and named in its config's `auto_map`, so
+that `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` loads the export.
+It needs only torch and transformers: the dense architecture is built from the config, and each layer listed in
+the rank table (`fwsvd_compression`) is replaced by a two-factor layer, or a dense one, of its stored shape
+before the weights are read. The parameter names are those of the dense architecture.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+
+_NOT_BASE_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "fwsvd_base_model_type")
+
+
+class FwsvdLowRankLinear(nn.Module):
+    """y = (x @ right.T) @ left.T + bias, with right [rank, in] and left [out, rank]."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.right = nn.Parameter(torch.empty(rank, in_features))
+        self.left = nn.Parameter(torch.empty(out_features, rank))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.right), self.left, self.bias)
+
+
+class FwsvdCompressedConfig(PretrainedConfig):
+    """The dense model's config, plus its model type and the rank table."""
+
+    model_type = "fwsvd_compressed"
+
+    def base_config(self) -> PretrainedConfig:
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_BASE_KEYS}
+        return CONFIG_MAPPING[self.fwsvd_base_model_type].from_dict(values)
+
+
+class FwsvdCompressedForSequenceClassification(PreTrainedModel):
+    """The dense architecture with its compressed layers in place; forward is the dense model's."""
+
+    config_class = FwsvdCompressedConfig
+    base_model_prefix = ""
+
+    def __init__(self, config: FwsvdCompressedConfig):
+        super().__init__(config)
+        inner = AutoModelForSequenceClassification.from_config(config.base_config())
+        for name, row in config.fwsvd_compression["layers"].items():
+            if row["form"] == "original":
+                continue
+            old = inner.get_submodule(name)
+            bias = getattr(old, "bias", None) is not None
+            if row["form"] == "lowrank":
+                new: nn.Module = FwsvdLowRankLinear(row["in"], row["out"], row["rank"], bias)
+            else:
+                new = nn.Linear(row["in"], row["out"], bias=bias)
+            parent, _, child = name.rpartition(".")
+            setattr(inner.get_submodule(parent) if parent else inner, child, new)
+        for name, child in inner.named_children():  # the dense model's parameter names, without a prefix
+            self.add_module(name, child)
+        self.__dict__["_inner"] = inner  # not registered: its children already are
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Every weight comes from the export."""
+
+    def forward(self, *args, **kwargs):
+        return self.__dict__["_inner"](*args, **kwargs)
