@@ -61,7 +61,8 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
         lines += ["```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
                   "# the factorized layers are defined in fwsvd_modeling.py, beside the weights",
                   'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER", trust_remote_code=True)',
-                  'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER", trust_remote_code=True)', "```", "", "or `fwsvd_core.load_model(\"THIS_FOLDER\")` with FWSVD Studio installed."]
+                  'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER", trust_remote_code=True)', "```", "",
+                  'or `fwsvd_core.load_model("THIS_FOLDER")` with FWSVD Studio installed.']
     if command := extra.get("command"):
         lines += ["", "## Reproducing it", "", "```", command, "```"]
     lines += ["", "## Ranks per layer", ""]
