@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -43,3 +44,16 @@ def write_report(out: Path, title: str, command: str, sections: dict[str, list[d
     text += notes
     out.with_suffix(".md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
+
+
+def device_description(device) -> str:
+    """Which device a benchmark ran on, as a reader needs it: the GPU's name and memory, or the CPU."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"

