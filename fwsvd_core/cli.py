@@ -54,6 +54,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="weights' dtype: auto keeps the checkpoint's (the demos are float32); statistics and "
                         "decompositions are computed in float32 either way")
+    p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (none given: main)")
+    p.add_argument("--token", default=None, help="Hugging Face access token for gated or private models (none given: "
+                                                 "$HF_TOKEN or the one saved by `hf auth login`)")
+    p.add_argument("--device-map", default=None,
+                   help="'auto': accelerate spreads the layers over the GPUs, then the CPU, then the disk, for a "
+                        "model larger than one device (replaces --device; saved models only)")
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -127,10 +133,14 @@ def _progress(label: str, unit: str = "examples"):
     return report
 
 
+def _hub_args(args) -> dict:
+    return {"revision": args.revision, "token": args.token, "device_map": args.device_map}
+
+
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
-                        progress=_progress("building the demo (once)", "steps"))
+                        progress=_progress("building the demo (once)", "steps"), **_hub_args(args))
     eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
     fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
     log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")
@@ -217,7 +227,8 @@ def predictor_report(table, stats: PredictorValidation, model: str, eval_data: T
 
 
 def cmd_layers(args) -> int:
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype)
+    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
+                        **_hub_args(args))
     print(layer_table(CompressionSession(loaded).layers).to_string(index=False))
     return 0
 

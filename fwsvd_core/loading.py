@@ -10,6 +10,7 @@ import torch
 
 from fwsvd_core.compression.export import is_compressed_dir, load_compressed
 from fwsvd_core.demo import is_demo, load_demo
+from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.inputs.batching import ProgressFn
 from fwsvd_core.inputs.models import LoadedModel, load_pretrained, require_finite_weights
 
@@ -21,12 +22,19 @@ def load_model(
     trust_remote_code: bool = False,
     progress: ProgressFn | None = None,
     dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    device_map: str | dict | None = None,
 ) -> LoadedModel:
     """'demo:NAME' (built on first use, `progress` reporting its fine-tuning steps), a folder written by
     `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused.
 
     `dtype` ('float32', 'bfloat16', 'float16' or a torch dtype) converts the weights; None or 'auto' keeps the
-    dtype they are stored in."""
+    dtype they are stored in. `revision`, `token` and `device_map` (accelerate's placement over GPUs, CPU and disk)
+    go to transformers' from_pretrained for saved models."""
+    if device_map is not None and (is_demo(str(source)) or is_compressed_dir(Path(source).expanduser())):
+        raise ModelLoadError("device_map applies to saved models (a hub id or a directory); the built-in demos and "
+                             "compressed exports are loaded whole on --device.")
     if is_demo(str(source)):
         return load_demo(str(source), device, progress=progress, dtype=dtype)
     local = Path(source).expanduser()
@@ -34,4 +42,4 @@ def load_model(
         loaded = load_compressed(local, device, trust_remote_code=trust_remote_code, dtype=dtype)
         require_finite_weights(loaded.model, f"compressed model {local}")
         return loaded
-    return load_pretrained(source, num_labels, device, trust_remote_code, dtype)
+    return load_pretrained(source, num_labels, device, trust_remote_code, dtype, revision, token, device_map)

@@ -10,7 +10,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("FWSVD_DATA_DIR", REPO.parent / "shared" / "data" / "glue"))
 
-ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "gpt2", "llama")
+ARCHITECTURES = ("bert", "roberta", "distilbert", "albert", "electra", "deberta-v2", "gpt2", "llama")
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +48,12 @@ def tiny_config(arch: str, num_labels: int = 2):
     if arch == "albert":
         return tf.AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                                intermediate_size=64, **common)
+    if arch == "electra":
+        return tf.ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, **common)
+    if arch == "deberta-v2":
+        return tf.DebertaV2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=160, **common)
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=160, **common)
     if arch == "llama":

@@ -17,7 +17,6 @@ from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
-from fwsvd_core.compression import hf_modeling
 from fwsvd_core.compression.apply import merged_model, replace_module
 from fwsvd_core.compression.lowrank import LowRankLinear
 from fwsvd_core.compression.model_card import MERGED_RANKS_FILE, RANKS_FILE, model_card
@@ -32,6 +31,7 @@ from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
 WEIGHTS_FILE = "model.safetensors"
 MODELING_FILE = "fwsvd_modeling.py"
+MODELING_SOURCE = Path(__file__).with_name("hf_modeling.py")  # copied, never imported: it is the export's own code
 CARD_FILE = "README.md"
 AUTO_MAP = {"AutoConfig": "fwsvd_modeling.FwsvdCompressedConfig",
             "AutoModelForSequenceClassification": "fwsvd_modeling.FwsvdCompressedForSequenceClassification"}
@@ -120,7 +120,7 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
             config.save_pretrained(staging)
             _mark_config_as_export(staging / CONFIG_FILE)
             save_safetensors_from(model, str(staging / WEIGHTS_FILE))
-            shutil.copyfile(Path(hf_modeling.__file__), staging / MODELING_FILE)
+            shutil.copyfile(MODELING_SOURCE, staging / MODELING_FILE)
             (staging / RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
             saved_params = count_params(model)
         tokenizer.save_pretrained(staging)

@@ -1,18 +1,21 @@
 """Input-activation statistics of every compressible layer, from calibration data of the task.
 
 ASVD scales input channels by their mean absolute activation; SVD-LLM whitens with the input
-covariance. Padding tokens are left out of both.
+covariance. Padding tokens are left out of both. Layers that read the same input (query, key and value;
+a gated MLP's gate and up projections) share one set of statistics: one Gram matrix instead of three.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from fwsvd_core.cache import cache_key, cache_root, expect_shapes, load_tensors, store_tensors
+from fwsvd_core.cache import Check, cache_key, cache_root, expect_shapes, load_tensors, store_tensors
+from fwsvd_core.errors import FwsvdError
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
@@ -27,6 +30,7 @@ class ActivationStats:
     n_tokens: dict[str, int]
     seconds: float
     key: str = ""
+    shared_with: dict[str, str] = field(default_factory=dict)  # layer -> the layer whose input (and statistics) it shares
 
 
 def collect_activation_stats(
@@ -36,19 +40,36 @@ def collect_activation_stats(
     start = time.perf_counter()
     layers = layers or require_layers(model)
     device = next(model.parameters()).device
-    sums = {l.name: torch.zeros(l.in_features, device=device, dtype=torch.float64) for l in layers}
-    grams = {l.name: torch.zeros(l.in_features, l.in_features, device=device, dtype=torch.float64) for l in layers}
+    sums: dict[str, torch.Tensor] = {}
+    grams: dict[str, torch.Tensor] = {}
     tokens = {l.name: 0 for l in layers}
     mask: dict[str, torch.Tensor] = {}
+    # this forward pass: id of an input tensor -> (a weak reference to it, the first layer that read it); the
+    # reference tells the same tensor from a later one that reuses a freed tensor's id or memory
+    read_by: dict[int, tuple[weakref.ref, str]] = {}
+    shared_with: dict[str, str] = {}
 
     def hook_for(name: str):
         def hook(module, args, output):
+            entry = read_by.get(id(args[0]))
+            if entry is None or entry[0]() is not args[0]:
+                read_by[id(args[0])] = entry = (weakref.ref(args[0]), name)
+            owner = entry[1]
             x = args[0].detach()
+            if owner != name:
+                shared_with[name] = owner  # the same input: its statistics are the owner's
+                return
+            if name in shared_with:
+                raise FwsvdError(f"{name} shared its input with {shared_with[name]} in one batch but not in another; "
+                                 "its statistics cannot be shared.")
             keep = mask["tokens"].reshape(-1) if x.numel() // x.shape[-1] == mask["tokens"].numel() else None
             x = x.reshape(-1, x.shape[-1])
             if keep is not None:
                 x = x[keep]
             x = x.double()
+            if name not in sums:  # on the layer's own device: accelerate may spread layers over several
+                sums[name] = torch.zeros(x.shape[1], device=x.device, dtype=torch.float64)
+                grams[name] = torch.zeros(x.shape[1], x.shape[1], device=x.device, dtype=torch.float64)
             sums[name] += x.abs().sum(dim=0)
             grams[name] += x.T @ x
             tokens[name] += x.shape[0]
@@ -61,13 +82,36 @@ def collect_activation_stats(
         with torch.inference_mode():
             for _, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
                 mask["tokens"] = batch["attention_mask"].bool()
+                read_by.clear()
                 model(**batch)
     finally:
         for h in handles:
             h.remove()
+    if missing := [l.name for l in layers if l.name not in sums and l.name not in shared_with]:
+        raise FwsvdError(f"No input reached {missing[:3]} during the calibration pass.")
     mean_abs = {n: (sums[n] / max(tokens[n], 1)).float().cpu() for n in sums}
     second = {n: (grams[n] / max(tokens[n], 1)).float().cpu() for n in grams}
-    return ActivationStats(mean_abs, second, len(data), tokens, time.perf_counter() - start)
+    for name, owner in shared_with.items():
+        mean_abs[name], second[name], tokens[name] = mean_abs[owner], second[owner], tokens[owner]
+    return ActivationStats(mean_abs, second, len(data), tokens, time.perf_counter() - start, shared_with=shared_with)
+
+
+def _cache_check(layers: list[LayerInfo]) -> Check:
+    """An entry holds a sharing map (each layer's owner index) and the owners' statistics, shaped to fit."""
+    def check(tensors: dict[str, torch.Tensor]) -> str:
+        owners = tensors.get("owner")
+        if owners is None or tuple(owners.shape) != (len(layers),):
+            return "no sharing map for these layers"
+        index = [int(i) for i in owners]
+        if any(not 0 <= o < len(layers) or index[o] != o or layers[o].in_features != l.in_features
+               for l, o in zip(layers, index, strict=True)):
+            return "a broken sharing map"
+        own = [l for l, o in zip(layers, index, strict=True) if layers[o] is l]
+        shapes: dict[str, tuple[int, ...]] = {"owner": (len(layers),)}
+        shapes.update({f"mean_abs/{l.name}": (l.in_features,) for l in own})
+        shapes.update({f"second/{l.name}": (l.in_features, l.in_features) for l in own})
+        return expect_shapes(shapes)(tensors)
+    return check
 
 
 def estimate_activation_stats(
@@ -79,21 +123,24 @@ def estimate_activation_stats(
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
     key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model), task=data.task.name,
-                    examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers])
+                    examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers], shared=True)
     path = cache_root() / "activations" / f"{key}.safetensors"
-    shapes: dict[str, tuple[int, ...]] = {f"mean_abs/{l.name}": (l.in_features,) for l in layers}
-    shapes.update({f"second/{l.name}": (l.in_features, l.in_features) for l in layers})
-    if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
+    if use_cache and (hit := load_tensors(path, _cache_check(layers))) is not None:
         tensors, meta = hit
-        names = [l.name for l in layers]
-        return ActivationStats({n: tensors[f"mean_abs/{n}"] for n in names}, {n: tensors[f"second/{n}"] for n in names},
-                               int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key)
+        owner = {l.name: layers[int(i)].name for l, i in zip(layers, tensors["owner"], strict=True)}
+        return ActivationStats({n: tensors[f"mean_abs/{o}"] for n, o in owner.items()},
+                               {n: tensors[f"second/{o}"] for n, o in owner.items()},
+                               int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key,
+                               {n: o for n, o in owner.items() if n != o})
     stats = collect_activation_stats(model, tokenizer, part, layers, max_length=max_length, progress=progress,
                                      cancel=cancel)
     stats.key = key
     if use_cache:
-        tensors = {f"mean_abs/{n}": t for n, t in stats.mean_abs.items()}
-        tensors.update({f"second/{n}": t for n, t in stats.second_moment.items()})
+        position = {l.name: i for i, l in enumerate(layers)}
+        owners = [position[stats.shared_with.get(l.name, l.name)] for l in layers]
+        tensors = {"owner": torch.tensor(owners, dtype=torch.int64)}
+        tensors.update({f"mean_abs/{n}": t for n, t in stats.mean_abs.items() if n not in stats.shared_with})
+        tensors.update({f"second/{n}": t for n, t in stats.second_moment.items() if n not in stats.shared_with})
         store_tensors(path, tensors, {"n_examples": str(stats.n_examples), "n_tokens": json.dumps(stats.n_tokens),
                                      "seconds": f"{stats.seconds:.3f}"})
     return stats

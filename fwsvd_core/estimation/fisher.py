@@ -19,7 +19,7 @@ from fwsvd_core.errors import FisherError, FwsvdError
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.layers import LayerInfo, require_layers
+from fwsvd_core.inputs.layers import LayerInfo, require_layers, weight_out_in
 from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
 from fwsvd_core.inputs.models import model_fingerprint
 
@@ -86,7 +86,8 @@ class _GradientBatch:
 
 def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
     for name, sums_l in sums.items():
-        x, g = batch.inputs[name].float(), batch.grads[name].float()  # half-precision sums lose the small terms
+        # float32: half-precision sums lose the small terms
+        x, g = (batch.inputs[name].to(sums_l.device).float(), batch.grads[name].to(sums_l.device).float())
         n_good = batch.n_good
         out_f, in_f = sums_l.shape
         if estimator == "batch":
@@ -156,6 +157,12 @@ def _gradient_batches(
         model.train(was_training)
 
 
+def _device_of(model: nn.Module, name: str) -> torch.device:
+    """Where a layer computes: its weight's device, or the CPU for a weight offloaded to disk (on 'meta')."""
+    device = weight_out_in(model.get_submodule(name)).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 def compute_fisher(
     model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
     estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
@@ -168,8 +175,8 @@ def compute_fisher(
         raise FwsvdError("The Fisher needs at least one example.")
     start = time.perf_counter()
     layers = layers or require_layers(model)
-    device = next(model.parameters()).device
-    sums = {l.name: torch.zeros(l.out_features, l.in_features, device=device) for l in layers}
+    # each layer's sum on its own device: accelerate's device_map may spread the layers over several
+    sums = {l.name: torch.zeros(l.out_features, l.in_features, device=_device_of(model, l.name)) for l in layers}
     n_good = n_batches = 0
     for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
         if batch.n_good:

@@ -17,10 +17,10 @@ ROLES = ("query", "key", "value", "qkv", "attention output", "FFN in", "FFN gate
 _ROLE_PATTERNS: list[tuple[str, re.Pattern]] = [
     (role, re.compile(pattern))
     for role, pattern in [
-        ("qkv", r"(c_attn|query_key_value|qkv_proj|Wqkv|\.qkv)$"),
-        ("query", r"(query|q_proj|q_lin|\.q)$"),
-        ("key", r"(key|k_proj|k_lin|\.k)$"),
-        ("value", r"(value|v_proj|v_lin|\.v)$"),
+        ("qkv", r"(c_attn|query_key_value|qkv_proj|Wqkv|\.qkv|in_proj)$"),  # in_proj: DeBERTa (v1)
+        ("query", r"(query|query_proj|q_proj|q_lin|\.q)$"),  # query_proj: DeBERTa-v2
+        ("key", r"(key|key_proj|k_proj|k_lin|\.k)$"),
+        ("value", r"(value|value_proj|v_proj|v_lin|\.v)$"),
         ("attention output", r"(attention\.output\.dense|attention\.dense|out_lin|o_proj|attn\.c_proj|out_proj|attention\.o)$"),
         ("FFN gate", r"(gate_proj|w1)$"),
         ("FFN in", r"(intermediate\.dense|lin1|\.ffn|mlp\.c_fc|up_proj|fc1|w3)$"),

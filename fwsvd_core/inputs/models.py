@@ -71,9 +71,15 @@ def load_pretrained(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    device_map: str | dict | None = None,
 ) -> LoadedModel:
     """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
-    hub is out of reach. `dtype` None or 'auto' keeps the checkpoint's dtype."""
+    hub is out of reach. `dtype` None or 'auto' keeps the checkpoint's dtype; `revision` (branch, tag or commit)
+    and `token` go to the hub as in transformers; `device_map` ('auto', or a module -> device mapping) lets
+    accelerate spread the layers over the GPUs, then the CPU, then the disk, instead of placing the model on
+    `device`."""
     from transformers import (
         AutoConfig,
         AutoModelForSequenceClassification,
@@ -85,7 +91,10 @@ def load_pretrained(
     notes: list[str] = []
     offline_reason = ""
     chosen = as_dtype(dtype)
-    kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": chosen or "auto"}
+    hub: dict = {"revision": revision, "token": token}
+    kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": chosen or "auto", **hub}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if local.is_dir():
@@ -103,18 +112,28 @@ def load_pretrained(
             offline_reason = "offline mode is set" if offline_by_setting() else "the Hugging Face hub cannot be reached"
             notes.append(f"{offline_reason}: looked only in the local Hugging Face cache")
     try:
-        config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
-        check_model_load(config, resolve_device(device), chosen)  # refuse what would not fit, before reading weights
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code,
+                                            **hub)
+        if device_map is None:  # with a device map, accelerate places what fits and offloads the rest
+            check_model_load(config, resolve_device(device), chosen)  # refuse what would not fit, before reading weights
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code,
+                                                  **hub)
         model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
+    except ImportError as exc:  # device_map needs accelerate
+        raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} (pip install accelerate)") from None
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         if offline_reason:
             raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
         raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
     ensure_pad_token(model, tokenizer)
     require_finite_weights(model, origin)
-    model.to(resolve_device(device)).eval()
-    return LoadedModel(model, tokenizer, origin, notes)
+    if device_map is None:
+        model.to(resolve_device(device))
+    else:
+        placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()})
+        notes.append(f"layers placed by device_map={device_map!r}: {', '.join(placed) or 'one device'}")
+    model.eval()
+    return LoadedModel(model, tokenizer, origin + ("" if revision is None else f" at revision {revision}"), notes)
 
 
 def nonfinite_tensors(model: nn.Module) -> dict[str, int]:

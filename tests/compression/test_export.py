@@ -59,6 +59,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a separate Python process loading 18 exports
 def test_plain_transformers_loads_every_export_factorized_with_its_code_or_merged_without(tiny_models, tmp_path):
     """The factorized export loads with trust_remote_code=True (and only with it); the merged one loads anywhere."""
     import os

@@ -11,6 +11,8 @@ EXPECTED_ROLES = {
     "roberta": {"query", "key", "value", "attention output", "FFN in", "FFN out"},
     "distilbert": {"query", "key", "value", "attention output", "FFN in", "FFN out"},
     "albert": {"query", "key", "value", "attention output", "FFN in", "FFN out"},
+    "electra": {"query", "key", "value", "attention output", "FFN in", "FFN out"},
+    "deberta-v2": {"query", "key", "value", "attention output", "FFN in", "FFN out"},  # query_proj, key_proj, value_proj
     "gpt2": {"qkv", "attention output", "FFN in", "FFN out"},
     "llama": {"query", "key", "value", "attention output", "FFN gate", "FFN in", "FFN out"},
 }
@@ -65,3 +67,14 @@ def test_include_other_adds_head_and_pooler():
 def test_a_model_without_linear_blocks_is_refused_clearly():
     with pytest.raises(NoCompressibleLayersError, match="no linear layer"):
         require_layers(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3)))
+
+
+def test_deberta_v1_fused_projection_is_a_qkv_layer():
+    import transformers as tf
+
+    from fwsvd_core.inputs.layers import find_layers
+
+    model = tf.DebertaForSequenceClassification(tf.DebertaConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=100))
+    roles = {l.name.rpartition(".")[2]: l.role for l in find_layers(model)}
+    assert roles["in_proj"] == "qkv" and "other" not in roles.values()
