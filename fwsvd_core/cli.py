@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
@@ -31,6 +33,7 @@ from fwsvd_core.errors import (
     InsufficientMemoryError,
 )
 from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import ESTIMATORS, FisherResult, estimate_fisher
 from fwsvd_core.folders import check_writable
@@ -226,6 +229,35 @@ def predictor_report(table, stats: PredictorValidation, model: str, eval_data: T
     return "\n".join(lines)
 
 
+def cmd_statistics(args) -> int:
+    """The Fisher (and with --activations the calibration statistics) into the cache, data-parallel under torchrun."""
+    _, session, fisher_data, _ = _prepare(args)
+    fisher = _fisher(args, session, fisher_data)
+    rank, size = process_group()
+    if args.activations:
+        stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
+                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
+        log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
+    if rank == 0:
+        print(f"Fisher of {fisher.n_examples} examples ({fisher.n_skipped} skipped) over {size} process(es), cached "
+              f"as {fisher.key}: sweep, compress and predictor read it with the same --model, --task, data, "
+              "--fisher-samples, --seed, --estimator and --max-length.")
+    return 0
+
+
+def _join_process_group(args) -> None:
+    """Under torchrun or accelerate launch (WORLD_SIZE > 1): join the group, each process on a GPU of its own."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return
+    if torch.cuda.is_available() and args.device in (None, "cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
 def cmd_layers(args) -> int:
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
                         **_hub_args(args))
@@ -316,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("layers", "list the compressible layers of a model", cmd_layers, task=False)
+    p = command("statistics", "estimate and cache the Fisher (and calibration statistics): data-parallel when "
+                "launched by torchrun or accelerate launch", cmd_statistics)
+    p.add_argument("--activations", action="store_true",
+                   help="also the input statistics that asvd and svd-llm need")
     p = command("sweep", "score every method at every ratio", cmd_sweep)
     _add_compression_args(p)
     p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output",
@@ -368,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         hf_logging.disable_progress_bar()  # transformers' own bars (loading weights) too
     try:
+        _join_process_group(args)
+        if process_group()[0] != 0:
+            logger.setLevel(logging.WARNING)  # one process speaks for the group
         return args.func(args)
     except InsufficientMemoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -383,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: nothing half-written was kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         logger.removeHandler(handler)
         if bars_were_on:
             hf_logging.enable_progress_bar()

@@ -16,6 +16,7 @@ from torch import nn
 
 from fwsvd_core.cache import Check, cache_key, cache_root, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
+from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
@@ -37,8 +38,10 @@ def collect_activation_stats(
     model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None, batch_size: int = 32,
     max_length: int = 128, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> ActivationStats:
+    """Mean |x| and X^T X / tokens of each layer's input over `data` (uncached; data-parallel in a process group)."""
     start = time.perf_counter()
     layers = layers or require_layers(model)
+    n_examples, data = len(data), shard(data)
     device = next(model.parameters()).device
     sums: dict[str, torch.Tensor] = {}
     grams: dict[str, torch.Tensor] = {}
@@ -89,11 +92,14 @@ def collect_activation_stats(
             h.remove()
     if missing := [l.name for l in layers if l.name not in sums and l.name not in shared_with]:
         raise FwsvdError(f"No input reached {missing[:3]} during the calibration pass.")
+    sum_over_processes(sums)
+    sum_over_processes(grams)
+    tokens = dict(zip(tokens, count_over_processes(*tokens.values()), strict=True))
     mean_abs = {n: (sums[n] / max(tokens[n], 1)).float().cpu() for n in sums}
     second = {n: (grams[n] / max(tokens[n], 1)).float().cpu() for n in grams}
     for name, owner in shared_with.items():
         mean_abs[name], second[name], tokens[name] = mean_abs[owner], second[owner], tokens[owner]
-    return ActivationStats(mean_abs, second, len(data), tokens, time.perf_counter() - start, shared_with=shared_with)
+    return ActivationStats(mean_abs, second, n_examples, tokens, time.perf_counter() - start, shared_with=shared_with)
 
 
 def _cache_check(layers: list[LayerInfo]) -> Check:
@@ -135,7 +141,7 @@ def estimate_activation_stats(
     stats = collect_activation_stats(model, tokenizer, part, layers, max_length=max_length, progress=progress,
                                      cancel=cancel)
     stats.key = key
-    if use_cache:
+    if use_cache and writes_results():
         position = {l.name: i for i, l in enumerate(layers)}
         owners = [position[stats.shared_with.get(l.name, l.name)] for l in layers]
         tensors = {"owner": torch.tensor(owners, dtype=torch.int64)}

@@ -16,6 +16,7 @@ from fwsvd_core.cache import (
     store_tensors,
 )
 from fwsvd_core.errors import FisherError, FwsvdError
+from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
@@ -168,13 +169,18 @@ def compute_fisher(
     estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> FisherResult:
-    """Fisher over all of `data` (uncached). Examples whose loss or gradients are not finite are skipped."""
+    """Fisher over all of `data` (uncached). Examples whose loss or gradients are not finite are skipped.
+
+    In a torch.distributed group each process sums its shard of `data` and the sums are added up: the
+    per-sample estimator equals the single-process result (the batch estimator's batches are formed per process).
+    """
     if estimator not in ESTIMATORS:
         raise FwsvdError(f"Unknown Fisher estimator {estimator!r}; choose from {ESTIMATORS}.")
     if len(data) == 0:
         raise FwsvdError("The Fisher needs at least one example.")
     start = time.perf_counter()
     layers = layers or require_layers(model)
+    everything, data = data, shard(data)
     # each layer's sum on its own device: accelerate's device_map may spread the layers over several
     sums = {l.name: torch.zeros(l.out_features, l.in_features, device=_device_of(model, l.name)) for l in layers}
     n_good = n_batches = 0
@@ -183,6 +189,9 @@ def compute_fisher(
             _accumulate_batch(batch, estimator, sums)
             n_batches += 1
         n_good += batch.n_good
+    sum_over_processes(sums)
+    n_good, n_batches = count_over_processes(n_good, n_batches)
+    data = everything
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
     per_layer = {}
     for l in layers:
@@ -261,7 +270,7 @@ def estimate_fisher(
         result.key = key
         if use_cache and not write_cache:
             result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
-        elif write_cache and (warning := store_tensors(
+        elif write_cache and writes_results() and (warning := store_tensors(
                 path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
                                          "seconds": f"{result.seconds:.3f}", "estimator": estimator})):
             result.notes.append(warning)

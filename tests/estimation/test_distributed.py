@@ -1,0 +1,46 @@
+"""Data-parallel statistics: two processes on the gloo backend give the single-process Fisher and activations."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from fwsvd_core.cache import cache_root
+from fwsvd_core.estimation.activations import collect_activation_stats, estimate_activation_stats
+from fwsvd_core.estimation.fisher import compute_fisher, estimate_fisher
+from fwsvd_core.inputs.data import load_glue_folder
+from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.loading import load_model
+
+pytestmark = pytest.mark.slow  # starts two Python processes
+
+
+def test_two_processes_cache_the_single_process_fisher_and_activations(tiny_models, glue_dir, monkeypatch):
+    env = {**os.environ, "FWSVD_CACHE_DIR": str(cache_root()), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "fwsvd_core", "statistics", "--model", str(tiny_models["llama"]), "--task", "sst2",
+               "--data-dir", str(glue_dir), "--fisher-samples", "13", "--activations", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("over 2 process(es)") == 1  # one process speaks for the group
+    # one cache entry each, written by one process, nothing half-written beside them
+    assert [len(list((cache_root() / kind).iterdir())) for kind in ("fisher", "activations")] == [1, 1]
+
+    loaded = load_model(tiny_models["llama"], device="cpu")
+    train = load_glue_folder(get_task("sst2"), glue_dir, "train")
+    cached = estimate_fisher(loaded.model, loaded.tokenizer, train, n_examples=13)
+    assert cached.from_cache and cached.n_examples + cached.n_skipped == 13
+    single = compute_fisher(loaded.model, loaded.tokenizer, train.sample(13, 0))
+    for name, f in single.per_layer.items():
+        torch.testing.assert_close(cached.per_layer[name], f, rtol=1e-5, atol=1e-10)
+    alone = collect_activation_stats(loaded.model, loaded.tokenizer, train.sample(13, 0))
+    from fwsvd_core.estimation import activations
+
+    monkeypatch.setattr(activations, "collect_activation_stats", lambda *a, **k: pytest.fail("not read from the cache"))
+    stats = estimate_activation_stats(loaded.model, loaded.tokenizer, train, n_examples=13)
+    assert stats.n_examples == 13 and stats.n_tokens == alone.n_tokens and stats.shared_with == alone.shared_with
+    for name in alone.second_moment:
+        torch.testing.assert_close(stats.second_moment[name], alone.second_moment[name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(stats.mean_abs[name], alone.mean_abs[name], rtol=1e-5, atol=1e-7)
