@@ -1,8 +1,9 @@
-"""Saving a compressed model with its rank table, and loading it back.
+"""Saving a compressed model with its rank table and model card, and loading it back.
 
-An export's config.json names the model type `fwsvd_compressed`, which plain transformers does not
-know: loading an export with `AutoModel*.from_pretrained` fails loudly instead of filling the
-factorized layers with random weights. `load_compressed` (and `loading.load_model`) read it.
+An export's config.json names the model type `fwsvd_compressed` and, in `auto_map`, the modeling file saved
+beside the weights: plain transformers loads it with `trust_remote_code=True` and refuses it loudly without
+(never filling the factorized layers with random weights). `load_compressed` (and `loading.load_model`) read
+it without running that file. A merged export is a standard checkpoint of the original architecture.
 """
 from __future__ import annotations
 
