@@ -35,7 +35,7 @@ from fwsvd_core.errors import (
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
-from fwsvd_core.estimation.fisher import ESTIMATORS, FisherResult, estimate_fisher
+from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS, FisherResult, estimate_fisher
 from fwsvd_core.folders import check_writable
 from fwsvd_core.inputs.data import TaskData, load_task_data
 from fwsvd_core.inputs.labels import map_labels
@@ -79,6 +79,10 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS,
                    help="per-sample: each example's squared gradient (the definition); batch: squared mini-batch "
                         "gradients, cheaper and biased low")
+    p.add_argument("--fisher-form", default="auto", choices=("auto", *FISHER_FORMS),
+                   help="full: every weight's Fisher; profiles: each layer's row and column sums only, in the same "
+                        "pass (the low-memory Fisher: enough for FWSVD, not for TFWSVD or the predictor); auto: full "
+                        "where the memory estimate says it fits")
     p.add_argument("--allow-degenerate-fisher", action="store_true",
                    help="continue when the Fisher is all zero or most examples gave no finite gradient "
                         "(Fisher-weighted methods then behave like plain SVD)")
@@ -161,11 +165,13 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
     fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
-                             progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher)
+                             progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher,
+                             form=args.fisher_form)
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
-            f"Fisher: {fisher.estimator} estimator, {fisher.n_examples} examples of {fisher_data.split}, "
+            f"Fisher: {fisher.estimator} estimator, {fisher.form} form, {fisher.n_examples} examples of "
+            f"{fisher_data.split}, "
             f"{fisher.n_skipped} skipped, {fisher.seconds:.1f} s{cached}")
     for note in fisher.notes:
         log.warning(f"Fisher: {note}")

@@ -20,20 +20,27 @@ by_mass = sorted(names, key=lambda n: -fisher.mass()[n])
 name = st.selectbox("Layer", names, index=names.index(by_mass[0]),
                     format_func=lambda n: f"{n}  (rank {by_mass.index(n) + 1} of {len(names)} by Fisher mass)")
 layer = next(l for l in session.layers if l.name == name)
-f, w = fisher.per_layer[name], session.weight(name)
+w = session.weight(name)
 
-st.markdown(f"**{layer.role}** of block {layer.block}: {layer.out_features} outputs x {layer.in_features} inputs. "
-            "Both maps use the same pooling, so a bright area in one can be compared with the other.")
-c1, c2 = st.columns(2)
-c1.plotly_chart(matrix_heatmap(f, "Fisher (log10)", log=True), width="stretch", key="fisher_map")
-c2.plotly_chart(matrix_heatmap(w.abs(), "|W| (log10)", log=True, colorscale="Cividis"), width="stretch",
-                key="weight_map")
+if fisher.form == "full":
+    st.markdown(f"**{layer.role}** of block {layer.block}: {layer.out_features} outputs x {layer.in_features} inputs. "
+                "Both maps use the same pooling, so a bright area in one can be compared with the other.")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(matrix_heatmap(fisher.per_layer[name], "Fisher (log10)", log=True), width="stretch",
+                    key="fisher_map")
+    c2.plotly_chart(matrix_heatmap(w.abs(), "|W| (log10)", log=True, colorscale="Cividis"), width="stretch",
+                    key="weight_map")
+else:
+    st.info(f"**{layer.role}** of block {layer.block}: {layer.out_features} outputs x {layer.in_features} inputs. "
+            "This model's Fisher is the low-memory form: it keeps each layer's row and column sums only (the "
+            "element-wise Fisher would not fit in memory), so this page shows profiles only, no heatmap. FWSVD "
+            "needs no more than these sums.")
 
 st.subheader("Importance profiles")
 st.caption("The sums FWSVD weights a row with: per input feature (the paper's side) and per output feature. "
            "A few features with much larger sums are where the task lives in this layer.")
-st.plotly_chart(importance_profiles(f), width="stretch", key="profiles")
-inputs, outputs = f.sum(0), f.sum(1)
+inputs, outputs = fisher.col_sums(name), fisher.row_sums(name)
+st.plotly_chart(importance_profiles(inputs, outputs), width="stretch", key="profiles")
 top = lambda v: ", ".join(str(int(i)) for i in v.argsort(descending=True)[:8])  # noqa: E731
 st.markdown(f"Most important input features: {top(inputs)}  \nMost important output features: {top(outputs)}  \n"
             f"Share of Fisher in the top 5% of input features: "

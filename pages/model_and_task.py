@@ -122,7 +122,8 @@ if loaded is not None:
                 m2.metric("Parameters", f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f} M")
                 m3.metric("Compressible layers", len(state.session.layers))
                 m4.metric(f"Fisher ({state.fisher.estimator})", f"{state.fisher.n_examples} examples")
-                st.caption(f"{score.describe()}; {score.label_message}. Fisher: {state.fisher.estimator} estimator on "
+                low = " (row and column sums only)" if state.fisher.form == "profiles" else ""
+                st.caption(f"{score.describe()}; {score.label_message}. Fisher{low}: {state.fisher.estimator} estimator on "
                            f"{state.fisher.split}, {state.fisher.n_skipped} skipped"
                            f"{' (from cache)' if state.fisher.from_cache else f', {state.fisher.seconds:.1f} s'}.")
             if state.fisher.n_skipped:

@@ -81,6 +81,26 @@ def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
     no_failure(app)
 
 
+def test_fisher_page_with_the_low_memory_fisher_says_it_shows_profiles_only(tiny_models, glue_dir, monkeypatch):
+    from fwsvd_core.errors import InsufficientMemoryError
+    from fwsvd_core.estimation import fisher as fisher_module
+
+    real = fisher_module.check_fisher
+
+    def full_does_not_fit(config, device, *args, form="full", **kwargs):
+        if form == "full":
+            raise InsufficientMemoryError("the element-wise Fisher needs 900 GiB")
+        return real(config, device, *args, form=form, **kwargs)
+    monkeypatch.setattr(fisher_module, "check_fisher", full_does_not_fit)
+    at = make_app(str(tiny_models["bert"]), glue_dir).run()
+    no_failure(at)
+    at.switch_page("pages/fisher.py").run()
+    no_failure(at)
+    assert any("profiles only, no heatmap" in i.value for i in at.info)
+    figs = figures(at)
+    assert len(figs) == 2 and len(figs[1]["data"]) == 2  # the overview and the two profiles, no heatmaps
+
+
 def test_mismatch_page_sweeps_spectra_and_ablation(app):
     app.switch_page("pages/mismatch.py").run()
     no_failure(app)

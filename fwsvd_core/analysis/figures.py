@@ -85,12 +85,12 @@ def signed_layer_map(layers: list[LayerInfo], values: dict[str, float], title: s
     return fig
 
 
-def importance_profiles(fisher: torch.Tensor) -> go.Figure:
-    """The row sums FWSVD weights with: per input feature and per output feature."""
-    f = fisher.detach().float().cpu()
+def importance_profiles(col_sums: torch.Tensor, row_sums: torch.Tensor) -> go.Figure:
+    """The sums FWSVD weights with: per input feature (column sums) and per output feature (row sums)."""
+    cols, rows = (v.detach().float().cpu().numpy() for v in (col_sums, row_sums))
     fig = make_subplots(rows=1, cols=2, subplot_titles=("input side (sum over outputs)", "output side (sum over inputs)"))
-    fig.add_trace(go.Scatter(y=f.sum(0).numpy(), mode="lines", name="input side", line={"color": "#1f77b4"}), 1, 1)
-    fig.add_trace(go.Scatter(y=f.sum(1).numpy(), mode="lines", name="output side", line={"color": "#2ca02c"}), 1, 2)
+    fig.add_trace(go.Scatter(y=cols, mode="lines", name="input side", line={"color": "#1f77b4"}), 1, 1)
+    fig.add_trace(go.Scatter(y=rows, mode="lines", name="output side", line={"color": "#2ca02c"}), 1, 2)
     fig.update_yaxes(type="log", title_text="Fisher")
     fig.update_xaxes(title_text="input feature", row=1, col=1)
     fig.update_xaxes(title_text="output feature", row=1, col=2)

@@ -75,7 +75,7 @@ def svd_failure_scores(
     for layer in session.layers:
         rank = ranks[layer.name]
         w = session.weight(layer.name).float()
-        f = session.fisher.per_layer[layer.name].to(w.device)
+        f = session.fisher.element_wise(layer.name, "The predictor of SVD failure").to(w.device)
         changes[layer.name] = {m: session.factors(m)[layer.name].reconstruct(rank) - w for m in ("svd", weighted)}
         svd, fw = (0.5 * float((f * changes[layer.name][m].square()).sum()) for m in ("svd", weighted))
         rows.append({"layer": layer.name, "block": layer.block, "role": layer.role, "rank": rank,

@@ -91,8 +91,8 @@ def spectral_curves(session: CompressionSession, method: str = "fwsvd-input") ->
     for layer in session.layers:
         s = session.factors(base.name)[layer.name].spectrum.double().cpu().numpy()
         tail = np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]])  # tail[r] = sum_{i>=r} s_i^2
-        fisher = session.fisher.per_layer[layer.name].double()
-        scale = base.loss_scale(layer.out_features, layer.in_features, fisher) if base.loss_scale else 1.0
+        total = float(session.fisher.row_sums(layer.name).double().sum())
+        scale = base.loss_scale(layer.out_features, layer.in_features, total) if base.loss_scale else 1.0
         curves[layer.name] = 0.5 * scale * tail
     return curves
 

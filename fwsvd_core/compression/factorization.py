@@ -56,8 +56,12 @@ class Factors:
 
 def importance_scaling(fisher: torch.Tensor, side: str) -> torch.Tensor:
     """sqrt of the summed Fisher per output row (side='output') or input column (side='input'), clamped."""
-    sums = fisher.double().sum(dim=1 if side == "output" else 0)
-    sums = torch.nan_to_num(sums, nan=0.0, posinf=0.0).clamp_min(0.0)
+    return importance_from_sums(fisher.double().sum(dim=1 if side == "output" else 0))
+
+
+def importance_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """sqrt of a Fisher row- or column-sum profile, clamped at a small fraction of its mean."""
+    sums = torch.nan_to_num(sums.double(), nan=0.0, posinf=0.0).clamp_min(0.0)
     mean = float(sums.mean())
     if mean <= 0.0:
         return torch.ones_like(sums, dtype=torch.float32)  # no information: fall back to plain SVD

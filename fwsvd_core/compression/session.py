@@ -103,10 +103,14 @@ class CompressionSession:
             raise ValueError(f"{method.name} needs calibration activations: collect them first.")
         if KRONECKER in method.needs:
             raise ValueError(f"{method.name} needs Kronecker factors of the Fisher, which no estimator gives yet.")
-        fisher = self.fisher.per_layer[name] if self.fisher is not None and FISHER in method.needs else None
         stats = self.activations if ACTIVATIONS in method.needs else None
-        return LayerInputs(fisher, None if stats is None else stats.mean_abs[name],
-                           None if stats is None else stats.second_moment[name])
+        fisher = self.fisher if FISHER in method.needs else None
+        return LayerInputs(
+            fisher=None if fisher is None else fisher.per_layer.get(name),  # None for the low-memory Fisher
+            fisher_rows=None if fisher is None else fisher.row_sums(name),
+            fisher_cols=None if fisher is None else fisher.col_sums(name),
+            mean_abs=None if stats is None else stats.mean_abs[name],
+            second_moment=None if stats is None else stats.second_moment[name])
 
     def _source_key(self, method: Method) -> str | None:
         """The cache keys of what the method's factors derive from besides the weights ('' for SVD); None if missing."""
@@ -207,7 +211,7 @@ class CompressionSession:
         return compress(self.model, self.layers, self.factors_at(method, ranks), ranks, method)
 
     def layer_errors(self, method: str, name: str, ranks: list[int] | None = None) -> dict[str, np.ndarray]:
-        fisher = None if self.fisher is None else self.fisher.per_layer[name]
+        fisher = None if self.fisher is None else self.fisher.per_layer.get(name)  # the weighted error needs it whole
         return reconstruction_errors(self.weight(name), self.factors(method)[name], fisher, ranks)
 
     def model_errors(self, method: str, ranks: RankMap) -> dict[str, float]:
@@ -222,7 +226,7 @@ class CompressionSession:
             residual = w - factors[l.name].reconstruct(rank) if rank < l.max_rank else torch.zeros_like(w)
             sq["plain"] += float((residual**2).sum())
             norms["plain"] += float((w**2).sum())
-            if self.fisher is not None:
+            if self.fisher is not None and l.name in self.fisher.per_layer:
                 f = self.fisher.per_layer[l.name].to(w.device)
                 sq["fisher"] += float((f * residual**2).sum())
                 norms["fisher"] += float((f * w**2).sum())

@@ -15,19 +15,23 @@ from fwsvd_core.cache import (
     load_tensors,
     store_tensors,
 )
-from fwsvd_core.errors import FisherError, FwsvdError
+from fwsvd_core.errors import FisherError, FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, require_layers, weight_out_in
-from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, check_fisher
+from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, FISHER_FORMS, check_fisher
 from fwsvd_core.inputs.models import model_fingerprint
 
 
 @dataclass
 class FisherResult:
-    """Fisher per layer as [out, in] float32 tensors on the CPU, and how it was estimated."""
+    """Fisher per layer as [out, in] float32 tensors on the CPU, and how it was estimated.
+
+    The low-memory form (`form == 'profiles'`) keeps only each layer's row sums [out] and column sums [in]:
+    all FWSVD needs, for models whose element-wise Fisher would not fit; `per_layer` is then empty.
+    """
 
     per_layer: dict[str, torch.Tensor]
     estimator: str
@@ -39,10 +43,32 @@ class FisherResult:
     from_cache: bool = False
     key: str | None = None  # the cache key: names this Fisher in the keys of what is derived from it
     notes: list[str] = field(default_factory=list)
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)  # [out] per layer (the low-memory form)
+    cols: dict[str, torch.Tensor] = field(default_factory=dict)  # [in] per layer (the low-memory form)
+
+    @property
+    def form(self) -> str:
+        return "profiles" if self.rows and not self.per_layer else "full"
+
+    def row_sums(self, name: str) -> torch.Tensor:
+        """The Fisher summed over each output row of the layer: [out]."""
+        return self.rows[name] if name in self.rows else self.per_layer[name].sum(dim=1)
+
+    def col_sums(self, name: str) -> torch.Tensor:
+        """The Fisher summed over each input column of the layer: [in]."""
+        return self.cols[name] if name in self.cols else self.per_layer[name].sum(dim=0)
+
+    def element_wise(self, name: str, purpose: str = "this") -> torch.Tensor:
+        """The layer's [out, in] Fisher; a clear error for the low-memory form, which does not keep it."""
+        if name not in self.per_layer:
+            raise FwsvdError(f"{purpose} needs the element-wise Fisher, and this one is the low-memory form (row and "
+                             "column sums only). Estimate the full Fisher (--fisher-form full) where it fits.")
+        return self.per_layer[name]
 
     def mass(self) -> dict[str, float]:
         """Total Fisher per layer."""
-        return {name: float(f.sum()) for name, f in self.per_layer.items()}
+        names = self.per_layer or self.rows
+        return {name: float(self.row_sums(name).sum()) for name in names}
 
 
 class _Capture:
@@ -83,6 +109,30 @@ class _GradientBatch:
     inputs: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
     n_good: int  # the examples kept: B above
+
+
+def _accumulate_profiles(batch: _GradientBatch, estimator: str, rows: dict[str, torch.Tensor],
+                         cols: dict[str, torch.Tensor]) -> None:
+    """Row and column sums of the squared per-example gradients without forming any [out, in] gradient.
+
+    For one example with layer inputs X [T, in] and output gradients Gam [T, out], the gradient is
+    Gam^T X, so its squared row norms are diag(Gam^T (X X^T) Gam) and its squared column norms
+    diag(X^T (Gam Gam^T) X): T x T token Gram matrices instead of an out x in matrix.
+    """
+    for name in rows:
+        x = batch.inputs[name].to(rows[name].device).float()
+        g = batch.grads[name].to(rows[name].device).float()
+        n_good, tokens = batch.n_good, x.shape[1]
+        if estimator == "batch":  # one [out, in] product per batch, for this layer only
+            product = (g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1]) / n_good).square_()
+            rows[name] += product.sum(dim=1)
+            cols[name] += product.sum(dim=0)
+            continue
+        step = max(1, CHUNK_ELEMENTS // (tokens * (2 * tokens + g.shape[-1] + x.shape[-1])))
+        for start in range(0, n_good, step):
+            xs, gs = x[start : start + step], g[start : start + step]
+            rows[name] += (gs * torch.bmm(torch.bmm(xs, xs.transpose(1, 2)), gs)).sum(dim=(0, 1))
+            cols[name] += (xs * torch.bmm(torch.bmm(gs, gs.transpose(1, 2)), xs)).sum(dim=(0, 1))
 
 
 def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
@@ -167,7 +217,7 @@ def _device_of(model: nn.Module, name: str) -> torch.device:
 def compute_fisher(
     model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
     estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
-    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None, form: str = "full",
 ) -> FisherResult:
     """Fisher over all of `data` (uncached). Examples whose loss or gradients are not finite are skipped.
 
@@ -176,30 +226,39 @@ def compute_fisher(
     """
     if estimator not in ESTIMATORS:
         raise FwsvdError(f"Unknown Fisher estimator {estimator!r}; choose from {ESTIMATORS}.")
+    if form not in FISHER_FORMS:
+        raise FwsvdError(f"Unknown Fisher form {form!r}; choose from {FISHER_FORMS}.")
     if len(data) == 0:
         raise FwsvdError("The Fisher needs at least one example.")
     start = time.perf_counter()
     layers = layers or require_layers(model)
     everything, data = data, shard(data)
     # each layer's sum on its own device: accelerate's device_map may spread the layers over several
-    sums = {l.name: torch.zeros(l.out_features, l.in_features, device=_device_of(model, l.name)) for l in layers}
+    full = form == "full"
+    shapes = {l.name: (l.out_features, l.in_features) for l in layers} if full else {
+        **{f"rows/{l.name}": (l.out_features,) for l in layers}, **{f"cols/{l.name}": (l.in_features,) for l in layers}}
+    sums = {k: torch.zeros(shape, device=_device_of(model, k.partition("/")[2] or k)) for k, shape in shapes.items()}
+    rows = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("rows/")}
+    cols = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("cols/")}
     n_good = n_batches = 0
     for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
         if batch.n_good:
-            _accumulate_batch(batch, estimator, sums)
+            if full:
+                _accumulate_batch(batch, estimator, sums)
+            else:
+                _accumulate_profiles(batch, estimator, rows, cols)
             n_batches += 1
         n_good += batch.n_good
     sum_over_processes(sums)
     n_good, n_batches = count_over_processes(n_good, n_batches)
     data = everything
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
-    per_layer = {}
-    for l in layers:
-        f = sums[l.name] / denom
-        per_layer[l.name] = torch.nan_to_num(f, nan=0.0, posinf=0.0).cpu()
+    averaged = {k: torch.nan_to_num(s / denom, nan=0.0, posinf=0.0).cpu() for k, s in sums.items()}
     notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
-    return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
-                        time.perf_counter() - start, notes=notes)
+    return FisherResult(averaged if full else {}, estimator, n_good, len(data) - n_good, data.split, data.source,
+                        time.perf_counter() - start, notes=notes,
+                        rows={} if full else {n: averaged[f"rows/{n}"] for n in rows},
+                        cols={} if full else {n: averaged[f"cols/{n}"] for n in cols})
 
 
 def directional_fisher(
@@ -241,39 +300,69 @@ def estimate_fisher(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, estimator: str = "per-sample",
     seed: int = 0, batch_size: int = 16, max_length: int = 128, layers: list[LayerInfo] | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-    use_cache: bool = True, fingerprint: str | None = None, allow_degenerate: bool = False,
+    use_cache: bool = True, fingerprint: str | None = None, allow_degenerate: bool = False, form: str = "auto",
 ) -> FisherResult:
     """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before.
 
     The cache key holds the content of the examples used, not where they came from: an edited data file
     gives a new Fisher. An unusable Fisher (see `require_usable_fisher`) is an error unless `allow_degenerate`.
+    `form` 'auto' keeps the element-wise Fisher where the memory estimate says it fits, else only each
+    layer's row and column sums ('profiles'); 'full' and 'profiles' choose.
     """
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
+    config = getattr(model, "config", None)
+    device = next(model.parameters()).device
+    notes = []
+    if form == "auto":
+        form = "full"
+        if config is not None:
+            try:
+                check_fisher(config, device, batch_size, max_length, estimator)
+            except InsufficientMemoryError as exc:
+                form = "profiles"
+                notes.append(f"the element-wise Fisher would not fit ({str(exc).splitlines()[0]}): this is the "
+                             "low-memory Fisher, each layer's row and column sums (FWSVD works from them; TFWSVD, "
+                             "the heatmaps and the diagonal predictor need the element-wise one)")
+    if form not in FISHER_FORMS:
+        raise FwsvdError(f"Unknown Fisher form {form!r}; choose from auto, {', '.join(FISHER_FORMS)}.")
     key = cache_key(
         kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name,
         examples=part.content_digest(), estimator=estimator, max_length=max_length,
         batch_size=batch_size if estimator == "batch" else None, layers=[l.name for l in layers],
+        **({"form": form} if form != "full" else {}),  # full-form keys stay those of earlier versions
     )
     path = cache_root() / "fisher" / f"{key}.safetensors"
-    shapes = {l.name: (l.out_features, l.in_features) for l in layers}
+    shapes: dict[str, tuple[int, ...]]
+    if form == "full":
+        shapes = {l.name: (l.out_features, l.in_features) for l in layers}
+    else:
+        shapes = {**{f"rows/{l.name}": (l.out_features,) for l in layers},
+                  **{f"cols/{l.name}": (l.in_features,) for l in layers}}
     if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
         tensors, meta = hit
-        result = FisherResult(tensors, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
-                              data.source, float(meta["seconds"]), from_cache=True, key=key)
+        full = form == "full"
+        result = FisherResult(tensors if full else {}, estimator, int(meta["n_examples"]), int(meta["n_skipped"]),
+                              data.split, data.source, float(meta["seconds"]), from_cache=True, key=key,
+                              rows={} if full else {l.name: tensors[f"rows/{l.name}"] for l in layers},
+                              cols={} if full else {l.name: tensors[f"cols/{l.name}"] for l in layers})
     else:
         # what would make the work fail or be lost is checked before the work
-        if getattr(model, "config", None) is not None:
-            check_fisher(model.config, next(model.parameters()).device, batch_size, max_length, estimator)
+        if config is not None:
+            check_fisher(config, device, batch_size, max_length, estimator, form=form)
         write_cache = use_cache and cache_writable()
-        result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel)
+        result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel,
+                                form=form)
         result.key = key
+        stored = result.per_layer if form == "full" else {
+            **{f"rows/{n}": v for n, v in result.rows.items()}, **{f"cols/{n}": v for n, v in result.cols.items()}}
         if use_cache and not write_cache:
             result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
         elif write_cache and writes_results() and (warning := store_tensors(
-                path, result.per_layer, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
-                                         "seconds": f"{result.seconds:.3f}", "estimator": estimator})):
+                path, stored, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                               "seconds": f"{result.seconds:.3f}", "estimator": estimator, "form": form})):
             result.notes.append(warning)
+    result.notes[:0] = notes
     require_usable_fisher(result, allow_degenerate)
     return result
 
@@ -283,7 +372,7 @@ def require_usable_fisher(fisher: FisherResult, allow_degenerate: bool = False) 
     would silently become plain SVD. With `allow_degenerate`, a warning goes into its notes instead."""
     total = fisher.n_examples + fisher.n_skipped
     problem = ""
-    if fisher.n_examples == 0 or not any(bool(f.any()) for f in fisher.per_layer.values()):
+    if fisher.n_examples == 0 or not any(mass > 0 for mass in fisher.mass().values()):
         problem = (f"the Fisher is all zero ({fisher.n_skipped} of {total} examples gave a loss or gradient that is "
                    "not finite)")
     elif fisher.n_skipped * 2 > total:

@@ -21,6 +21,8 @@ from fwsvd_core.inputs.layers import find_layers
 from fwsvd_core.inputs.precision import as_dtype
 
 ESTIMATORS = ("per-sample", "batch")  # the Fisher's estimators (fisher.py computes them)
+# what the Fisher keeps: every weight's value, or only each layer's row and column sums (enough for FWSVD)
+FISHER_FORMS = ("full", "profiles")
 # elements of one chunk of per-example gradients: bounds the memory of the vectorised Fisher estimator
 CHUNK_ELEMENTS = 4 * 1024 * 1024
 
@@ -90,6 +92,11 @@ class ModelShape:
     def fisher_bytes(self) -> int:
         """The Fisher's float32 [out, in] sums over the compressible layers."""
         return FLOAT32 * self.compressible_params
+
+    @property
+    def profile_bytes(self) -> int:
+        """The low-memory Fisher's float32 row and column sums over the compressible layers."""
+        return FLOAT32 * sum(out_f + in_f for _, out_f, in_f in self.compressible)
 
     @property
     def activation_floats(self) -> int:
@@ -269,12 +276,14 @@ def estimate_model_load(config, dtype=None, pickled_checkpoint: bool = False) ->
     return MemoryEstimate(_what(shape, "Loading"), parts)
 
 
-def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str) -> int:
+def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str, form: str = "full", max_length: int = 0) -> int:
     """Temporaries of one layer's Fisher update, as fisher._accumulate_batch makes them (largest layer)."""
     largest = 0
     for _, out_f, in_f in shape.compressible:
         size = out_f * in_f
-        if estimator == "batch":
+        if form == "profiles" and estimator == "per-sample":  # token Gram matrices and their products
+            largest = max(largest, batch_size * max_length * (2 * max_length + out_f + in_f))
+        elif estimator == "batch":
             largest = max(largest, 3 * size)  # the product, its scaled copy and its square
         else:
             step = min(batch_size, max(1, CHUNK_ELEMENTS // size))
@@ -292,7 +301,7 @@ def _check_fisher_args(estimator: str, batch_size: int, max_length: int) -> None
 
 def estimate_fisher(
     config, batch_size: int, max_length: int, estimator: str = "per-sample", dtype=None,
-    n_examples: int | None = None, weights_loaded: bool = False,
+    n_examples: int | None = None, weights_loaded: bool = False, form: str = "full",
 ) -> MemoryEstimate:
     """Peak memory of fisher.compute_fisher and of caching its result; every tensor counted in float32.
 
@@ -300,7 +309,8 @@ def estimate_fisher(
     summed over every call (ALBERT calls its shared layers once per block).
     - weights: parameters in `dtype` (default: the checkpoint's) plus buffers; left out with
       `weights_loaded`, when the model is already in memory and so no longer in what is available;
-    - Fisher storage: the float32 [out, in] sums, 4 * sum(out * in) bytes (exact);
+    - Fisher storage: the float32 [out, in] sums, 4 * sum(out * in) bytes (exact); for the low-memory form
+      (`form='profiles'`) the row and column sums, 4 * sum(out + in);
     - Fisher result: the averaged copy made at the end, and the bytes written to the cache;
     - previous batch: 4 * T * (in + 2 * out): its layer inputs, outputs and output gradients are still
       referenced while the next batch runs (compute_fisher keeps them until the next yield); a shared
@@ -319,11 +329,11 @@ def estimate_fisher(
     """
     _check_fisher_args(estimator, batch_size, max_length)
     return _fisher_estimate(model_shape(config), config if dtype is None else dtype, batch_size, max_length,
-                            estimator, n_examples, weights_loaded)
+                            estimator, n_examples, weights_loaded, form)
 
 
 def _fisher_estimate(shape: ModelShape, dtype, batch_size: int, max_length: int, estimator: str,
-                     n_examples: int | None, weights_loaded: bool) -> MemoryEstimate:
+                     n_examples: int | None, weights_loaded: bool, form: str = "full") -> MemoryEstimate:
     """estimate_fisher on a shape already read; `dtype` is a dtype, its name, or the config."""
     tokens = batch_size * max_length
     ins, outs = shape.features_per_token
@@ -334,19 +344,21 @@ def _fisher_estimate(shape: ModelShape, dtype, batch_size: int, max_length: int,
     # one block more: the backward's gradient temporaries of the block it is in
     activations = (shape.num_layers + 1) * per_block + MASK_PER_TOKEN * max_length + 2 * shape.hidden_size
     batch = f"batch {batch_size}, {max_length} tokens"
+    storage = shape.profile_bytes if form == "profiles" else shape.fisher_bytes
     parts = {
         "weights": _weights_part(shape, dtype),
-        "Fisher storage": shape.fisher_bytes,
-        "Fisher result": shape.fisher_bytes,
+        "Fisher storage": storage,
+        "Fisher result": storage,
         f"previous batch's layer inputs and gradients ({batch})": FLOAT32 * tokens * captured,
         f"activations and gradients ({batch})": FLOAT32 * tokens * max(captured, activations),
-        "per-example gradient chunk": _chunk_bytes(shape, batch_size, estimator),
+        "per-example gradient chunk": _chunk_bytes(shape, batch_size, estimator, form, max_length),
     }
     if weights_loaded:
         del parts["weights"]
     if n_examples:
         parts[f"tokenized examples ({n_examples})"] = TOKEN_BYTES * n_examples * max_length
-    what = _what(shape, f"Fisher ({estimator}) of") + (" (loaded already)" if weights_loaded else "")
+    kind = estimator if form == "full" else f"{estimator}, row and column sums only"
+    what = _what(shape, f"Fisher ({kind}) of") + (" (loaded already)" if weights_loaded else "")
     return MemoryEstimate(what, parts)
 
 
@@ -481,7 +493,7 @@ def fisher_options(estimate: MemoryEstimate | None = None, batch_hint: str = "")
     options = [
         batch_hint or "a smaller batch size (the layer inputs, gradients and activations kept grow with it)",
         "a shorter max length (the same parts grow with it)",
-        "the low-memory Fisher (coming)",
+        "the low-memory Fisher (--fisher-form profiles: each layer's row and column sums only, enough for FWSVD)",
         "a GPU with more memory, or a machine with more RAM",
     ]
     if many_tokens:
@@ -528,12 +540,12 @@ def check_model_load(config, device: str | torch.device = "cpu", dtype=None,
 
 
 def _largest_fitting_batch(shape: ModelShape, dtype, batch_size: int, max_length: int, estimator: str,
-                           n_examples: int | None, weights_loaded: bool, budget: float) -> int:
+                           n_examples: int | None, weights_loaded: bool, budget: float, form: str = "full") -> int:
     """The largest batch size below `batch_size` whose estimate is within `budget` bytes; 0 if none."""
     low, high = 0, batch_size - 1  # the estimate grows with the batch size: bisect, low always fits
     while low < high:
         mid = (low + high + 1) // 2
-        if _fisher_estimate(shape, dtype, mid, max_length, estimator, n_examples, weights_loaded).total <= budget:
+        if _fisher_estimate(shape, dtype, mid, max_length, estimator, n_examples, weights_loaded, form).total <= budget:
             low = mid
         else:
             high = mid - 1
@@ -542,22 +554,22 @@ def _largest_fitting_batch(shape: ModelShape, dtype, batch_size: int, max_length
 
 def check_fisher(config, device: str | torch.device, batch_size: int, max_length: int,
                  estimator: str = "per-sample", dtype=None, n_examples: int | None = None,
-                 weights_loaded: bool = True, headroom: float = 0.9) -> MemoryEstimate:
+                 weights_loaded: bool = True, headroom: float = 0.9, form: str = "full") -> MemoryEstimate:
     """Refuse a Fisher that does not fit on `device`, naming the batch size that would; by default the
     model is taken to be loaded already (its weights are no longer in what is available)."""
     _check_fisher_args(estimator, batch_size, max_length)
     shape = model_shape(config)
     dtype = config if dtype is None else dtype
-    estimate = _fisher_estimate(shape, dtype, batch_size, max_length, estimator, n_examples, weights_loaded)
+    estimate = _fisher_estimate(shape, dtype, batch_size, max_length, estimator, n_examples, weights_loaded, form)
     budget = headroom * available_bytes(device)
     if estimate.total <= budget:
         return estimate
     fitting = _largest_fitting_batch(shape, dtype, batch_size, max_length, estimator, n_examples, weights_loaded,
-                                     budget)
+                                     budget, form)
     if fitting:
         hint = f"a smaller batch size: {fitting} fits at max length {max_length}"
     else:
-        one = _fisher_estimate(shape, dtype, 1, max_length, estimator, n_examples, weights_loaded)
+        one = _fisher_estimate(shape, dtype, 1, max_length, estimator, n_examples, weights_loaded, form)
         hint = f"a smaller batch size is not enough: even batch size 1 needs {format_bytes(one.total)}"
     require_fits(estimate, device, fisher_options(estimate, hint), headroom)
     return estimate

@@ -127,3 +127,28 @@ def test_factorizing_and_solving_report_progress_layer_by_layer(tiny_models, sst
     session.factors_at("tfwsvd-als", ranks)
     solves = [c for c in calls if c[0] == "solving (tfwsvd-als)"]
     assert [d for _, d, _ in solves] == list(range(1, n + 1)) and {t for _, _, t in solves} == {n}
+
+
+def test_fwsvd_from_the_low_memory_fisher_equals_fwsvd_from_the_full_one_and_tfwsvd_says_what_it_needs(
+        tiny_models, sst2_small):
+    from fwsvd_core.analysis.predictor import svd_failure_scores
+    from fwsvd_core.compression.allocation import allocate
+    from fwsvd_core.errors import FwsvdError
+    from fwsvd_core.estimation.fisher import compute_fisher
+
+    loaded = load_model(tiny_models["llama"], device="cpu")
+    data = sst2_small[0].sample(8, seed=1)
+    full, low = (CompressionSession(loaded, use_disk_cache=False) for _ in range(2))
+    full.set_fisher(compute_fisher(loaded.model, loaded.tokenizer, data))
+    low.set_fisher(compute_fisher(loaded.model, loaded.tokenizer, data, form="profiles"))
+    for method in ("fwsvd-input", "fwsvd-output", "fwsvd-both"):
+        for name, f in full.factors(method).items():
+            g = low.factors(method)[name]
+            torch.testing.assert_close(g.reconstruct(4), f.reconstruct(4), rtol=1e-4, atol=1e-5)
+    assert allocate(low, "spectral", 0.4, "fwsvd-input") == allocate(full, "spectral", 0.4, "fwsvd-input")
+    ranks = {l.name: 4 for l in low.layers}
+    assert torch.isnan(torch.tensor(low.model_errors("fwsvd-input", ranks)["fisher"]))  # needs the whole Fisher
+    with pytest.raises(FwsvdError, match="element-wise Fisher"):
+        low.compress("tfwsvd-als", ranks)
+    with pytest.raises(FwsvdError, match="The predictor of SVD failure needs the element-wise Fisher"):
+        svd_failure_scores(low, 0.25)

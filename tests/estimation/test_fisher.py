@@ -137,3 +137,44 @@ def test_directional_fisher_names_an_unknown_layer(tiny_models, sst2_small):
     loaded = load_model(tiny_models["bert"], device="cpu")
     with pytest.raises(FwsvdError, match="no.such.layer"):
         directional_fisher(loaded.model, loaded.tokenizer, sst2_small[0].sample(2), {"no.such.layer": {"a": torch.zeros(2, 2)}})
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("estimator", ["per-sample", "batch"])
+def test_the_low_memory_fisher_keeps_exactly_the_row_and_column_sums_of_the_full_one(arch, estimator, tiny_models,
+                                                                                        sst2_small):
+    loaded = load_model(tiny_models[arch], device="cpu")
+    data = sst2_small[0].sample(10, seed=5)
+    full = compute_fisher(loaded.model, loaded.tokenizer, data, estimator=estimator, batch_size=4)
+    profiles = compute_fisher(loaded.model, loaded.tokenizer, data, estimator=estimator, batch_size=4, form="profiles")
+    assert profiles.form == "profiles" and not profiles.per_layer and full.form == "full"
+    assert profiles.n_examples == full.n_examples
+    for name, f in full.per_layer.items():
+        torch.testing.assert_close(profiles.row_sums(name), f.sum(dim=1), rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(profiles.col_sums(name), f.sum(dim=0), rtol=1e-4, atol=1e-12)
+    assert profiles.mass() == pytest.approx(full.mass(), rel=1e-4)
+
+
+def test_the_low_memory_fisher_is_chosen_when_the_full_one_would_not_fit_and_cached(tiny_models, sst2_small,
+                                                                                     monkeypatch):
+    from fwsvd_core.errors import FwsvdError
+    from fwsvd_core.estimation import fisher as fisher_module
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    real = fisher_module.check_fisher
+
+    def full_does_not_fit(config, device, *args, form="full", **kwargs):
+        if form == "full":
+            from fwsvd_core.errors import InsufficientMemoryError
+
+            raise InsufficientMemoryError("Fisher needs 900 GiB, 8 GiB available")
+        return real(config, device, *args, form=form, **kwargs)
+    monkeypatch.setattr(fisher_module, "check_fisher", full_does_not_fit)
+    auto = estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8)
+    assert auto.form == "profiles" and "low-memory Fisher" in auto.notes[0] and "900 GiB" in auto.notes[0]
+    again = estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8)
+    assert again.from_cache and again.form == "profiles"
+    for name in auto.rows:
+        torch.testing.assert_close(again.row_sums(name), auto.row_sums(name))
+    with pytest.raises(FwsvdError, match="needs the element-wise Fisher"):
+        auto.element_wise(next(iter(auto.rows)), "TFWSVD")

@@ -139,7 +139,7 @@ def test_a_small_limit_refuses_with_the_estimate_and_the_options(monkeypatch):
         require_fits(estimate, "cpu")
     message = str(info.value)
     assert memory.format_bytes(estimate.total) in message and "1.0 MiB" in message and "FWSVD_MEMORY_LIMIT" in message
-    assert "smaller batch size" in message and "low-memory Fisher (coming)" in message
+    assert "smaller batch size" in message and "--fisher-form profiles" in message
     assert "GPU" in message and "fewer examples would barely help" in message
 
 
@@ -221,3 +221,23 @@ def test_describe_lists_every_part():
     estimate = MemoryEstimate("Fisher of 1 k weights", {"weights": 2**30, "Fisher storage": 2**29})
     assert estimate.total == 3 * 2**29
     assert estimate.describe() == "Fisher of 1 k weights: 1.5 GiB (weights 1.0 GiB, Fisher storage 512.0 MiB)"
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_the_low_memory_fisher_stores_row_and_column_sums_only(arch):
+    config = tiny_config(arch)
+    model = AutoModelForSequenceClassification.from_config(config)
+    layers = require_layers(model)
+    low = estimate_fisher(config, 4, 32, form="profiles")
+    full = estimate_fisher(config, 4, 32)
+    assert low.parts["Fisher storage"] == 4 * sum(l.out_features + l.in_features for l in layers)
+    assert full.parts["Fisher storage"] == 4 * sum(l.out_features * l.in_features for l in layers)
+    assert "row and column sums only" in low.what
+
+
+def test_a_7b_fisher_fits_24_gib_only_in_the_low_memory_form(monkeypatch):
+    monkeypatch.setenv("FWSVD_MEMORY_LIMIT", "24G")
+    config = tf.LlamaConfig(**LLAMA_7B, dtype="bfloat16")
+    with pytest.raises(InsufficientMemoryError, match="--fisher-form profiles"):
+        check_fisher(config, "cpu", 1, 128, weights_loaded=False)
+    assert check_fisher(config, "cpu", 1, 128, weights_loaded=False, form="profiles").total < 24 * 2**30

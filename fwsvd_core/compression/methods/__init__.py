@@ -36,7 +36,7 @@ def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = N
     chosen = get_method(method)
     if chosen.factorize is None:
         raise ValueError(f"{chosen.name} solves each rank anew; it has no one-off decomposition.")
-    return chosen.factorize(weight.detach().float(), LayerInputs(fisher, mean_abs, second_moment))
+    return chosen.factorize(weight.detach().float(), LayerInputs(fisher=fisher, mean_abs=mean_abs, second_moment=second_moment))
 
 
 __all__ = ["ACTIVATIONS", "FISHER", "KRONECKER", "LayerInputs", "Method", "canonical_method", "factorize",

@@ -25,7 +25,9 @@ NEEDS = (FISHER, ACTIVATIONS, KRONECKER)
 class LayerInputs:
     """What a factorization may read besides the weight, for one layer ([out, in] layout, None when not had)."""
 
-    fisher: torch.Tensor | None = None
+    fisher: torch.Tensor | None = None  # element-wise [out, in]; None with the low-memory Fisher
+    fisher_rows: torch.Tensor | None = None  # [out]: the Fisher summed over each output row
+    fisher_cols: torch.Tensor | None = None  # [in]: the Fisher summed over each input column
     mean_abs: torch.Tensor | None = None  # [in]
     second_moment: torch.Tensor | None = None  # [in, in]
 
@@ -49,7 +51,7 @@ class Method:
 
     A decomposition (`factorize`) is computed once per layer and any rank is a slice of it; an iterative
     method (`solve`) solves each layer anew at each rank, starting from the best of `starts_from`.
-    `loss_scale(layer_out, layer_in, fisher)` lets the spectral allocator turn the method's discarded
+    `loss_scale(layer_out, layer_in, fisher_total)` lets the spectral allocator turn the method's discarded
     spectrum into a loss estimate (None: it uses FWSVD-input's). `order` places the method in lists.
     """
 
@@ -59,7 +61,7 @@ class Method:
     factorize: Factorize | None = None
     solve: Solve | None = None
     starts_from: tuple[str, ...] = ()
-    loss_scale: Callable[[int, int, torch.Tensor], float] | None = None
+    loss_scale: Callable[[int, int, float], float] | None = None
     aliases: tuple[str, ...] = ()
     color: str = "#7f7f7f"
     order: int = 100

@@ -14,6 +14,6 @@ def svd_factors(weight: torch.Tensor, inputs: LayerInputs) -> Factors:
 register(Method(
     name="svd", description="plain truncated SVD (smallest reconstruction error)", factorize=svd_factors,
     # the unweighted tail energy, in loss units with the layer's mean Fisher
-    loss_scale=lambda out_f, in_f, fisher: float(fisher.sum()) / fisher.numel(),
+    loss_scale=lambda out_f, in_f, total: total / (out_f * in_f),
     color="#d62728", order=0,
 ))

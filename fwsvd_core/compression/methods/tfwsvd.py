@@ -15,7 +15,8 @@ from fwsvd_core.errors import FwsvdError
 def tfwsvd_solve(weight: torch.Tensor, inputs: LayerInputs, start: Factors, rank: int, solver: str,
                  **settings) -> SolveResult:
     if inputs.fisher is None:
-        raise FwsvdError("TFWSVD needs the Fisher: estimate it first.")
+        raise FwsvdError("TFWSVD needs the element-wise Fisher: estimate the full Fisher first (the low-memory one "
+                         "keeps row and column sums only).")
     return solve(weight, inputs.fisher.to(weight.device), start, rank, solver, **settings)
 
 
