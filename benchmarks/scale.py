@@ -51,14 +51,16 @@ def build(name: str, device: str = "cpu", dtype: str = "float32"):
     return LoadedModel(model, tokenizer, name)
 
 
-def measure(name: str, fisher_examples: int, data_dir: str | None, device: str = "cpu", dtype: str = "float32") -> dict:
+def measure(name: str, fisher_examples: int, data_dir: str | None, device: str = "cpu", dtype: str = "float32",
+            form: str = "auto", batch_size: int = 4) -> dict:
     """One model, in this process."""
     import torch
 
-    from fwsvd_core.compression.methods import factorize
     from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.errors import InsufficientMemoryError
     from fwsvd_core.estimation.fisher import compute_fisher
     from fwsvd_core.inputs.data import load_task_data
+    from fwsvd_core.inputs.memory import check_fisher
     from fwsvd_core.inputs.tasks import get_task
 
     t = time.perf_counter()
@@ -68,17 +70,26 @@ def measure(name: str, fisher_examples: int, data_dir: str | None, device: str =
     params = sum(p.numel() for p in loaded.model.parameters())
     after_load = peak_rss_mb()
     data = load_task_data(get_task("sst2"), "train", "auto", data_dir).sample(fisher_examples, seed=0)
+    if form == "auto":  # as estimate_fisher decides: the element-wise Fisher where the estimate says it fits
+        try:
+            check_fisher(loaded.model.config, device, batch_size, 128, form="full")
+            form = "full"
+        except InsufficientMemoryError:
+            form = "profiles"
     t = time.perf_counter()
-    fisher = compute_fisher(loaded.model, loaded.tokenizer, data, session.layers, "per-sample", batch_size=4)
+    fisher = compute_fisher(loaded.model, loaded.tokenizer, data, session.layers, "per-sample", batch_size=batch_size,
+                            form=form)
     fisher_s = time.perf_counter() - t
     after_fisher = peak_rss_mb()
     first_block = [l for l in session.layers if l.block == session.layers[0].block]
     t = time.perf_counter()
-    for l in first_block:
-        factorize(session.weight(l.name), "fwsvd-input", fisher.per_layer[l.name])
+    one_block = CompressionSession(loaded, layers=first_block, use_disk_cache=False)
+    one_block.set_fisher(fisher)  # FWSVD works from the row and column sums, whichever form the Fisher has
+    one_block.factors("fwsvd-input")
     block_s = time.perf_counter() - t
     blocks = len({l.block for l in session.layers})
-    return {"model": name, "device": device, "dtype": dtype, "params (M)": params / 1e6, "compressible (M)": sum(l.params for l in session.layers) / 1e6,
+    return {"model": name, "device": device, "dtype": dtype, "Fisher form": form, "params (M)": params / 1e6,
+            "compressible (M)": sum(l.params for l in session.layers) / 1e6,
             "layers": len(session.layers), "load s": load_s, "Fisher s": fisher_s,
             "Fisher examples/s": fisher_examples / fisher_s, "FWSVD one block s": block_s,
             "FWSVD all blocks s (est.)": block_s * blocks, "peak RSS after load MB": after_load,
@@ -96,17 +107,22 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda, or cuda:N")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="the weights' dtype of every model measured")
+    p.add_argument("--fisher-form", default="auto", choices=["auto", "full", "profiles"],
+                   help="auto: the element-wise Fisher where the memory estimate says it fits, else row and column sums")
+    p.add_argument("--batch-size", type=int, default=4, help="examples per Fisher batch")
     p.add_argument("--out", default=None, help="default: benchmarks/results/scale (CPU) or scale-cuda")
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.fisher_examples, args.data_dir, args.device, args.dtype)))
+        print(json.dumps(measure(args.one, args.fisher_examples, args.data_dir, args.device, args.dtype,
+                                 args.fisher_form, args.batch_size)))
         return 0
     out = args.out or str(REPO / "benchmarks" / "results" / ("scale" if args.device == "cpu" else "scale-cuda"))
     names = ["tiny", "minilm"] if args.quick else args.models.split(",")
     rows, limits = [], []
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--fisher-examples", str(args.fisher_examples),
-               "--device", args.device, "--dtype", args.dtype]
+               "--device", args.device, "--dtype", args.dtype, "--fisher-form", args.fisher_form,
+               "--batch-size", str(args.batch_size)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)

@@ -18,7 +18,7 @@ from fwsvd_core.compression.rank_table import (
     rank_table_of,
 )
 from fwsvd_core.compression.ranks import RankMap, validate_ranks
-from fwsvd_core.inputs.layers import LayerInfo
+from fwsvd_core.inputs.layers import LayerInfo, execution_device
 
 
 def structural_copy(model: nn.Module) -> nn.Module:
@@ -48,8 +48,11 @@ def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 
 
 def _bias(model: nn.Module, name: str) -> torch.Tensor | None:
-    """The named layer's bias, detached (None when it has none)."""
-    bias = getattr(model.get_submodule(name), "bias", None)
+    """The named layer's bias, detached (None when it has none; read from accelerate's store when offloaded)."""
+    module = model.get_submodule(name)
+    bias = getattr(module, "bias", None)
+    if bias is not None and bias.device.type == "meta":
+        bias = cast(Any, module)._hf_hook.weights_map["bias"]
     return None if bias is None else cast(torch.Tensor, bias).detach()
 
 
@@ -81,13 +84,15 @@ def compress(
         f = factors[layer.name]
         bias = _bias(model, layer.name)
         dtype = _weight_dtype(model, layer.name)  # factors are computed in float32; stored like the weights
+        device = execution_device(model.get_submodule(layer.name))  # an offloaded layer's new form computes there
+        bias = None if bias is None else bias.to(device)
         new: nn.Module
         if form == FORM_LOWRANK:
-            new = LowRankLinear.from_factors(f.left[:, :rank].detach().to(dtype=dtype, copy=True),
-                                             f.right[:rank].detach().to(dtype=dtype, copy=True), bias)
+            new = LowRankLinear.from_factors(f.left[:, :rank].detach().to(device, dtype, copy=True),
+                                             f.right[:rank].detach().to(device, dtype, copy=True), bias)
             new.requires_grad_(False)
         else:
-            new = _dense_linear(f.reconstruct(rank).detach().to(dtype), bias)
+            new = _dense_linear(f.reconstruct(rank).detach().to(device, dtype), bias)
         replace_module(compressed, layer.name, new)
     if getattr(compressed, "config", None) is not None:
         config = copy.deepcopy(cast(Any, model).config)

@@ -20,7 +20,7 @@ from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_o
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.layers import LayerInfo, require_layers, weight_out_in
+from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
 from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, FISHER_FORMS, check_fisher
 from fwsvd_core.inputs.models import model_fingerprint
 
@@ -208,12 +208,6 @@ def _gradient_batches(
         model.train(was_training)
 
 
-def _device_of(model: nn.Module, name: str) -> torch.device:
-    """Where a layer computes: its weight's device, or the CPU for a weight offloaded to disk (on 'meta')."""
-    device = weight_out_in(model.get_submodule(name)).device
-    return torch.device("cpu") if device.type == "meta" else device
-
-
 def compute_fisher(
     model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
     estimator: str = "per-sample", batch_size: int = 16, max_length: int = 128,
@@ -237,7 +231,8 @@ def compute_fisher(
     full = form == "full"
     shapes = {l.name: (l.out_features, l.in_features) for l in layers} if full else {
         **{f"rows/{l.name}": (l.out_features,) for l in layers}, **{f"cols/{l.name}": (l.in_features,) for l in layers}}
-    sums = {k: torch.zeros(shape, device=_device_of(model, k.partition("/")[2] or k)) for k, shape in shapes.items()}
+    sums = {k: torch.zeros(shape, device=execution_device(model.get_submodule(k.partition("/")[2] or k)))
+            for k, shape in shapes.items()}
     rows = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("rows/")}
     cols = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("cols/")}
     n_good = n_batches = 0

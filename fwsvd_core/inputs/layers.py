@@ -80,9 +80,29 @@ def block_of(name: str) -> int | None:
 
 
 def weight_out_in(module: nn.Module) -> torch.Tensor:
-    """The weight as [out, in] whatever the module type (a view, not a copy)."""
+    """The weight as [out, in] whatever the module type (a view, not a copy).
+
+    A weight that accelerate offloaded (device_map: on the 'meta' device, kept on the CPU or the disk until
+    the layer runs) is read from where accelerate keeps it.
+    """
     weight = cast(torch.Tensor, module.weight)
+    if weight.device.type == "meta" and (stored := _offloaded(module)) is not None:
+        weight = stored
     return weight.t() if isinstance(module, Conv1D) else weight
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where a layer computes: the device accelerate moves an offloaded layer to, else its weight's device."""
+    target = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if target is not None:
+        return torch.device(target)
+    device = cast(torch.Tensor, module.weight).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def _offloaded(module: nn.Module) -> torch.Tensor | None:
+    weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    return None if weights is None else weights["weight"]
 
 
 def _is_linear(module: nn.Module) -> bool:

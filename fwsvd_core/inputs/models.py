@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from fwsvd_core.cache import cache_root
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.inputs.hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
@@ -65,6 +66,11 @@ def ensure_pad_token(model: nn.Module, tokenizer) -> None:
         config.pad_token_id = tokenizer.pad_token_id
 
 
+def offload_folder() -> Path:
+    """Where accelerate writes the weights a device_map sends to the disk."""
+    return cache_root() / "offload"
+
+
 def load_pretrained(
     source: str | Path,
     num_labels: int | None = None,
@@ -94,7 +100,8 @@ def load_pretrained(
     hub: dict = {"revision": revision, "token": token}
     kwargs: dict = {"trust_remote_code": trust_remote_code, "dtype": chosen or "auto", **hub}
     if device_map is not None:
-        kwargs["device_map"] = device_map
+        # what fits on no device goes to the disk, into a folder of the tool's cache (rewritten at each load)
+        kwargs.update(device_map=device_map, offload_folder=str(offload_folder()))
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     if local.is_dir():

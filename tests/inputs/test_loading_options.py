@@ -41,3 +41,26 @@ def test_device_map_auto_places_the_layers_and_the_statistics_follow(tiny_models
 def test_device_map_is_refused_for_demos_and_exports_with_a_reason():
     with pytest.raises(ModelLoadError, match="device_map applies to saved models"):
         load_model("demo:sst2", device_map="auto")
+
+
+def test_layers_offloaded_to_disk_give_the_same_fisher_factors_and_scores(tiny_models, sst2_small):
+    """A device_map that sends the encoder to the disk: accelerate keeps those weights off the model; every stage
+    reads them from where accelerate keeps them."""
+    from fwsvd_core.compression.ranks import uniform_ranks
+    from fwsvd_core.compression.session import CompressionSession
+
+    device_map = {"bert.embeddings": "cpu", "bert.encoder": "disk", "bert.pooler": "cpu", "classifier": "cpu"}
+    offloaded = load_model(tiny_models["bert"], device_map=device_map)
+    plain = load_model(tiny_models["bert"], device="cpu")
+    query = "bert.encoder.layer.0.attention.self.query"
+    assert offloaded.model.get_submodule(query).weight.device.type == "meta"  # not in the model: on the disk
+    data, dev = sst2_small[0].sample(6, seed=4), sst2_small[1].sample(24)
+    ours, reference = (compute_fisher(m.model, m.tokenizer, data, batch_size=3) for m in (offloaded, plain))
+    for name, f in reference.per_layer.items():
+        torch.testing.assert_close(ours.per_layer[name], f)
+    sessions = [CompressionSession(m, use_disk_cache=False) for m in (offloaded, plain)]
+    for session, fisher in zip(sessions, (ours, reference), strict=True):
+        session.set_fisher(fisher)
+    ranks = uniform_ranks(sessions[0].layers, 0.25)
+    scores = [evaluate(s.compress("fwsvd-input", ranks), s.loaded.tokenizer, dev).loss for s in sessions]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-5)
