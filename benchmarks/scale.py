@@ -1,8 +1,8 @@
 """How Fisher time, factorization time and memory grow with model size.
 
-    python benchmarks/scale.py            # tiny, MiniLM, BERT-base-sized, a LLaMA-style ~1.1B decoder
+    python benchmarks/scale.py            # tiny, MiniLM, BERT-base-sized (float32), LLaMA-style 1B, 3B, 7B (bfloat16)
     python benchmarks/scale.py --quick    # tiny and MiniLM only, as CI does
-    python benchmarks/scale.py --models llama-1b,llama-3b,llama-7b --dtype bfloat16   # the decoders in bf16
+    python benchmarks/scale.py --models llama-1b --dtype float32     # one model, one dtype
     python benchmarks/scale.py --device cuda                          # on a GPU: writes scale-cuda.*
 
 Each model runs in a process of its own so that its peak memory is its own. Models without downloadable
@@ -19,7 +19,7 @@ import time
 
 from common import REPO, device_description, peak_rss_mb, write_report
 
-MODELS = ["tiny", "minilm", "bert-base", "llama-1b"]
+MODELS = ["tiny", "minilm", "bert-base", "llama-1b", "llama-3b", "llama-7b"]
 LLAMA_SIZES = {  # hidden, intermediate, layers, heads, key-value heads: TinyLlama-1.1B, OpenLLaMA-3B, LLaMA-2-7B shapes
     "llama-1b": (2048, 5632, 22, 32, 4), "llama-3b": (3200, 8640, 26, 32, 32), "llama-7b": (4096, 11008, 32, 32, 32),
 }
@@ -105,8 +105,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model and print JSON
     p.add_argument("--device", default="cpu", help="cpu, cuda, or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="the weights' dtype of every model measured")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype of every model measured; auto: float32 for the encoders, bfloat16 for the "
+                        "decoders (as such checkpoints ship)")
     p.add_argument("--fisher-form", default="auto", choices=["auto", "full", "profiles"],
                    help="auto: the element-wise Fisher where the memory estimate says it fits, else row and column sums")
     p.add_argument("--batch-size", type=int, default=4, help="examples per Fisher batch")
@@ -120,17 +121,22 @@ def main() -> int:
     names = ["tiny", "minilm"] if args.quick else args.models.split(",")
     rows, limits = [], []
     for name in names:
+        dtype = args.dtype if args.dtype != "auto" else "bfloat16" if name.startswith("llama") else "float32"
         cmd = [sys.executable, __file__, "--one", name, "--fisher-examples", str(args.fisher_examples),
-               "--device", args.device, "--dtype", args.dtype, "--fisher-form", args.fisher_form,
+               "--device", args.device, "--dtype", dtype, "--fisher-form", args.fisher_form,
                "--batch-size", str(args.batch_size)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         if done.returncode != 0:
-            limits.append(f"{name}: failed ({done.returncode}): {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+            why = "killed by the system, most likely out of memory" if done.returncode == -9 else last
+            limits.append(f"{name} ({dtype}): failed with exit code {done.returncode}: {why}")
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    notes = [f"Device: {device_description(args.device)}; weights in {args.dtype}.",
+    notes = [f"Device: {device_description(args.device)}. Random weights from each config (time and memory do "
+             "not depend on the values). The Fisher form is 'full' where the memory estimate says the element-wise "
+             "Fisher fits, else 'profiles' (row and column sums only).",
              "Estimated totals multiply the first block's time by the number of blocks."]
     notes += [f"Limit met: {x}" for x in limits]
     command = "python benchmarks/scale.py " + " ".join(a for a in sys.argv[1:])

@@ -255,6 +255,9 @@ def _join_process_group(args) -> None:
     """Under torchrun or accelerate launch (WORLD_SIZE > 1): join the group, each process on a GPU of its own."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
+    if args.command != "statistics":  # every process would repeat the whole command and write the same files
+        raise FwsvdError(f"Only the statistics command runs in several processes; run {args.command} in one (it "
+                         "reads the statistics that command cached).")
     if torch.cuda.is_available() and args.device in (None, "cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)

@@ -151,3 +151,9 @@ def test_compress_merge_writes_a_standard_checkpoint_with_its_card(tiny_models, 
     card = (save / "README.md").read_text()
     assert "# Merged sst2 model" in card and "| fwsvd-input |" in card and "saves no parameters" in card
     assert "python -m fwsvd_core compress --model" in card and "--merge" in card
+
+
+def test_only_the_statistics_command_runs_in_several_processes(tiny_models, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["layers", "--model", str(tiny_models["bert"])]) == 3
+    assert "Only the statistics command runs in several processes" in capsys.readouterr().err
