@@ -147,7 +147,8 @@ def _hub_args(args) -> dict:
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
     loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
-                        progress=_progress("building the demo (once)", "steps"), **_hub_args(args))
+                        progress=_progress("building the demo (once)", "steps"), data_dir=args.data_dir,
+                        **_hub_args(args))
     eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
     fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
     log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")

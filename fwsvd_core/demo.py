@@ -96,6 +96,12 @@ def demo_dir(name: str) -> Path:
     return cache_root() / "demos" / f"{name.replace(':', '-')}-v{DEMO_VERSION}"
 
 
+def local_glue_folder(task_name: str, data_dir: str | Path | None = None) -> Path | None:
+    """The GLUE folder holding the task's files: `data_dir`, else FWSVD_DATA_DIR; None when neither has them."""
+    folder = Path(data_dir) if data_dir else default_glue_dir()
+    return folder if folder is not None and (folder / get_task(task_name).glue_file.folder).is_dir() else None
+
+
 def demo_training_data(task_name: str, n_train: int, data_dir: str | Path | None = None,
                        synthetic_dev: int = 1000) -> tuple[TaskData, TaskData]:
     """Train and dev data, from the hub, else a local GLUE folder, else the synthetic task."""
@@ -105,8 +111,7 @@ def demo_training_data(task_name: str, n_train: int, data_dir: str | Path | None
             return load_hub(task, "train").sample(n_train, seed=0), load_hub(task, "dev")
         except DataError:
             pass  # the hub answered but the dataset did not come: fall through to the local options
-    folder = Path(data_dir) if data_dir else default_glue_dir()
-    if folder is not None and (folder / task.glue_file.folder).is_dir():
+    if (folder := local_glue_folder(task_name, data_dir)) is not None:
         return load_glue_folder(task, folder, "train").sample(n_train, seed=0), load_glue_folder(task, folder, "dev")
     return synthetic_task_data(task.name, "train", n_train), synthetic_task_data(task.name, "dev", synthetic_dev)
 
@@ -157,12 +162,21 @@ def ensure_demo(name: str, data_dir: str | Path | None = None, progress: Progres
         # this folder of the cache is the tool's own, and no current build writes such a name
         shutil.rmtree(stale, ignore_errors=True)
     record = DemoRecord.from_record(read_record(directory))
-    if record is None or not safetensors_readable(directory / "model.safetensors"):
+    if record is None or needs_build(name, data_dir):
         if directory.exists() and not written_by_tool(directory, FINETUNED_KIND):
             raise ModelLoadError(f"The demo folder {directory} is incomplete or damaged and holds files this tool "
                                  "did not write; move it away and the demo is built again.")
-        record = build_demo(name, data_dir, progress=progress, cancel=cancel, **budget)  # replaces the damaged build
+        record = build_demo(name, data_dir, progress=progress, cancel=cancel, **budget)  # replaces the old build
     return directory, record
+
+
+def needs_build(name: str, data_dir: str | Path | None = None) -> bool:
+    """No finished, intact build of the demo; or one made on the generated task while real data is now at hand."""
+    directory = demo_dir(name)
+    record = DemoRecord.from_record(read_record(directory))
+    if record is None or not safetensors_readable(directory / "model.safetensors"):
+        return True
+    return record.synthetic and local_glue_folder(record.task, data_dir) is not None
 
 
 def demo_notes(record: DemoRecord) -> list[str]:

@@ -25,18 +25,20 @@ def load_model(
     revision: str | None = None,
     token: str | bool | None = None,
     device_map: str | dict | None = None,
+    data_dir: str | Path | None = None,
 ) -> LoadedModel:
     """'demo:NAME' (built on first use, `progress` reporting its fine-tuning steps), a folder written by
     `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused.
 
     `dtype` ('float32', 'bfloat16', 'float16' or a torch dtype) converts the weights; None or 'auto' keeps the
     dtype they are stored in. `revision`, `token` and `device_map` (accelerate's placement over GPUs, CPU and disk)
-    go to transformers' from_pretrained for saved models."""
+    go to transformers' from_pretrained for saved models. `data_dir` is the GLUE folder a demo is built from
+    when the hub is out of reach (default: FWSVD_DATA_DIR)."""
     if device_map is not None and (is_demo(str(source)) or is_compressed_dir(Path(source).expanduser())):
         raise ModelLoadError("device_map applies to saved models (a hub id or a directory); the built-in demos and "
                              "compressed exports are loaded whole on --device.")
     if is_demo(str(source)):
-        return load_demo(str(source), device, progress=progress, dtype=dtype)
+        return load_demo(str(source), device, data_dir, progress=progress, dtype=dtype)
     local = Path(source).expanduser()
     if local.is_dir() and is_compressed_dir(local):
         loaded = load_compressed(local, device, trust_remote_code=trust_remote_code, dtype=dtype)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from fwsvd_core.compression.finetune import read_record
 from fwsvd_core.compression.methods import ACTIVATIONS, get_method
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, ensure_demo
+from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, ensure_demo, needs_build
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.evaluation import EvalResult, evaluate
@@ -128,7 +127,7 @@ def progress_box(text: str, flag: str):
 
 def build_demo_with_progress(name: str, data_dir: str) -> bool:
     """A demo not built yet is built here, with progress and cancel (a few minutes, once). False if cancelled."""
-    if name not in DEMOS or read_record(demo_dir(name)) is not None:
+    if name not in DEMOS or not needs_build(name, data_dir or None):
         return True
     if cancelled("demo_cancelled", "Building the demo"):
         return False

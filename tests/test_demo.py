@@ -25,6 +25,18 @@ def test_without_hub_or_data_the_demo_is_synthetic_and_says_so(monkeypatch):
     assert loaded.model.config.num_labels == 1 and loaded.model.config.fwsvd_demo["synthetic"]
 
 
+def test_a_demo_built_on_the_generated_task_is_built_again_once_real_data_is_at_hand(glue_dir, monkeypatch):
+    monkeypatch.delenv("FWSVD_DATA_DIR", raising=False)
+    monkeypatch.setattr(demo, "hub_reachable", lambda: False)
+    monkeypatch.setattr(demo, "DEMOS", {**demo.DEMOS, "demo:sst2": demo.DemoSpec("sst2", 32, 1.0, 5e-5, synthetic_dev=40)})
+    _, synthetic = ensure_demo("demo:sst2")
+    assert synthetic.synthetic and demo.needs_build("demo:sst2", glue_dir) and not demo.needs_build("demo:sst2")
+    # the command line passes its --data-dir on to the demo build
+    real = load_model("demo:sst2", device="cpu", data_dir=glue_dir)
+    assert "real data" in real.source and not any(n.startswith("SYNTHETIC") for n in real.notes)
+    assert not demo.needs_build("demo:sst2", glue_dir)
+
+
 def test_an_unfinished_demo_folder_is_never_taken_for_a_finished_one_nor_deleted(glue_dir, monkeypatch):
     half = demo_dir("demo:sst2")
     half.mkdir(parents=True)
