@@ -402,9 +402,18 @@ EXIT_CODES = f"""exit codes:
   {EXIT_INTERRUPTED} interrupted (Ctrl-C)"""
 
 
+def _without_secrets(argv: list[str]) -> list[str]:
+    """The command line as reports and model cards repeat it: an access token is never written down."""
+    shown, hide = [], False
+    for arg in argv:
+        shown.append("***" if hide else "--token=***" if arg.startswith("--token=") else arg)
+        hide = arg == "--token"
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command_line = "python -m fwsvd_core " + shlex.join(sys.argv[1:] if argv is None else argv)
+    args.command_line = "python -m fwsvd_core " + shlex.join(_without_secrets(sys.argv[1:] if argv is None else argv))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormatter())
     logger = logging.getLogger("fwsvd_core")

@@ -157,3 +157,11 @@ def test_only_the_statistics_command_runs_in_several_processes(tiny_models, monk
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["layers", "--model", str(tiny_models["bert"])]) == 3
     assert "Only the statistics command runs in several processes" in capsys.readouterr().err
+
+
+def test_an_access_token_is_never_written_into_an_export(tiny_models, glue_dir, tmp_path):
+    save = tmp_path / "out"
+    assert main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--method", "svd", "--rank-ratio", "0.25", "--token", "hf_SECRET123", "--save", str(save)]) == 0
+    written = "".join(p.read_text(errors="ignore") for p in save.iterdir() if p.is_file())
+    assert "hf_SECRET123" not in written and "--token '***'" in (save / "README.md").read_text()
