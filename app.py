@@ -28,7 +28,7 @@ with st.sidebar:
 
 try:
     navigation.run()
-except Exception as exc:
+except Exception as exc:  # the page boundary: a message, never a bare traceback (st.stop and reruns pass through)
     message = str(exc) if isinstance(exc, FwsvdError) else f"Something went wrong: {type(exc).__name__}: {exc}"
     st.error(message)
     with st.expander("Details"):

@@ -165,7 +165,7 @@ def _killed_save(tiny_models, target: Path, kill_at: int, when: str, exchange: b
             folders.exchange_paths = step(folders.exchange_paths if exchange else (lambda a, b: False))
             save_compressed(compressed, loaded.tokenizer, target, overwrite=True)
             os._exit(0)
-        except BaseException:
+        except BaseException:  # the child must never return into pytest
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
@@ -506,7 +506,7 @@ def test_11_two_threads_computing_different_methods_get_what_each_gets_alone(tin
     def work(m):
         try:
             results[m] = shared.factors(m)
-        except Exception as exc:
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(m,)) for m in methods * 2]

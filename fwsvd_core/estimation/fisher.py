@@ -228,17 +228,13 @@ def compute_fisher(
     layers = layers or require_layers(model)
     everything, data = data, shard(data)
     # each layer's sum on its own device: accelerate's device_map may spread the layers over several
-    full = form == "full"
-    shapes = {l.name: (l.out_features, l.in_features) for l in layers} if full else {
-        **{f"rows/{l.name}": (l.out_features,) for l in layers}, **{f"cols/{l.name}": (l.in_features,) for l in layers}}
     sums = {k: torch.zeros(shape, device=execution_device(model.get_submodule(k.partition("/")[2] or k)))
-            for k, shape in shapes.items()}
-    rows = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("rows/")}
-    cols = {k.partition("/")[2]: v for k, v in sums.items() if k.startswith("cols/")}
+            for k, shape in _flat_shapes(layers, form).items()}
+    _, rows, cols = _from_flat(sums, form)
     n_good = n_batches = 0
     for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
         if batch.n_good:
-            if full:
+            if form == "full":
                 _accumulate_batch(batch, estimator, sums)
             else:
                 _accumulate_profiles(batch, estimator, rows, cols)
@@ -250,10 +246,26 @@ def compute_fisher(
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
     averaged = {k: torch.nan_to_num(s / denom, nan=0.0, posinf=0.0).cpu() for k, s in sums.items()}
     notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
-    return FisherResult(averaged if full else {}, estimator, n_good, len(data) - n_good, data.split, data.source,
-                        time.perf_counter() - start, notes=notes,
-                        rows={} if full else {n: averaged[f"rows/{n}"] for n in rows},
-                        cols={} if full else {n: averaged[f"cols/{n}"] for n in cols})
+    per_layer, rows, cols = _from_flat(averaged, form)
+    return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
+                        time.perf_counter() - start, notes=notes, rows=rows, cols=cols)
+
+
+def _flat_shapes(layers: list[LayerInfo], form: str) -> dict[str, tuple[int, ...]]:
+    """The tensors a Fisher of this form is made of, by name: [out, in] per layer, or 'rows/' and 'cols/' sums."""
+    if form == "full":
+        return {l.name: (l.out_features, l.in_features) for l in layers}
+    return {**{f"rows/{l.name}": (l.out_features,) for l in layers},
+            **{f"cols/{l.name}": (l.in_features,) for l in layers}}
+
+
+def _from_flat(tensors: dict[str, torch.Tensor], form: str) -> tuple[dict[str, torch.Tensor], ...]:
+    """FisherResult's per_layer, rows and cols from the flat tensors of `_flat_shapes` (the same tensors)."""
+    if form == "full":
+        return tensors, {}, {}
+    rows, cols = ({k.partition("/")[2]: v for k, v in tensors.items() if k.startswith(part + "/")}
+                  for part in ("rows", "cols"))
+    return {}, rows, cols
 
 
 def directional_fisher(
@@ -328,19 +340,11 @@ def estimate_fisher(
         **({"form": form} if form != "full" else {}),  # full-form keys stay those of earlier versions
     )
     path = cache_root() / "fisher" / f"{key}.safetensors"
-    shapes: dict[str, tuple[int, ...]]
-    if form == "full":
-        shapes = {l.name: (l.out_features, l.in_features) for l in layers}
-    else:
-        shapes = {**{f"rows/{l.name}": (l.out_features,) for l in layers},
-                  **{f"cols/{l.name}": (l.in_features,) for l in layers}}
-    if use_cache and (hit := load_tensors(path, expect_shapes(shapes))) is not None:
+    if use_cache and (hit := load_tensors(path, expect_shapes(_flat_shapes(layers, form)))) is not None:
         tensors, meta = hit
-        full = form == "full"
-        result = FisherResult(tensors if full else {}, estimator, int(meta["n_examples"]), int(meta["n_skipped"]),
-                              data.split, data.source, float(meta["seconds"]), from_cache=True, key=key,
-                              rows={} if full else {l.name: tensors[f"rows/{l.name}"] for l in layers},
-                              cols={} if full else {l.name: tensors[f"cols/{l.name}"] for l in layers})
+        per_layer, rows, cols = _from_flat(tensors, form)
+        result = FisherResult(per_layer, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
+                              data.source, float(meta["seconds"]), from_cache=True, key=key, rows=rows, cols=cols)
     else:
         # what would make the work fail or be lost is checked before the work
         if config is not None:
@@ -349,8 +353,8 @@ def estimate_fisher(
         result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel,
                                 form=form)
         result.key = key
-        stored = result.per_layer if form == "full" else {
-            **{f"rows/{n}": v for n, v in result.rows.items()}, **{f"cols/{n}": v for n, v in result.cols.items()}}
+        stored = result.per_layer or {**{f"rows/{n}": v for n, v in result.rows.items()},
+                                      **{f"cols/{n}": v for n, v in result.cols.items()}}
         if use_cache and not write_cache:
             result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
         elif write_cache and writes_results() and (warning := store_tensors(
