@@ -87,6 +87,8 @@ def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page)
     page.locator('[data-testid="stDataFrame"]').first.wait_for()
     settle(page)
     shot(page, "1-model-and-task")
+    # the app's own settings (.streamlit/config.toml): a local tool shows no Deploy button
+    assert page.get_by_text("Deploy", exact=True).count() == 0
 
     # load another small model from a local directory, as a user would type it
     page.get_by_text("Local directory", exact=True).click()
