@@ -2,10 +2,12 @@
 
     python benchmarks/quality.py --tasks sst2,stsb,mrpc,cola --out docs/results
     python benchmarks/quality.py --quick --model DIR --tasks sst2   # tiny settings, as CI does
+    python benchmarks/quality.py --figures-only --out docs/results  # the HTML figures again, from the JSON
 
 Per task: task score against the parameter ratio for SVD, the FWSVD variants, TFWSVD, ASVD-style and
 SVD-LLM-style whitening; the spectral allocator; post-compression fine-tuning; the FWSVD paper's two
-teaching figures (reconstruction error against score, the singular-value group ablation) as HTML.
+teaching figures (reconstruction error against score, the singular-value group ablation) as HTML that
+works offline (plotly.min.js is written once beside the pages).
 The Fisher and calibration use the training split; scores are on the dev split.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from common import REPO, markdown_table
 
@@ -113,6 +116,22 @@ def claims(table: pd.DataFrame, metric: str, ablation: pd.DataFrame) -> list[str
     return lines
 
 
+def write_figures(out: Path, task_name: str, table: pd.DataFrame, ablation: pd.DataFrame, metric: str) -> None:
+    """The report's three figures as HTML pages that work offline: plotly.js is written once beside them."""
+    curve = table[(table["allocator"].fillna("uniform") == "uniform") & ~table["method"].str.endswith("+ft")]
+    for kind, figure in (("mismatch", mismatch_figure(curve, metric)), ("scores", score_curves_figure(table, metric)),
+                         ("ablation", ablation_figure(ablation))):
+        figure.write_html(out.parent / f"{out.name}_{task_name}_{kind}.html", include_plotlyjs="directory")
+
+
+def figures_from_report(out: Path) -> None:
+    """Draw every task's figures again from the report's JSON, without computing anything."""
+    data = json.loads(out.with_suffix(".json").read_text())
+    for task_name, entry in data.items():
+        table = pd.DataFrame(entry["rows"]).replace("", np.nan)  # the dense row has no allocator or target
+        write_figures(out, task_name, table, pd.DataFrame(entry["ablation"]), get_task(task_name).primary_metric)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", default="sst2,stsb,mrpc,cola")
@@ -126,7 +145,11 @@ def main() -> int:
     p.add_argument("--ablation-subsample", type=int, default=400)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(REPO / "docs" / "results"))
+    p.add_argument("--figures-only", action="store_true", help="draw the figures again from the report's JSON")
     args = p.parse_args()
+    if args.figures_only:
+        figures_from_report(Path(args.out))
+        return 0
     if args.quick:
         args.fisher_samples, args.finetune_steps, args.eval_subsample, args.ablation_subsample = 16, 2, 32, 32
     out = Path(args.out)
@@ -169,11 +192,7 @@ def main() -> int:
         table = pd.concat(parts, ignore_index=True)
         metric = task.primary_metric
         ablation = group_ablation(session, dev, "svd", subsample=args.ablation_subsample)
-        curve = table[(table["allocator"].fillna("uniform") == "uniform") & ~table["method"].str.endswith("+ft")]
-        mismatch_figure(curve, metric).write_html(out.parent / f"{out.name}_{task_name}_mismatch.html", include_plotlyjs="cdn")
-        score_curves_figure(table, metric).write_html(out.parent / f"{out.name}_{task_name}_scores.html",
-                                                      include_plotlyjs="cdn")
-        ablation_figure(ablation).write_html(out.parent / f"{out.name}_{task_name}_ablation.html", include_plotlyjs="cdn")
+        write_figures(out, task_name, table, ablation, metric)
         keep = ["method", "allocator", "target param ratio", "param ratio (layers)", "param ratio (model)",
                 *task.metrics, "plain error", "fisher error"]
         shown = table[[c for c in keep if c in table.columns]].round(4).astype(object).fillna("")  # dense: no target

@@ -67,7 +67,13 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     assert gain["gain"] == pytest.approx(gain["its score"] - gain["best uniform FWSVD"], abs=1e-3)
     assert len(report["ablation"]) == 10 and report["findings"]
     for figure in ("mismatch", "scores", "ablation"):
-        assert (tmp_path / f"results_sst2_{figure}.html").is_file()
+        page = (tmp_path / f"results_sst2_{figure}.html").read_text()
+        assert 'src="plotly.min.js"' in page and "cdn.plot.ly" not in page  # works offline
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+    # the figures can be drawn again from the report's JSON alone
+    (tmp_path / "results_sst2_scores.html").unlink()
+    assert run("quality.py", "--figures-only", "--out", str(out)).returncode == 0
+    assert "fwsvd-input (uniform)" in (tmp_path / "results_sst2_scores.html").read_text()
     # a second run of another task merges into the same report instead of replacing it
     done = run("quality.py", "--quick", "--model", str(tiny_models["bert"]), "--tasks", "cola", "--budgets", "0.4",
                "--finetune-budgets", "0.4", "--data-dir", str(glue_dir), "--out", str(out))
