@@ -131,7 +131,7 @@ def build_demo_with_progress(name: str, data_dir: str) -> bool:
         return True
     if cancelled("demo_cancelled", "Building the demo"):
         return False
-    box, bar = progress_box(f"Building the demo model {name} (once; 2-4 minutes on 2 CPU cores): fine-tuning "
+    box, bar = progress_box(f"Building the demo model {name} (once; about 2.5 minutes on 2 CPU cores): fine-tuning "
                             "MiniLM-L6 ...", "demo_cancelled")
     ensure_demo(name, data_dir or None, progress=lambda d, t: bar.progress(d / t, text=f"fine-tuning step {d}/{t}"))
     box.empty()
