@@ -116,3 +116,18 @@ def tiny_session(tiny_models, sst2_small):
     session = CompressionSession(loaded)
     session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=16))
     return session
+
+
+@pytest.fixture
+def full_fisher_does_not_fit(monkeypatch):
+    """The memory estimate refuses the element-wise Fisher (as on a 7B model) and allows the low-memory one."""
+    from fwsvd_core.errors import InsufficientMemoryError
+    from fwsvd_core.estimation import fisher as fisher_module
+
+    real = fisher_module.check_fisher
+
+    def check(config, device, *args, form="full", **kwargs):
+        if form == "full":
+            raise InsufficientMemoryError("the element-wise Fisher needs 900 GiB, 8 GiB available")
+        return real(config, device, *args, form=form, **kwargs)
+    monkeypatch.setattr(fisher_module, "check_fisher", check)

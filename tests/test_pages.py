@@ -81,17 +81,8 @@ def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
     no_failure(app)
 
 
-def test_fisher_page_with_the_low_memory_fisher_says_it_shows_profiles_only(tiny_models, glue_dir, monkeypatch):
-    from fwsvd_core.errors import InsufficientMemoryError
-    from fwsvd_core.estimation import fisher as fisher_module
-
-    real = fisher_module.check_fisher
-
-    def full_does_not_fit(config, device, *args, form="full", **kwargs):
-        if form == "full":
-            raise InsufficientMemoryError("the element-wise Fisher needs 900 GiB")
-        return real(config, device, *args, form=form, **kwargs)
-    monkeypatch.setattr(fisher_module, "check_fisher", full_does_not_fit)
+def test_fisher_page_with_the_low_memory_fisher_says_it_shows_profiles_only(tiny_models, glue_dir,
+                                                                            full_fisher_does_not_fit):
     at = make_app(str(tiny_models["bert"]), glue_dir).run()
     no_failure(at)
     at.switch_page("pages/fisher.py").run()

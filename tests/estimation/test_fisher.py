@@ -156,20 +156,10 @@ def test_the_low_memory_fisher_keeps_exactly_the_row_and_column_sums_of_the_full
 
 
 def test_the_low_memory_fisher_is_chosen_when_the_full_one_would_not_fit_and_cached(tiny_models, sst2_small,
-                                                                                     monkeypatch):
+                                                                                     full_fisher_does_not_fit):
     from fwsvd_core.errors import FwsvdError
-    from fwsvd_core.estimation import fisher as fisher_module
 
     loaded = load_model(tiny_models["bert"], device="cpu")
-    real = fisher_module.check_fisher
-
-    def full_does_not_fit(config, device, *args, form="full", **kwargs):
-        if form == "full":
-            from fwsvd_core.errors import InsufficientMemoryError
-
-            raise InsufficientMemoryError("Fisher needs 900 GiB, 8 GiB available")
-        return real(config, device, *args, form=form, **kwargs)
-    monkeypatch.setattr(fisher_module, "check_fisher", full_does_not_fit)
     auto = estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8)
     assert auto.form == "profiles" and "low-memory Fisher" in auto.notes[0] and "900 GiB" in auto.notes[0]
     again = estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], n_examples=8)
