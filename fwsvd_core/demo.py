@@ -162,7 +162,7 @@ def ensure_demo(name: str, data_dir: str | Path | None = None, progress: Progres
         # this folder of the cache is the tool's own, and no current build writes such a name
         shutil.rmtree(stale, ignore_errors=True)
     record = DemoRecord.from_record(read_record(directory))
-    if record is None or needs_build(name, data_dir):
+    if record is None or _outdated(directory, record, data_dir):
         if directory.exists() and not written_by_tool(directory, FINETUNED_KIND):
             raise ModelLoadError(f"The demo folder {directory} is incomplete or damaged and holds files this tool "
                                  "did not write; move it away and the demo is built again.")
@@ -174,7 +174,12 @@ def needs_build(name: str, data_dir: str | Path | None = None) -> bool:
     """No finished, intact build of the demo; or one made on the generated task while real data is now at hand."""
     directory = demo_dir(name)
     record = DemoRecord.from_record(read_record(directory))
-    if record is None or not safetensors_readable(directory / "model.safetensors"):
+    return record is None or _outdated(directory, record, data_dir)
+
+
+def _outdated(directory: Path, record: DemoRecord, data_dir: str | Path | None) -> bool:
+    """A finished build whose weights are damaged, or that was made on the generated task while real data is at hand."""
+    if not safetensors_readable(directory / "model.safetensors"):
         return True
     return record.synthetic and local_glue_folder(record.task, data_dir) is not None
 

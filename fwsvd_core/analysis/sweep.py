@@ -18,10 +18,11 @@ from fwsvd_core.compression.ranks import (
     uniform_ranks,
 )
 from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.errors import InsufficientMemoryError
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.inputs.batching import CancelFn
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.memory import available_bytes, format_bytes
+from fwsvd_core.inputs.memory import MemoryEstimate, require_fits
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
 
 
@@ -113,11 +114,11 @@ def run_sweep(
 
 def float32_copy(model: nn.Module, say: Callable[[str], None]) -> nn.Module | None:
     """A float32 copy of a half-precision model, or None (said why) when it would not fit in memory."""
-    weights = sum(p.numel() for p in model.parameters()) * 4
-    device = next(model.parameters()).device
-    free = available_bytes(device)
-    if weights > 0.8 * free:
-        say(f"no float32 reference score: a float32 copy needs {format_bytes(weights)}, {format_bytes(free)} free")
+    copy_size = MemoryEstimate("a float32 copy of the model", {"weights": sum(p.numel() for p in model.parameters()) * 4})
+    try:
+        require_fits(copy_size, next(model.parameters()).device)
+    except InsufficientMemoryError as exc:
+        say(f"no float32 reference score: {str(exc).splitlines()[0]}")
         return None
     return copy.deepcopy(model).float()
 

@@ -18,7 +18,7 @@ from fwsvd_core.compression.rank_table import (
     rank_table_of,
 )
 from fwsvd_core.compression.ranks import RankMap, validate_ranks
-from fwsvd_core.inputs.layers import LayerInfo, execution_device
+from fwsvd_core.inputs.layers import LayerInfo, execution_device, stored_tensor
 
 
 def structural_copy(model: nn.Module) -> nn.Module:
@@ -50,10 +50,7 @@ def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 def _bias(model: nn.Module, name: str) -> torch.Tensor | None:
     """The named layer's bias, detached (None when it has none; read from accelerate's store when offloaded)."""
     module = model.get_submodule(name)
-    bias = getattr(module, "bias", None)
-    if bias is not None and bias.device.type == "meta":
-        bias = cast(Any, module)._hf_hook.weights_map["bias"]
-    return None if bias is None else cast(torch.Tensor, bias).detach()
+    return None if getattr(module, "bias", None) is None else stored_tensor(module, "bias").detach()
 
 
 def _weight_dtype(model: nn.Module, name: str) -> torch.dtype:

@@ -58,13 +58,13 @@ def collect_activation_stats(
             if entry is None or entry[0]() is not args[0]:
                 read_by[id(args[0])] = entry = (weakref.ref(args[0]), name)
             owner = entry[1]
-            x = args[0].detach()
             if owner != name:
                 shared_with[name] = owner  # the same input: its statistics are the owner's
                 return
             if name in shared_with:
                 raise FwsvdError(f"{name} shared its input with {shared_with[name]} in one batch but not in another; "
                                  "its statistics cannot be shared.")
+            x = args[0].detach()
             keep = mask["tokens"].reshape(-1) if x.numel() // x.shape[-1] == mask["tokens"].numel() else None
             x = x.reshape(-1, x.shape[-1])
             if keep is not None:

@@ -226,13 +226,12 @@ def compute_fisher(
         raise FwsvdError("The Fisher needs at least one example.")
     start = time.perf_counter()
     layers = layers or require_layers(model)
-    everything, data = data, shard(data)
     # each layer's sum on its own device: accelerate's device_map may spread the layers over several
     sums = {k: torch.zeros(shape, device=execution_device(model.get_submodule(k.partition("/")[2] or k)))
             for k, shape in _flat_shapes(layers, form).items()}
     _, rows, cols = _from_flat(sums, form)
     n_good = n_batches = 0
-    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+    for batch in _gradient_batches(model, tokenizer, shard(data), layers, batch_size, max_length, progress, cancel):
         if batch.n_good:
             if form == "full":
                 _accumulate_batch(batch, estimator, sums)
@@ -242,7 +241,6 @@ def compute_fisher(
         n_good += batch.n_good
     sum_over_processes(sums)
     n_good, n_batches = count_over_processes(n_good, n_batches)
-    data = everything
     denom = max(n_good if estimator == "per-sample" else n_batches, 1)
     averaged = {k: torch.nan_to_num(s / denom, nan=0.0, posinf=0.0).cpu() for k, s in sums.items()}
     notes = [] if n_good else ["no example gave a finite gradient: the Fisher is all zeros"]
@@ -266,6 +264,12 @@ def _from_flat(tensors: dict[str, torch.Tensor], form: str) -> tuple[dict[str, t
     rows, cols = ({k.partition("/")[2]: v for k, v in tensors.items() if k.startswith(part + "/")}
                   for part in ("rows", "cols"))
     return {}, rows, cols
+
+
+def _to_flat(fisher: FisherResult) -> dict[str, torch.Tensor]:
+    """The flat tensors of `_flat_shapes` from a FisherResult (the inverse of `_from_flat`)."""
+    return fisher.per_layer or {**{f"rows/{n}": v for n, v in fisher.rows.items()},
+                                **{f"cols/{n}": v for n, v in fisher.cols.items()}}
 
 
 def directional_fisher(
@@ -321,11 +325,13 @@ def estimate_fisher(
     config = getattr(model, "config", None)
     device = next(model.parameters()).device
     notes = []
+    fits = False  # the memory estimate was checked already for the form chosen
     if form == "auto":
         form = "full"
         if config is not None:
             try:
                 check_fisher(config, device, batch_size, max_length, estimator)
+                fits = True
             except InsufficientMemoryError as exc:
                 form = "profiles"
                 notes.append(f"the element-wise Fisher would not fit ({str(exc).splitlines()[0]}): this is the "
@@ -347,18 +353,16 @@ def estimate_fisher(
                               data.source, float(meta["seconds"]), from_cache=True, key=key, rows=rows, cols=cols)
     else:
         # what would make the work fail or be lost is checked before the work
-        if config is not None:
+        if config is not None and not fits:
             check_fisher(config, device, batch_size, max_length, estimator, form=form)
         write_cache = use_cache and cache_writable()
         result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel,
                                 form=form)
         result.key = key
-        stored = result.per_layer or {**{f"rows/{n}": v for n, v in result.rows.items()},
-                                      **{f"cols/{n}": v for n, v in result.cols.items()}}
         if use_cache and not write_cache:
             result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
         elif write_cache and writes_results() and (warning := store_tensors(
-                path, stored, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                path, _to_flat(result), {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
                                "seconds": f"{result.seconds:.3f}", "estimator": estimator, "form": form})):
             result.notes.append(warning)
     result.notes[:0] = notes

@@ -85,10 +85,15 @@ def weight_out_in(module: nn.Module) -> torch.Tensor:
     A weight that accelerate offloaded (device_map: on the 'meta' device, kept on the CPU or the disk until
     the layer runs) is read from where accelerate keeps it.
     """
-    weight = cast(torch.Tensor, module.weight)
-    if weight.device.type == "meta" and (stored := _offloaded(module)) is not None:
-        weight = stored
+    weight = stored_tensor(module, "weight")
     return weight.t() if isinstance(module, Conv1D) else weight
+
+
+def stored_tensor(module: nn.Module, name: str) -> torch.Tensor:
+    """A parameter of the module as it holds values: from accelerate's store when offloaded (on 'meta')."""
+    tensor = cast(torch.Tensor, getattr(module, name))
+    weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    return weights[name] if tensor.device.type == "meta" and weights is not None else tensor
 
 
 def execution_device(module: nn.Module) -> torch.device:
@@ -99,10 +104,6 @@ def execution_device(module: nn.Module) -> torch.device:
     device = cast(torch.Tensor, module.weight).device
     return torch.device("cpu") if device.type == "meta" else device
 
-
-def _offloaded(module: nn.Module) -> torch.Tensor | None:
-    weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
-    return None if weights is None else weights["weight"]
 
 
 def _is_linear(module: nn.Module) -> bool:

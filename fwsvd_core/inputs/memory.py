@@ -277,12 +277,14 @@ def estimate_model_load(config, dtype=None, pickled_checkpoint: bool = False) ->
 
 
 def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str, form: str = "full", max_length: int = 0) -> int:
-    """Temporaries of one layer's Fisher update, as fisher._accumulate_batch makes them (largest layer)."""
+    """Temporaries of one layer's Fisher update, as fisher._accumulate_batch (or _accumulate_profiles) makes them
+    (largest layer)."""
     largest = 0
     for _, out_f, in_f in shape.compressible:
         size = out_f * in_f
-        if form == "profiles" and estimator == "per-sample":  # token Gram matrices and their products
-            largest = max(largest, batch_size * max_length * (2 * max_length + out_f + in_f))
+        if form == "profiles" and estimator == "per-sample":  # token Gram matrices and their products, per chunk
+            per_example = max_length * (2 * max_length + out_f + in_f)
+            largest = max(largest, min(batch_size, max(1, CHUNK_ELEMENTS // per_example)) * per_example)
         elif estimator == "batch":
             largest = max(largest, 3 * size)  # the product, its scaled copy and its square
         else:
