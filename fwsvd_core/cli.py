@@ -21,8 +21,9 @@ from fwsvd_core.analysis.predictor import PredictorValidation, validate_predicto
 from fwsvd_core.analysis.sweep import ranks_for, run_sweep, same_split_warning
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate
 from fwsvd_core.compression.export import check_export_target, save_compressed
+from fwsvd_core.compression.factorization import KRONECKER_DAMPING
 from fwsvd_core.compression.finetune import finetune_compressed
-from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, canonical_method, get_method, method_names
+from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, KRONECKER, canonical_method, get_method, method_names
 from fwsvd_core.compression.ranks import read_rank_file
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.errors import (
@@ -36,6 +37,7 @@ from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS, FisherResult, estimate_fisher
+from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, KroneckerFactors, estimate_kronecker
 from fwsvd_core.folders import check_writable
 from fwsvd_core.inputs.data import TaskData, load_task_data
 from fwsvd_core.inputs.labels import map_labels
@@ -102,6 +104,11 @@ def _add_compression_args(p: argparse.ArgumentParser) -> None:
                                                                 "layer and rank")
     p.add_argument("--solver-seconds", type=float, default=3.0, help="iterative methods (TFWSVD): time budget per "
                                                                      "layer and rank")
+    p.add_argument("--kronecker-iterations", type=int, default=DEFAULT_ITERATIONS,
+                   help="Kronecker-factored methods (kfac, gfwsvd): power iterations from K-FAC to the Kronecker "
+                        "product nearest to the Fisher, one pass over the --fisher-samples each (0: K-FAC only)")
+    p.add_argument("--damping", type=float, default=KRONECKER_DAMPING,
+                   help="Kronecker-factored methods: added to each factor, relative to the mean of its diagonal")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -192,6 +199,20 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
         session.set_activations(stats)
+    if KRONECKER in needs:
+        session.set_kronecker(_kronecker(args, session, fisher_data), args.damping)
+
+
+def _kronecker(args, session: CompressionSession, fisher_data: TaskData) -> KroneckerFactors:
+    factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.seed,
+                                 args.kronecker_iterations, max_length=args.max_length,
+                                 fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"))
+    converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
+    log.log(logging.WARNING if factors.n_skipped else logging.INFO,
+            f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "
+            f"{factors.iterations} power iterations{converged}, {factors.seconds:.1f} s"
+            + (" (from cache)" if factors.from_cache else ""))
+    return factors
 
 
 def cmd_predictor(args) -> int:
@@ -245,6 +266,8 @@ def cmd_statistics(args) -> int:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
+    if args.kronecker:
+        _kronecker(args, session, fisher_data)
     if rank == 0:
         print(f"Fisher of {fisher.n_examples} examples ({fisher.n_skipped} skipped) over {size} process(es), cached "
               f"as {fisher.key}: sweep, compress and predictor read it with the same --model, --task, data, "
@@ -362,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "launched by torchrun or accelerate launch", cmd_statistics)
     p.add_argument("--activations", action="store_true",
                    help="also the input statistics that asvd and svd-llm need")
+    p.add_argument("--kronecker", action="store_true", help="also the Kronecker factors that kfac and gfwsvd need")
+    p.add_argument("--kronecker-iterations", type=int, default=DEFAULT_ITERATIONS,
+                   help="power iterations of the Kronecker factors (see sweep --help)")
     p = command("sweep", "score every method at every ratio", cmd_sweep)
     _add_compression_args(p)
     p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output",

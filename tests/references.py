@@ -32,3 +32,29 @@ def reference_fisher(model, tokenizer, data):
         for name, g in grads.items():
             out[name] += g**2
     return {k: v / len(data) for k, v in out.items()}
+
+
+def example_signals(model, tokenizer, data):
+    """Each example's inputs X [tokens, in] and loss gradients Gam [tokens, out] at every layer, one example at a
+    time (no padding), from hooks and a backward pass of that example's loss alone."""
+    layers = find_layers(model)
+    encoded = encode(tokenizer, data, 128, model)
+    captured = {}
+
+    def hook_for(name):
+        def hook(module, args, output):
+            output.retain_grad()
+            captured[name] = (args[0].detach()[0], output)
+        return hook
+
+    handles = [model.get_submodule(l.name).register_forward_hook(hook_for(l.name)) for l in layers]
+    try:
+        for i in range(len(data)):
+            model.zero_grad()
+            batch = collate(tokenizer, encoded, np.array([i]), torch.device("cpu"))
+            loss = per_example_loss(model(**batch).logits, task_targets(data, model, [i]), data.task.is_regression).sum()
+            loss.backward()
+            yield {name: (x.clone(), out.grad[0].clone()) for name, (x, out) in captured.items()}
+    finally:
+        for h in handles:
+            h.remove()

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 ASVD_ALPHA = 0.5
+# added to each Kronecker factor, relative to the mean of its diagonal (chosen by measurement: docs/damping_sst2.md)
+KRONECKER_DAMPING = 1e-2
 # a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
 IMPORTANCE_FLOOR = 1e-6
 
@@ -85,6 +87,30 @@ def whitening(second_moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     values, vectors = torch.linalg.eigh(c)
     values = values.clamp_min(1e-6 * scale)
     return (vectors * values.sqrt()).float(), (vectors / values.sqrt()).T.float(), "eigh (clamped)"
+
+
+def damped(matrix: torch.Tensor, damping: float) -> torch.Tensor:
+    """matrix + damping * mean(diagonal) * I."""
+    if damping <= 0:
+        return matrix
+    return matrix + damping * float(matrix.diagonal().mean()) * torch.eye(matrix.shape[0], dtype=matrix.dtype,
+                                                                          device=matrix.device)
+
+
+def kronecker_svd(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, method: str,
+                  damping: float = KRONECKER_DAMPING) -> Factors:
+    """Factors minimising tr(dW^T B dW A) at every rank: the SVD of L_B^T W L_A, mapped back.
+
+    With L_A L_A^T = A and L_B L_B^T = B (damped), W_r = L_B^-T [L_B^T W L_A]_r L_A^-1, and the discarded
+    squared singular values add up to the objective. A factor whose Cholesky fails falls back as in `whitening`.
+    """
+    w = weight.detach().double()  # float64 throughout: a nearly singular factor scales some directions by 1e4
+    l_a, l_a_inv, _ = whitening(damped(a.to(w.device).double(), damping))
+    l_b, l_b_inv, _ = whitening(damped(b.to(w.device).double(), damping))
+    l_a, l_a_inv, l_b, l_b_inv = (t.double() for t in (l_a, l_a_inv, l_b, l_b_inv))
+    u, s, vh = torch.linalg.svd(l_b.T @ w @ l_a, full_matrices=False)
+    return Factors((l_b_inv.T @ (u * s[None, :])).float().contiguous(), (vh @ l_a_inv).float().contiguous(), s.float(),
+                   None, None, method)
 
 
 def activation_scaling(mean_abs: torch.Tensor, alpha: float = ASVD_ALPHA) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 
 from fwsvd_core.cache import Check, cache_key, cache_root, load_tensors, store_tensors
 from fwsvd_core.compression.apply import compress
-from fwsvd_core.compression.factorization import Factors, reconstruction_errors
+from fwsvd_core.compression.factorization import KRONECKER_DAMPING, Factors, reconstruction_errors
 from fwsvd_core.compression.methods import (
     ACTIVATIONS,
     FISHER,
@@ -27,6 +27,7 @@ from fwsvd_core.compression.tfwsvd import weighted_objective
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.activations import ActivationStats
 from fwsvd_core.estimation.fisher import FisherResult
+from fwsvd_core.estimation.kronecker import KroneckerFactors
 from fwsvd_core.inputs.batching import ProgressFn
 from fwsvd_core.inputs.layers import LayerInfo, require_layers, weight_out_in
 from fwsvd_core.inputs.models import LoadedModel
@@ -59,6 +60,8 @@ class CompressionSession:
     layers: list[LayerInfo] = field(default_factory=list)
     fisher: FisherResult | None = None
     activations: ActivationStats | None = None
+    kronecker: KroneckerFactors | None = None
+    kronecker_damping: float = KRONECKER_DAMPING
     use_disk_cache: bool = True
     tfwsvd_settings: dict = field(default_factory=lambda: {"max_iter": 30, "tol": 1e-4, "time_budget": 3.0})
     progress_for: Callable[[str, str], ProgressFn] | None = field(default=None, repr=False, compare=False)
@@ -95,22 +98,33 @@ class CompressionSession:
             self.activations = stats
             self._forget(ACTIVATIONS)
 
+    def set_kronecker(self, factors: KroneckerFactors, damping: float | None = None) -> None:
+        with self._lock:
+            self.kronecker = factors
+            if damping is not None:
+                self.kronecker_damping = damping
+            self._forget(KRONECKER)
+
     def _inputs(self, method: Method, name: str) -> LayerInputs:
         """What the method reads besides the weight, for one layer."""
         if FISHER in method.needs and self.fisher is None:
             raise ValueError(f"{method.name} needs the Fisher: estimate it first.")
         if ACTIVATIONS in method.needs and self.activations is None:
             raise ValueError(f"{method.name} needs calibration activations: collect them first.")
-        if KRONECKER in method.needs:
-            raise ValueError(f"{method.name} needs Kronecker factors of the Fisher, which no estimator gives yet.")
+        if KRONECKER in method.needs and self.kronecker is None:
+            raise ValueError(f"{method.name} needs Kronecker factors of the Fisher: estimate them first.")
         stats = self.activations if ACTIVATIONS in method.needs else None
         fisher = self.fisher if FISHER in method.needs else None
+        kron = self.kronecker if KRONECKER in method.needs else None
         return LayerInputs(
             fisher=None if fisher is None else fisher.per_layer.get(name),  # None for the low-memory Fisher
             fisher_rows=None if fisher is None else fisher.row_sums(name),
             fisher_cols=None if fisher is None else fisher.col_sums(name),
             mean_abs=None if stats is None else stats.mean_abs[name],
-            second_moment=None if stats is None else stats.second_moment[name])
+            second_moment=None if stats is None else stats.second_moment[name],
+            kronecker=None if kron is None else {kind: (kron.inputs[kind][name], kron.outputs[kind][name])
+                                                 for kind in kron.inputs},
+            damping=self.kronecker_damping)
 
     def _source_key(self, method: Method) -> str | None:
         """The cache keys of what the method's factors derive from besides the weights ('' for SVD); None if missing."""
@@ -119,6 +133,9 @@ class CompressionSession:
             keys.append(None if self.fisher is None else self.fisher.key)
         if ACTIVATIONS in method.needs:
             keys.append(None if self.activations is None else self.activations.key or None)
+        if KRONECKER in method.needs:
+            keys.append(None if self.kronecker is None or not self.kronecker.key else
+                        f"{self.kronecker.key}/damping={self.kronecker_damping:g}")
         return None if None in keys else "/".join(k for k in keys if k)
 
     def _disk_key(self, method: Method) -> str | None:

@@ -17,8 +17,8 @@ from fwsvd_core.cache import (
 )
 from fwsvd_core.errors import FisherError, FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
-from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
 from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, FISHER_FORMS, check_fisher
@@ -71,47 +71,7 @@ class FisherResult:
         return {name: float(self.row_sums(name).sum()) for name in names}
 
 
-class _Capture:
-    """Forward hooks that keep each layer's inputs and outputs (a shared layer: one entry per call)."""
-
-    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
-        self.inputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
-        self.outputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
-        modules = dict(model.named_modules())
-        self.handles = [modules[l.name].register_forward_hook(self._hook(l.name)) for l in layers]
-
-    def _hook(self, name: str):
-        def hook(module, args, output):
-            self.inputs[name].append(args[0].detach())
-            self.outputs[name].append(output)
-        return hook
-
-    def clear(self) -> None:
-        for store in (*self.inputs.values(), *self.outputs.values()):
-            store.clear()
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
-    """[B, tokens of all calls, features]: a shared layer's calls add up in one per-example gradient."""
-    if len(tensors) == 1:
-        return tensors[0].reshape(batch, -1, tensors[0].shape[-1])  # a view: no copy for the common case
-    return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
-
-
-@dataclass
-class _GradientBatch:
-    """One batch's layer inputs and output gradients, [B, tokens, features] per layer, finite examples only."""
-
-    inputs: dict[str, torch.Tensor]
-    grads: dict[str, torch.Tensor]
-    n_good: int  # the examples kept: B above
-
-
-def _accumulate_profiles(batch: _GradientBatch, estimator: str, rows: dict[str, torch.Tensor],
+def _accumulate_profiles(batch: GradientBatch, estimator: str, rows: dict[str, torch.Tensor],
                          cols: dict[str, torch.Tensor]) -> None:
     """Row and column sums of the squared per-example gradients without forming any [out, in] gradient.
 
@@ -135,7 +95,7 @@ def _accumulate_profiles(batch: _GradientBatch, estimator: str, rows: dict[str, 
             cols[name] += (xs * torch.bmm(torch.bmm(gs, gs.transpose(1, 2)), xs)).sum(dim=(0, 1))
 
 
-def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
+def _accumulate_batch(batch: GradientBatch, estimator: str, sums: dict[str, torch.Tensor]) -> None:
     for name, sums_l in sums.items():
         # float32: half-precision sums lose the small terms
         x, g = (batch.inputs[name].to(sums_l.device).float(), batch.grads[name].to(sums_l.device).float())
@@ -148,64 +108,6 @@ def _accumulate_batch(batch: _GradientBatch, estimator: str, sums: dict[str, tor
         for start in range(0, n_good, step):
             per_example = torch.bmm(g[start : start + step].transpose(1, 2), x[start : start + step])
             sums_l += per_example.square_().sum(dim=0)
-
-
-def _finite_examples(losses: torch.Tensor, inputs: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Which examples of the batch have a finite loss, finite layer inputs and finite output gradients."""
-    good = torch.isfinite(losses.detach())
-    for name, g in grads.items():
-        good &= torch.isfinite(g).flatten(1).all(dim=1)
-        good &= torch.isfinite(inputs[name]).flatten(1).all(dim=1)
-    return good
-
-
-def _gradient_batches(
-    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo], batch_size: int, max_length: int,
-    progress: ProgressFn | None, cancel: CancelFn | None,
-):
-    """Yield each batch's per-example layer inputs and output gradients of the task loss.
-
-    One backward pass of the summed loss per batch: each example's loss reaches only its own rows, so
-    the output gradients are per example. Examples whose loss or gradients are not finite are dropped.
-    """
-    modules = dict(model.named_modules())
-    weights = {id(modules[l.name].weight) for l in layers}
-    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    capture = _Capture(model, layers)
-    device = next(model.parameters()).device
-    try:
-        model.eval()  # no dropout: the gradients of the deployed function, and reproducible
-        for p, _ in saved_flags:
-            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
-        encoded = encode(tokenizer, data, max_length, model)
-        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
-            capture.clear()
-            logits = model(**batch).logits
-            targets = task_targets(data, model, idx).to(device)
-            losses = per_example_loss(logits, targets, data.task.is_regression)
-            names = list(capture.outputs)
-            flat = [o for n in names for o in capture.outputs[n]]
-            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
-            grads, k = {}, 0
-            for n in names:
-                count = len(capture.outputs[n])
-                grads[n] = [torch.zeros_like(o) if g is None else g
-                            for o, g in zip(capture.outputs[n], grads_flat[k : k + count], strict=True)]
-                k += count
-            in_batch = len(idx)
-            inputs = {name: _stack_tokens(capture.inputs[name], in_batch) for name in names}
-            outputs = {name: _stack_tokens(grads[name], in_batch) for name in names}
-            good = _finite_examples(losses, inputs, outputs)
-            if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
-                inputs = {name: x[good] for name, x in inputs.items()}
-                outputs = {name: g[good] for name, g in outputs.items()}
-            yield _GradientBatch(inputs, outputs, int(good.sum()))
-    finally:
-        capture.remove()
-        for p, flag in saved_flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def compute_fisher(
@@ -231,7 +133,7 @@ def compute_fisher(
             for k, shape in _flat_shapes(layers, form).items()}
     _, rows, cols = _from_flat(sums, form)
     n_good = n_batches = 0
-    for batch in _gradient_batches(model, tokenizer, shard(data), layers, batch_size, max_length, progress, cancel):
+    for batch in gradient_batches(model, tokenizer, shard(data), layers, batch_size, max_length, progress, cancel):
         if batch.n_good:
             if form == "full":
                 _accumulate_batch(batch, estimator, sums)
@@ -294,7 +196,7 @@ def directional_fisher(
     device = next(model.parameters()).device
     moved = {n: {k: dw.to(device=device, dtype=torch.float32) for k, dw in d.items()} for n, d in directions.items()}
     n_good = 0
-    for batch in _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
+    for batch in gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel):
         with torch.no_grad():
             for name, by_label in sums.items():
                 x, g = batch.inputs[name].float(), batch.grads[name].float()

@@ -38,7 +38,8 @@ def toy_method():
 
 def test_the_built_in_methods_are_listed_in_their_order_with_what_they_need():
     assert method_names() == ("svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "asvd", "svd-llm", "tfwsvd-em",
-                              "tfwsvd-als")
+                              "tfwsvd-als", "kfac", "gfwsvd")
+    assert method_names(needs=KRONECKER) == ("kfac", "gfwsvd")
     assert method_names(needs=FISHER, per_rank=False) == ("fwsvd-input", "fwsvd-output", "fwsvd-both")
     assert method_names(per_rank=True) == ("tfwsvd-em", "tfwsvd-als")
     assert get_method(" FWSVD ").name == "fwsvd-input" and get_method("tfwsvd").name == "tfwsvd-als"
@@ -86,10 +87,10 @@ def test_the_module_function_factorize_reads_the_registry(toy_method):
         factorize(w, "tfwsvd-als")
 
 
-def test_a_method_that_needs_kronecker_factors_says_none_are_there_yet(tiny_session):
+def test_a_method_that_needs_kronecker_factors_asks_for_them_first(tiny_session):
     register(Method(name="kron-toy", description="", needs=frozenset({KRONECKER}), factorize=row_normed_svd))
     try:
-        with pytest.raises(ValueError, match="Kronecker factors"):
+        with pytest.raises(ValueError, match="Kronecker factors of the Fisher: estimate them first"):
             tiny_session.factors("kron-toy")
     finally:
         unregister("kron-toy")

@@ -17,7 +17,7 @@ from fwsvd_core.errors import FwsvdError
 
 FISHER = "fisher"  # the diagonal (element-wise) empirical Fisher of the layer
 ACTIVATIONS = "activations"  # input statistics from calibration data: mean |x| and the second moment
-KRONECKER = "kronecker"  # Kronecker factors of the layer's Fisher (room for the Kronecker-factored methods)
+KRONECKER = "kronecker"  # Kronecker factors A (inputs) and B (outputs) of the layer's Fisher
 NEEDS = (FISHER, ACTIVATIONS, KRONECKER)
 
 
@@ -30,6 +30,8 @@ class LayerInputs:
     fisher_cols: torch.Tensor | None = None  # [in]: the Fisher summed over each input column
     mean_abs: torch.Tensor | None = None  # [in]
     second_moment: torch.Tensor | None = None  # [in, in]
+    kronecker: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # kind ('kfac', 'nearest') -> (A, B)
+    damping: float = 0.0  # added to A and B, relative to the mean of each one's diagonal
 
 
 class Solved(Protocol):

@@ -1,0 +1,129 @@
+"""Per-example gradients of the task loss at every compressible layer, without forming any weight gradient.
+
+For an example with layer inputs X [tokens, in] and gradients Gam [tokens, out] of its loss at the layer's
+outputs, the gradient of the loss with respect to the weight is Gam^T X. The Fisher, its Kronecker factors
+and the directional Fisher are all computed from X and Gam, one batch at a time.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fwsvd_core.estimation.losses import per_example_loss, task_targets
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.layers import LayerInfo
+
+
+class _Capture:
+    """Forward hooks that keep each layer's inputs and outputs (a shared layer: one entry per call)."""
+
+    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        self.inputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        self.outputs: dict[str, list[torch.Tensor]] = {l.name: [] for l in layers}
+        modules = dict(model.named_modules())
+        self.handles = [modules[l.name].register_forward_hook(self._hook(l.name)) for l in layers]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            self.inputs[name].append(args[0].detach())
+            self.outputs[name].append(output)
+        return hook
+
+    def clear(self) -> None:
+        for store in (*self.inputs.values(), *self.outputs.values()):
+            store.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _stack_tokens(tensors: list[torch.Tensor], batch: int) -> torch.Tensor:
+    """[B, tokens of all calls, features]: a shared layer's calls add up in one per-example gradient."""
+    if len(tensors) == 1:
+        return tensors[0].reshape(batch, -1, tensors[0].shape[-1])  # a view: no copy for the common case
+    return torch.cat([t.reshape(batch, -1, t.shape[-1]) for t in tensors], dim=1)
+
+
+@dataclass
+class GradientBatch:
+    """One batch's layer inputs and output gradients, [B, tokens, features] per layer, finite examples only."""
+
+    inputs: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+    n_good: int  # the examples kept: B above
+    attention: torch.Tensor | None = None  # [B, sequence]: 1 for a real token, 0 for padding
+
+    def token_mask(self, name: str) -> torch.Tensor:
+        """[B, tokens, 1]: 1 for the layer's real tokens, 0 for padding (all 1 where tokens do not follow the text)."""
+        x = self.inputs[name]
+        if self.attention is None or x.shape[1] % self.attention.shape[1]:
+            return x.new_ones(x.shape[0], x.shape[1], 1)
+        calls = x.shape[1] // self.attention.shape[1]  # a shared layer: its calls' tokens one after the other
+        return self.attention.to(device=x.device, dtype=x.dtype).repeat(1, calls)[:, :, None]
+
+
+def _finite_examples(losses: torch.Tensor, inputs: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which examples of the batch have a finite loss, finite layer inputs and finite output gradients."""
+    good = torch.isfinite(losses.detach())
+    for name, g in grads.items():
+        good &= torch.isfinite(g).flatten(1).all(dim=1)
+        good &= torch.isfinite(inputs[name]).flatten(1).all(dim=1)
+    return good
+
+
+def gradient_batches(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo], batch_size: int, max_length: int,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> Iterator[GradientBatch]:
+    """Yield each batch's per-example layer inputs and output gradients of the task loss.
+
+    One backward pass of the summed loss per batch: each example's loss reaches only its own rows, so
+    the output gradients are per example. Examples whose loss or gradients are not finite are dropped.
+    """
+    modules = dict(model.named_modules())
+    weights = {id(modules[l.name].weight) for l in layers}
+    saved_flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    capture = _Capture(model, layers)
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # no dropout: the gradients of the deployed function, and reproducible
+        for p, _ in saved_flags:
+            p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
+        encoded = encode(tokenizer, data, max_length, model)
+        for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+            capture.clear()
+            logits = model(**batch).logits
+            targets = task_targets(data, model, idx).to(device)
+            losses = per_example_loss(logits, targets, data.task.is_regression)
+            names = list(capture.outputs)
+            flat = [o for n in names for o in capture.outputs[n]]
+            grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)
+            grads, k = {}, 0
+            for n in names:
+                count = len(capture.outputs[n])
+                grads[n] = [torch.zeros_like(o) if g is None else g
+                            for o, g in zip(capture.outputs[n], grads_flat[k : k + count], strict=True)]
+                k += count
+            in_batch = len(idx)
+            inputs = {name: _stack_tokens(capture.inputs[name], in_batch) for name in names}
+            outputs = {name: _stack_tokens(grads[name], in_batch) for name in names}
+            good = _finite_examples(losses, inputs, outputs)
+            attention = batch.get("attention_mask")
+            if not bool(good.all()):  # leave the bad examples out entirely: 0 * NaN would still be NaN
+                inputs = {name: x[good] for name, x in inputs.items()}
+                outputs = {name: g[good] for name, g in outputs.items()}
+                attention = None if attention is None else attention[good]
+            yield GradientBatch(inputs, outputs, int(good.sum()), attention)
+    finally:
+        capture.remove()
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+

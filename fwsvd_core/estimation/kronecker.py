@@ -1,0 +1,224 @@
+"""Kronecker factors of every compressible layer's empirical Fisher: F ~ A (x) B, A over inputs, B over outputs.
+
+With G_n = Gam_n^T X_n the gradient of example n's loss with respect to a layer's [out, in] weight, the
+layer's empirical Fisher is F = 1/N sum_n vec(G_n) vec(G_n)^T (columns of G stacked). Two approximations:
+
+- `kfac` (K-FAC): tokens taken as independent, A = mean over tokens of x x^T and B = 1/N sum over tokens of
+  g g^T (padding left out), so that A (x) B has the scale of F.
+- `nearest` (GFWSVD, Chekalina et al. 2025): the Kronecker product nearest to F in the Frobenius norm, the
+  top singular pair of F rearranged, found by power iterations started from K-FAC:
+  B <- 1/N sum_n G_n A G_n^T and A <- 1/N sum_n G_n^T B G_n, one pass over the data each. Since
+  G_n A G_n^T = Gam_n^T (X_n A X_n^T) Gam_n, no per-example gradient matrix is formed.
+
+Both are in loss units: 0.5 tr(dW^T B dW A) approximates the loss a weight change dW costs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from fwsvd_core.cache import cache_key, cache_root, cache_writable, expect_shapes, load_tensors, store_tensors
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
+from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
+from fwsvd_core.inputs.memory import MemoryEstimate, require_fits
+from fwsvd_core.inputs.models import model_fingerprint
+
+KINDS = ("kfac", "nearest")
+DEFAULT_ITERATIONS = 3
+
+
+@dataclass
+class KroneckerFactors:
+    """Per layer and kind: A [in, in] and B [out, out], float32 on the CPU, F ~ A (x) B.
+
+    `change[i]` is the largest change of a layer's unit-norm A over the two half-steps up to pass i (how far from
+    converged; the first against K-FAC's).
+    """
+
+    inputs: dict[str, dict[str, torch.Tensor]]  # kind -> layer -> A
+    outputs: dict[str, dict[str, torch.Tensor]]  # kind -> layer -> B
+    n_examples: int
+    n_skipped: int
+    iterations: int
+    seconds: float
+    change: list[float] = field(default_factory=list)
+    key: str | None = None
+    from_cache: bool = False
+
+    def pair(self, name: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) of one layer."""
+        if kind not in KINDS:
+            raise FwsvdError(f"Unknown Kronecker factors {kind!r}; choose from {KINDS}.")
+        if name not in self.inputs.get(kind, {}):
+            raise FwsvdError(f"No {kind} Kronecker factors for {name}"
+                             + (" (estimated with no power iteration)." if kind == "nearest" else "."))
+        return self.inputs[kind][name], self.outputs[kind][name]
+
+
+def kronecker_estimate(layers: list[LayerInfo]) -> MemoryEstimate:
+    """The memory the factors take while they are estimated: float64 sums, the previous iterates and the results."""
+    elements = sum(l.in_features**2 + l.out_features**2 for l in layers)
+    return MemoryEstimate("Kronecker factors of the Fisher",
+                          {"running sums (float64)": 8 * elements, "iterates": 4 * 2 * elements,
+                           "results": 4 * 2 * elements})
+
+
+def _masked(batch: GradientBatch, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's inputs and output gradients of this batch, float32, padding tokens zeroed."""
+    mask = batch.token_mask(name).to(device=device, dtype=torch.float32)
+    x = batch.inputs[name].to(device).float() * mask
+    g = batch.grads[name].to(device).float() * mask
+    return x, g
+
+
+def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device]):
+    sums_in = {l.name: torch.zeros(l.in_features, l.in_features, dtype=torch.float64, device=devices[l.name])
+               for l in layers}
+    sums_out = {l.name: torch.zeros(l.out_features, l.out_features, dtype=torch.float64, device=devices[l.name])
+                for l in layers}
+    tokens = dict.fromkeys(sums_in, 0)
+    n_good = 0
+    for batch in batches:
+        n_good += batch.n_good
+        for name in sums_in:
+            x, g = _masked(batch, name, devices[name])
+            x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+            sums_in[name] += (x.T @ x).double()
+            sums_out[name] += (g.T @ g).double()
+            tokens[name] += int(batch.token_mask(name).sum())
+    return sums_in, sums_out, tokens, n_good
+
+
+def _power_pass(batches, current_in: dict[str, torch.Tensor], current_out: dict[str, torch.Tensor],
+                devices: dict[str, torch.device]):
+    """One pass: sum_n G_n A G_n^T and sum_n G_n^T B G_n for every layer, from token Gram matrices."""
+    new_out = {n: torch.zeros_like(b, dtype=torch.float64) for n, b in current_out.items()}
+    new_in = {n: torch.zeros_like(a, dtype=torch.float64) for n, a in current_in.items()}
+    for batch in batches:
+        for name in new_in:
+            x, g = _masked(batch, name, devices[name])
+            a, b = current_in[name], current_out[name]
+            k_in = torch.bmm(x @ a, x.transpose(1, 2))  # X_n A X_n^T: [B, T, T]
+            new_out[name] += (g.reshape(-1, g.shape[-1]).T @ torch.bmm(k_in, g).reshape(-1, g.shape[-1])).double()
+            k_out = torch.bmm(g @ b, g.transpose(1, 2))  # Gam_n B Gam_n^T
+            new_in[name] += (x.reshape(-1, x.shape[-1]).T @ torch.bmm(k_out, x).reshape(-1, x.shape[-1])).double()
+    return new_in, new_out
+
+
+def _symmetric(m: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (m + m.T)
+
+
+def compute_kronecker(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo] | None = None,
+    iterations: int = DEFAULT_ITERATIONS, batch_size: int = 16, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> KroneckerFactors:
+    """K-FAC factors from one pass over `data`, then `iterations` power-iteration passes to the nearest Kronecker
+    product (uncached; data-parallel in a process group). Examples with a loss or gradient that is not finite
+    are left out."""
+    if len(data) == 0:
+        raise FwsvdError("The Kronecker factors need at least one example.")
+    if iterations < 0:
+        raise FwsvdError(f"The number of power iterations must be 0 or more, not {iterations}.")
+    start = time.perf_counter()
+    layers = layers or require_layers(model)
+    devices = {l.name: execution_device(model.get_submodule(l.name)) for l in layers}
+    require_fits(kronecker_estimate(layers), next(iter(devices.values())),
+                 ["estimate them for fewer layers", "use FWSVD or SVD-LLM, whose statistics are vectors or one Gram "
+                  "matrix per layer"])
+    part = shard(data)
+    passes = iterations + 1
+
+    def batches(i: int):
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(i * total + done, passes * total)
+        return gradient_batches(model, tokenizer, part, layers, batch_size, max_length, report, cancel)
+
+    sums_in, sums_out, tokens, n_good = _kfac_pass(batches(0), layers, devices)
+    sum_over_processes(sums_in)
+    sum_over_processes(sums_out)
+    n_good, *counts = count_over_processes(n_good, *tokens.values())
+    n = max(n_good, 1)
+    kfac_in = {name: _symmetric(s / max(t, 1.0)).float() for (name, s), t in zip(sums_in.items(), counts, strict=True)}
+    kfac_out = {name: _symmetric(s / n).float() for name, s in sums_out.items()}
+    del sums_in, sums_out
+    inputs, outputs = {"kfac": kfac_in}, {"kfac": kfac_out}
+    change: list[float] = []
+    if iterations:
+        # unit Frobenius norm on both sides; the scale of F goes to B at the end
+        current_in = {k: a / (a.norm() or 1.0) for k, a in kfac_in.items()}
+        current_out = {k: b / (b.norm() or 1.0) for k, b in kfac_out.items()}
+        scale = dict.fromkeys(current_in, 0.0)
+        # each pass updates A from B and B from A at once: two interleaved power iterations, so A is compared with
+        # its value two passes before (K-FAC's for the first pass)
+        earlier_in = dict(current_in)
+        for i in range(iterations):
+            new_in, new_out = _power_pass(batches(i + 1), current_in, current_out, devices)
+            sum_over_processes(new_in)
+            sum_over_processes(new_out)
+            steps = []
+            for name in current_in:
+                a, b = _symmetric(new_in[name] / n).float(), _symmetric(new_out[name] / n).float()
+                scale[name] = float(b.norm())  # the singular value, with the unit-norm A it was made from
+                a_unit, b_unit = a / (a.norm() or 1.0), b / (b.norm() or 1.0)
+                steps.append(float((a_unit - earlier_in[name]).norm()))
+                earlier_in[name] = current_in[name]
+                current_in[name], current_out[name] = a_unit, b_unit
+            change.append(max(steps))
+        inputs["nearest"] = {k: a.cpu() for k, a in current_in.items()}
+        outputs["nearest"] = {k: (b * scale[k]).cpu() for k, b in current_out.items()}
+    inputs["kfac"] = {k: a.cpu() for k, a in kfac_in.items()}
+    outputs["kfac"] = {k: b.cpu() for k, b in kfac_out.items()}
+    return KroneckerFactors(inputs, outputs, n_good, len(data) - n_good, iterations, time.perf_counter() - start, change)
+
+
+def _shapes(layers: list[LayerInfo], iterations: int) -> dict[str, tuple[int, ...]]:
+    kinds = KINDS if iterations else KINDS[:1]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for kind in kinds:
+        shapes.update({f"{kind}/in/{l.name}": (l.in_features, l.in_features) for l in layers})
+        shapes.update({f"{kind}/out/{l.name}": (l.out_features, l.out_features) for l in layers})
+    return shapes
+
+
+def estimate_kronecker(
+    model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, seed: int = 0,
+    iterations: int = DEFAULT_ITERATIONS, batch_size: int = 16, max_length: int = 128,
+    layers: list[LayerInfo] | None = None, fingerprint: str | None = None, progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None, use_cache: bool = True,
+) -> KroneckerFactors:
+    """Kronecker factors over a seeded sample of `n_examples` (the Fisher's sample for the same seed), cached on disk."""
+    layers = layers or require_layers(model)
+    part = data.sample(n_examples, seed)
+    key = cache_key(kind="kronecker", model=fingerprint or model_fingerprint(model), task=data.task.name,
+                    examples=part.content_digest(), max_length=max_length, iterations=iterations,
+                    layers=[l.name for l in layers])
+    path = cache_root() / "kronecker" / f"{key}.safetensors"
+    if use_cache and (hit := load_tensors(path, expect_shapes(_shapes(layers, iterations)))) is not None:
+        tensors, meta = hit
+        inputs: dict[str, dict[str, torch.Tensor]] = {}
+        outputs: dict[str, dict[str, torch.Tensor]] = {}
+        for flat, tensor in tensors.items():
+            kind, side, name = flat.split("/", 2)
+            (inputs if side == "in" else outputs).setdefault(kind, {})[name] = tensor
+        return KroneckerFactors(inputs, outputs, int(meta["n_examples"]), int(meta["n_skipped"]), iterations,
+                                float(meta["seconds"]), [float(c) for c in meta["change"].split(",") if c], key, True)
+    result = compute_kronecker(model, tokenizer, part, layers, iterations, batch_size, max_length, progress, cancel)
+    result.key = key
+    if use_cache and cache_writable() and writes_results():
+        tensors = {f"{kind}/{side}/{name}": t for kind in result.inputs
+                   for side, source in (("in", result.inputs), ("out", result.outputs))
+                   for name, t in source[kind].items()}
+        store_tensors(path, tensors, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                      "seconds": f"{result.seconds:.3f}", "change": ",".join(f"{c:.6g}" for c in
+                                                                                              result.change)})
+    return result
