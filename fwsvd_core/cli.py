@@ -104,6 +104,10 @@ def _add_compression_args(p: argparse.ArgumentParser) -> None:
                                                                 "layer and rank")
     p.add_argument("--solver-seconds", type=float, default=3.0, help="iterative methods (TFWSVD): time budget per "
                                                                      "layer and rank")
+    _add_kronecker_args(p)
+
+
+def _add_kronecker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kronecker-iterations", type=int, default=DEFAULT_ITERATIONS,
                    help="Kronecker-factored methods (kfac, gfwsvd): power iterations from K-FAC to the Kronecker "
                         "product nearest to the Fisher, one pass over the --fisher-samples each (0: K-FAC only)")
@@ -219,6 +223,7 @@ def cmd_predictor(args) -> int:
     check_writable(Path(args.out))
     loaded, session, fisher_data, eval_data = _prepare(args)
     fisher = _fisher(args, session, fisher_data)
+    session.set_kronecker(_kronecker(args, session, fisher_data), args.damping)  # the Kronecker predictors
     table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
                                       n_examples=args.fisher_samples, subsample=args.eval_subsample,
                                       progress=_progress("layers", "layers"))
@@ -416,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predictor", "validate the per-layer predictor of SVD failure against measured drops", cmd_predictor)
     p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
+    _add_kronecker_args(p)
     p.add_argument("--out", default="results/predictor", help="output path without suffix: writes .csv, .json, .md")
     return parser
 

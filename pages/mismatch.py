@@ -10,7 +10,7 @@ from fwsvd_core.analysis.figures import (
 )
 from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
 from fwsvd_core.analysis.sweep import run_sweep
-from fwsvd_core.compression.methods import FISHER, method_names
+from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
 from fwsvd_core.errors import FwsvdError
 from studio.state import prepare_methods, ready
 
@@ -66,8 +66,21 @@ st.caption("The singular values of W, and of the Fisher-weighted matrices that F
            "needs a larger rank for the same error.")
 names = [l.name for l in session.layers]
 name = st.selectbox("Layer", names, key="spectrum_layer")
-spectra = {m: session.factors(m)[name].spectrum for m in ("svd", *method_names(needs=FISHER, per_rank=False))}
+kronecker_methods = method_names(needs=KRONECKER)
+if session.kronecker is None and st.button("Add the Kronecker-factored spectra (one gradient pass per power "
+                                           "iteration over the Fisher's examples)"):
+    prepare_methods(state, kronecker_methods)
+shown = ("svd", *method_names(needs=FISHER, per_rank=False), *(kronecker_methods if session.kronecker else ()))
+spectra = {m: session.factors(m)[name].spectrum for m in shown}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
+if session.kronecker is not None:
+    st.markdown(
+        "**kfac** and **gfwsvd** decompose L_B^T W L_A. The layer's Fisher, how much the loss cares about every pair "
+        "of weights together, is approximated as A (x) B: A says which directions of the layer's *input* carry "
+        "signal, B which directions of its *output* the loss is sensitive to, and L_A, L_B are their Cholesky "
+        "factors. Cutting the small singular values of L_B^T W L_A then costs the least loss under that "
+        "approximation, and each discarded s_i^2 is, to second order, twice the loss it costs."
+    )
 
 st.subheader("Which singular values matter?")
 st.markdown(

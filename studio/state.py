@@ -8,13 +8,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from fwsvd_core.compression.methods import ACTIVATIONS, get_method
+from fwsvd_core.compression.methods import ACTIVATIONS, KRONECKER, get_method
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, ensure_demo, needs_build
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.evaluation import EvalResult, evaluate
 from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher
+from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.data import TaskData, load_file, load_glue_folder, load_hub
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import LoadedModel
@@ -284,9 +285,26 @@ def demo_names() -> list[str]:
 
 
 def prepare_methods(state: Ready, methods) -> bool:
-    """Collect calibration activations when a chosen method needs them (ASVD, SVD-LLM); False if that failed."""
-    if state.session.activations is not None or not any(ACTIVATIONS in get_method(m).needs for m in methods):
-        return True
+    """Collect what the chosen methods need besides the Fisher: calibration activations (ASVD, SVD-LLM), Kronecker
+    factors of the Fisher (kfac, gfwsvd). False if that failed (the error is shown)."""
+    needs = set().union(*(get_method(m).needs for m in methods)) if methods else set()
+    session, loaded = state.session, state.loaded
+    try:
+        if ACTIVATIONS in needs and session.activations is None:
+            with st.spinner("Collecting input activations of every layer on the training split ..."):
+                session.set_activations(estimate_activation_stats(
+                    loaded.model, loaded.tokenizer, state.train, state.choice.fisher_samples,
+                    fingerprint=loaded.fingerprint))
+        if KRONECKER in needs and session.kronecker is None:
+            with st.spinner("Estimating the Kronecker factors of every layer's Fisher (K-FAC, then power iterations "
+                            "to the nearest Kronecker product) ..."):
+                session.set_kronecker(estimate_kronecker(
+                    loaded.model, loaded.tokenizer, state.train, state.choice.fisher_samples,
+                    fingerprint=loaded.fingerprint))
+    except FwsvdError as exc:
+        st.error(str(exc))
+        return False
+    return True
     try:
         with st.spinner("Collecting input activations of every layer on the training split ..."):
             state.session.set_activations(estimate_activation_stats(

@@ -66,6 +66,22 @@ def test_sweep_by_allocator_and_new_methods(tiny_models, glue_dir, tmp_path):
     assert (body["param ratio (layers)"] <= 0.4 + 1e-9).all()
 
 
+def test_sweep_with_the_kronecker_factored_methods(tiny_models, glue_dir, tmp_path, caplog):
+    out = tmp_path / "kron"
+    with caplog.at_level("INFO", logger="fwsvd_core"):
+        code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                     "--methods", "svd,kfac,gfwsvd", "--ratios", "", "--param-ratios", "0.3",
+                     "--allocators", "uniform,spectral", "--fisher-samples", "12", "--eval-subsample", "32",
+                     "--kronecker-iterations", "2", "--damping", "0.05", "--out", str(out)])
+    assert code == 0
+    assert "Kronecker factors: 12 examples of train, 0 skipped, 2 power iterations" in caplog.text
+    table = pd.read_csv(out.with_suffix(".csv"))
+    body = table[table["method"] != "dense"]
+    assert set(body["method"]) == {"svd", "kfac", "gfwsvd"} and len(body) == 6
+    # the Kronecker-weighted spectra drive the allocator: per-layer ranks, not one ratio
+    assert body["accuracy"].notna().all()
+
+
 def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_dir, tmp_path, capsys):
     save = tmp_path / "c"
     assert main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
@@ -77,7 +93,8 @@ def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_
     assert main(["predictor", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--fisher-samples", "8", "--eval-subsample", "32", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert set(report["stats"]["agreement"]) == {"diagonal", "full"} and "reliability" in report["stats"]
+    assert set(report["stats"]["agreement"]) == {"diagonal", "full", "kfac", "nearest"}
+    assert "reliability" in report["stats"]
     assert {"with_loss", "low", "high", "with_score"} == set(report["stats"]["agreement"]["full"])
     assert len(report["layers"]) == len(pd.read_csv(out.with_suffix(".csv")))
     text = out.with_suffix(".md").read_text()

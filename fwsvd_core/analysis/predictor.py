@@ -9,6 +9,8 @@ the FWSVD truncation at the same rank: the loss that weighting is predicted to s
 - `full`: the first-order term and the full empirical Fisher of the layer, from one more pass of
   per-example gradients over calibration examples (`fisher.directional_fisher`). Off-diagonal
   curvature is what the diagonal leaves out.
+- `kfac` and `nearest`: the Fisher as a Kronecker product A (x) B (`estimation.kronecker`), so the
+  curvature term is 0.5 tr(dW^T B dW A). Instant once the session has the factors.
 
 Neither evaluates a compressed model. `validate_predictor` does: it compresses each layer alone with
 SVD and with FWSVD, measures the task loss per example, and rank-correlates. It also reports how
@@ -33,7 +35,8 @@ from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.labels import map_labels
 
-PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)"}
+PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)",
+              "kfac": "predicted SVD excess (K-FAC)", "nearest": "predicted SVD excess (nearest Kronecker)"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def svd_failure_scores(
 ) -> pd.DataFrame:
     """Per layer: the predicted loss increase of SVD and of FWSVD at `rank_ratio`, and their difference.
 
-    With `calibration` (training examples), also the `full` predictor from `n_examples` of them.
+    With `calibration` (training examples), also the `full` predictor from `n_examples` of them; with the
+    session's Kronecker factors, the `kfac` and `nearest` predictors.
     """
     if session.fisher is None:
         raise ValueError("The predictor needs the Fisher: estimate it first.")
@@ -78,8 +82,14 @@ def svd_failure_scores(
         f = session.fisher.element_wise(layer.name, "The predictor of SVD failure").to(w.device)
         changes[layer.name] = {m: session.factors(m)[layer.name].reconstruct(rank) - w for m in ("svd", weighted)}
         svd, fw = (0.5 * float((f * changes[layer.name][m].square()).sum()) for m in ("svd", weighted))
-        rows.append({"layer": layer.name, "block": layer.block, "role": layer.role, "rank": rank,
-                     "predicted SVD loss": svd, "predicted FWSVD loss": fw, PREDICTORS["diagonal"]: svd - fw})
+        row = {"layer": layer.name, "block": layer.block, "role": layer.role, "rank": rank,
+               "predicted SVD loss": svd, "predicted FWSVD loss": fw, PREDICTORS["diagonal"]: svd - fw}
+        if session.kronecker is not None:
+            for kind in session.kronecker.inputs:
+                a, b = (t.to(w.device) for t in session.kronecker.pair(layer.name, kind))
+                svd_k, fw_k = (0.5 * float(((b @ dw) * (dw @ a)).sum()) for dw in changes[layer.name].values())
+                row[PREDICTORS[kind]] = svd_k - fw_k
+        rows.append(row)
     table = pd.DataFrame(rows)
     if calibration is not None:
         part = calibration.sample(n_examples, seed)

@@ -61,8 +61,29 @@ def test_validation_measures_each_layer_alone(tiny_session, sst2_small):
             for m in ("svd", "fwsvd-input")}
     assert first["measured SVD excess loss"] == pytest.approx(loss["svd"] - loss["fwsvd-input"], rel=1e-4, abs=1e-7)
     assert (table["standard error"] >= 0).all()
-    assert set(stats.agreement) == set(PREDICTORS)
+    assert set(stats.agreement) == {"diagonal", "full"}  # the session has no Kronecker factors
     for agreement in stats.agreement.values():
         assert -1.0 <= agreement.with_loss <= 1.0
         assert agreement.low <= agreement.high
     assert stats.examples_scored == 40 and stats.layers == len(session.layers)
+
+
+def test_kronecker_predictions_are_the_quadratic_form_of_a_kron_b(tiny_session, sst2_small):
+    import torch
+
+    from fwsvd_core.estimation.kronecker import estimate_kronecker
+
+    session = tiny_session
+    assert PREDICTORS["kfac"] not in svd_failure_scores(session, 0.25)  # no Kronecker factors: no such column
+    kron = estimate_kronecker(session.model, session.loaded.tokenizer, sst2_small[0], 8, iterations=1)
+    session.set_kronecker(kron)
+    table = svd_failure_scores(session, 0.25)
+    for _, row in table.iterrows():
+        w = session.weight(row["layer"]).double()
+        for kind in ("kfac", "nearest"):
+            a, b = (t.double() for t in kron.pair(row["layer"], kind))
+            expected = 0.0
+            for method, sign in (("svd", 1.0), ("fwsvd-input", -1.0)):
+                v = (session.factors(method)[row["layer"]].reconstruct(int(row["rank"])).double() - w).T.reshape(-1)
+                expected += sign * 0.5 * float(v @ torch.kron(a, b) @ v)
+            assert row[PREDICTORS[kind]] == pytest.approx(expected, rel=1e-4, abs=1e-12)
