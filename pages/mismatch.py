@@ -67,9 +67,11 @@ st.caption("The singular values of W, and of the Fisher-weighted matrices that F
 names = [l.name for l in session.layers]
 name = st.selectbox("Layer", names, key="spectrum_layer")
 kronecker_methods = method_names(needs=KRONECKER)
-if session.kronecker is None and st.button("Add the Kronecker-factored spectra (one gradient pass per power "
-                                           "iteration over the Fisher's examples)"):
-    prepare_methods(state, kronecker_methods)
+if session.kronecker is None:
+    slot = st.empty()
+    if slot.button("Add the Kronecker-factored spectra (one gradient pass per power iteration over the Fisher's "
+                   "examples)") and prepare_methods(state, kronecker_methods):
+        slot.empty()
 shown = ("svd", *method_names(needs=FISHER, per_rank=False), *(kronecker_methods if session.kronecker else ()))
 spectra = {m: session.factors(m)[name].spectrum for m in shown}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")

@@ -27,7 +27,7 @@ from fwsvd_core.errors import (
     InsufficientMemoryError,
     ModelLoadError,
 )
-from fwsvd_core.estimation import fisher as fisher_module
+from fwsvd_core.estimation import gradients as gradients_module
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.inputs.data import load_glue_folder
 from fwsvd_core.inputs.tasks import get_task
@@ -243,14 +243,14 @@ def test_4_nan_weights_are_refused_before_any_work_naming_the_tensors(tiny_model
 
 def _nan_loss_for(share: float, monkeypatch) -> None:
     """Make the loss of the first `share` of each batch NaN, as a broken head would."""
-    real = fisher_module.per_example_loss
+    real = gradients_module.per_example_loss
 
     def broken(logits, targets, regression):
         losses = real(logits, targets, regression)
         bad = int(round(share * len(losses)))
         return torch.cat([losses[:bad] * float("nan"), losses[bad:]])
 
-    monkeypatch.setattr(fisher_module, "per_example_loss", broken)
+    monkeypatch.setattr(gradients_module, "per_example_loss", broken)
 
 
 @pytest.mark.parametrize("share", [1.0, 0.75])

@@ -60,12 +60,19 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())["sst2"]
     methods = {r["method"] for r in report["rows"]}
-    plain = {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "tfwsvd-als", "asvd", "svd-llm"}
+    plain = {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "tfwsvd-als", "asvd", "svd-llm", "kfac", "gfwsvd"}
     assert plain | {f"{m}+ft" for m in plain} <= methods  # every method also fine-tuned
     assert {r["allocator"] for r in report["rows"]} >= {"uniform", "spectral", "sensitivity"}
     gain = report["allocation gains"][0]
     assert gain["gain"] == pytest.approx(gain["its score"] - gain["best uniform FWSVD"], abs=1e-3)
     assert len(report["ablation"]) == 10 and report["findings"]
+    # GFWSVD as published against the best FWSVD of any allocator, without fine-tuning
+    untuned = [r for r in report["rows"] if not r["method"].endswith("+ft")]
+    best_fwsvd = max(r["accuracy"] for r in untuned if r["method"].startswith("fwsvd"))
+    gfwsvd = [r["accuracy"] for r in untuned if r["method"] == "gfwsvd" and r["allocator"] == "uniform"][0]
+    comparison = report["kronecker comparison"][0]
+    assert comparison["GFWSVD - FWSVD"] == pytest.approx(gfwsvd - best_fwsvd, abs=1e-3)
+    assert any("GFWSVD (uniform ranks, as published)" in line for line in report["findings"])
     for figure in ("mismatch", "scores", "ablation"):
         page = (tmp_path / f"results_sst2_{figure}.html").read_text()
         assert 'src="plotly.min.js"' in page and "cdn.plot.ly" not in page  # works offline

@@ -12,6 +12,7 @@ from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.precision import as_dtype, float32_parameters, model_dtype
 from fwsvd_core.loading import load_model
 
@@ -25,6 +26,7 @@ def session_in(path, dtype, train):
     session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, train, n_examples=8, use_cache=False))
     session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train, 8, layers=session.layers,
                                                       use_cache=False))
+    session.set_kronecker(estimate_kronecker(loaded.model, loaded.tokenizer, train, 8, iterations=2, use_cache=False))
     return session
 
 

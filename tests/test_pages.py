@@ -222,3 +222,24 @@ def test_a_model_loaded_in_bfloat16_is_scored_and_recompressed_in_bfloat16(tiny_
     [b for b in at.button if b.label == "Recompress and evaluate"][0].click().run()
     no_failure(at)  # float32 factors in a bfloat16 model failed here ("expected m1 and m2 to have the same dtype")
     assert len(at.session_state["history"]) == 1 and any(m.label.startswith("Compressed accuracy") for m in at.metric)
+
+
+def test_mismatch_page_adds_the_kronecker_spectra_on_request(app):
+    app.switch_page("pages/mismatch.py").run()
+    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"]["title"]["text"]][0]
+    assert {t["name"] for t in spectra["data"]} == {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both"}
+    [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")][0].click().run()
+    no_failure(app)
+    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"]["title"]["text"]][0]
+    assert {"kfac", "gfwsvd"} <= {t["name"] for t in spectra["data"]}
+    assert any("L_B^T W L_A" in m.value and "Cholesky" in m.value for m in app.markdown)
+    assert not [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")]
+
+
+def test_rank_editor_compresses_with_gfwsvd(app):
+    app.switch_page("pages/rank_editor.py").run()
+    app.selectbox[0].set_value("gfwsvd").run()
+    no_failure(app)
+    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    no_failure(app)
+    assert any("gfwsvd" in str(df.value.to_dict()) for df in app.dataframe)

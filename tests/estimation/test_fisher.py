@@ -5,13 +5,8 @@ from conftest import ARCHITECTURES
 from references import example_gradients, reference_fisher, weight_grad
 
 from fwsvd_core.cache import cache_root
-from fwsvd_core.estimation.fisher import (
-    compute_fisher,
-    directional_fisher,
-    estimate_fisher,
-    per_example_loss,
-    task_targets,
-)
+from fwsvd_core.estimation.fisher import compute_fisher, directional_fisher, estimate_fisher
+from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import collate, encode
 from fwsvd_core.inputs.layers import find_layers
 from fwsvd_core.inputs.tasks import get_task
