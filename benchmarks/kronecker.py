@@ -31,6 +31,27 @@ BASELINES = ["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "svd-llm"]
 KRONECKER = ["kfac", "gfwsvd"]
 
 
+def write_report(out: Path, table: pd.DataFrame, command: str, settings: dict) -> None:
+    lines = [f"# Kronecker-factored methods: damping and allocator at param ratio {settings['param ratio']}", "",
+             f"Made by `{command}`. Fisher and Kronecker factors from {settings['fisher samples']} training examples "
+             f"({settings['iterations']} power iterations from K-FAC), full dev sets, no fine-tuning. Damping is added "
+             "to each factor relative to the mean of its diagonal.", ""]
+    for task_name, part in table.groupby("task", sort=False):
+        metric = part["metric"].iloc[0]
+        pivot = part[part["method"].isin(KRONECKER)].pivot_table(index="damping", columns=["method", "allocator"],
+                                                                  values=metric)
+        pivot.columns = [f"{m} / {a}" for m, a in pivot.columns]
+        baselines = part[part["method"].isin(BASELINES)]
+        dense = part[part["method"] == "dense"].iloc[0]
+        lines += [f"## {task_name} ({metric})", "",
+                  f"Dense {metric} {dense[metric]:.4f}. Kronecker factors: {dense['kronecker seconds']} s on this "
+                  f"machine; largest change of a unit-norm A per power iteration: {dense['power-iteration change']}.",
+                  "", markdown_table(pivot.round(4).reset_index().to_dict(orient="records")),
+                  "", "Baselines at the same budget:", "",
+                  markdown_table(baselines[["method", "allocator", metric]].round(4).to_dict(orient="records")), ""]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", default="sst2,stsb")
@@ -41,8 +62,14 @@ def main() -> int:
     p.add_argument("--fisher-samples", type=int, default=512)
     p.add_argument("--eval-subsample", type=int, default=None)
     p.add_argument("--out", default=str(REPO / "docs" / "kronecker_damping"))
+    p.add_argument("--report-only", action="store_true", help="write the markdown again from the JSON")
     args = p.parse_args()
-    command = "python benchmarks/kronecker.py " + " ".join(sys.argv[1:])
+    out = Path(args.out)
+    if args.report_only:
+        saved = json.loads(out.with_suffix(".json").read_text())
+        write_report(out, pd.DataFrame(saved["rows"]), saved["command"], saved["settings"])
+        return 0
+    command = " ".join(["python benchmarks/kronecker.py", *sys.argv[1:]])
     rows = []
     for task_name in args.tasks.split(","):
         task = get_task(task_name)
@@ -78,24 +105,12 @@ def main() -> int:
                      metric: dense, "metric": metric,
                      "kronecker seconds": round(seconds, 1), "power-iteration change": factors.change})
     table = pd.DataFrame(rows)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)
-    lines = [f"# Kronecker-factored methods: damping and allocator at param ratio {args.param_ratio}", "",
-             f"Made by `{command}`. Fisher and Kronecker factors from {args.fisher_samples} training examples "
-             f"({args.iterations} power iterations from K-FAC), full dev sets, no fine-tuning. Damping is added to "
-             "each factor relative to the mean of its diagonal.", ""]
-    for task_name, part in table.groupby("task", sort=False):
-        metric = part["metric"].iloc[0]
-        pivot = part[part["method"].isin(KRONECKER)].pivot_table(index="damping", columns=["method", "allocator"],
-                                                                  values=metric)
-        pivot.columns = [f"{m} / {a}" for m, a in pivot.columns]
-        baselines = part[part["method"].isin(BASELINES)]
-        lines += [f"## {task_name} ({metric})", "", markdown_table(pivot.round(4).reset_index().to_dict(orient="records")),
-                  "", "Baselines at the same budget:", "",
-                  markdown_table(baselines[["method", "allocator", metric]].round(4).to_dict(orient="records")), ""]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1, default=str))
+    settings = {"param ratio": args.param_ratio, "fisher samples": args.fisher_samples, "iterations": args.iterations}
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "settings": settings, "rows": rows}, indent=1,
+                                                   default=str))
+    write_report(out, table, command, settings)
     print(out.with_suffix(".md").read_text())
     return 0
 

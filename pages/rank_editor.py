@@ -10,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from fwsvd_core.analysis.figures import history_figure, ranks_figure
-from fwsvd_core.compression.allocation import ALLOCATORS, allocate
+from fwsvd_core.analysis.forecast import forecast
+from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
 from fwsvd_core.compression.export import save_compressed
 from fwsvd_core.compression.methods import method_names
@@ -66,41 +67,76 @@ with f2:
 
 mass = state.fisher.mass()
 total_mass = sum(mass.values()) or 1.0
-ranks = st.session_state["ranks"]
-table = pd.DataFrame([{
-    "layer": l.name, "block": l.block, "role": l.role, "shape": f"{l.out_features}x{l.in_features}",
-    "Fisher share": mass[l.name] / total_mass, "max rank": l.max_rank, "break-even rank": l.break_even_rank,
-    "rank": ranks[l.name],
-} for l in layers])
-edited = st.data_editor(
-    table, hide_index=True, width="stretch", key=f"rank_table_{st.session_state['table_version']}",
-    disabled=[c for c in table.columns if c != "rank"],
-    column_config={
-        "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
-                                              help="above the break-even rank the layer is kept dense"),
-        "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
-                                                        max_value=float(table["Fisher share"].max())),
-    },
-)
-try:
-    ranks = validate_ranks(layers, {row.layer: row.rank for row in edited.itertuples()})
-except FwsvdError as exc:
-    st.error(f"{exc} The last valid ranks are kept.")
-    ranks = st.session_state["ranks"]
-st.session_state["ranks"] = ranks
+dense = dense_score(choice, state.loaded, state.dev)
+curves_key = ("loss curves", choice.model_key, state.fisher.key, method)
+if curves_key not in st.session_state:
+    st.session_state[curves_key] = spectral_curves(session, method)
+curves = st.session_state[curves_key]
+curve_source = spectral_source(method)
 
+
+def calibration_runs() -> list[tuple[float, float]]:
+    """(predicted loss increase, measured score drop) of this method's runs: what the prediction is fitted on."""
+    return [(run["predicted loss increase"], dense.score - run[metric]) for run in st.session_state["history"]
+            if run["method"] == method and "predicted loss increase" in run]
+
+
+def layer_frame(ranks: dict[str, int]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "layer": l.name, "block": l.block, "role": l.role, "shape": f"{l.out_features}x{l.in_features}",
+        "Fisher share": mass[l.name] / total_mass, "max rank": l.max_rank, "break-even rank": l.break_even_rank,
+        "rank": ranks[l.name],
+    } for l in layers])
+
+
+@st.fragment
+def rank_table() -> None:
+    """The editable table, the parameter counts and the predicted score: an edit reruns only this part."""
+    ranks = st.session_state["ranks"]
+    table = layer_frame(ranks)
+    edited = st.data_editor(
+        table, hide_index=True, width="stretch", key=f"rank_table_{st.session_state['table_version']}",
+        disabled=[c for c in table.columns if c != "rank"],
+        column_config={
+            "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
+                                                  help="above the break-even rank the layer is kept dense"),
+            "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
+                                                            max_value=float(table["Fisher share"].max())),
+        },
+    )
+    try:
+        ranks = validate_ranks(layers, {row.layer: row.rank for row in edited.itertuples()})
+    except FwsvdError as exc:
+        st.error(f"{exc} The last valid ranks are kept.")
+        ranks = st.session_state["ranks"]
+    st.session_state["ranks"] = ranks
+    summary = summarize(count_params(session.model), layers, ranks)
+    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())
+    m0, m1, m2, m3, m4 = st.columns(5)
+    m0.metric(f"Predicted {metric}", f"{predicted.score:.4f}", f"{predicted.score - dense.score:+.4f} vs dense",
+              help=f"the loss increase the {curve_source} spectra predict at these ranks "
+                   f"({predicted.loss_increase:.4g}), times a slope fitted on this method's measured runs; no model "
+                   "is evaluated")
+    m1.metric("Parameters (model)", f"{summary.model_params_after / 1e6:.2f} M",
+              f"{summary.model_params_after - summary.model_params_before:+,}", delta_color="inverse")
+    m2.metric("Parameter ratio (model)", f"{summary.param_ratio:.3f}")
+    m3.metric("Parameter ratio (compressible layers)", f"{summary.compressible_param_ratio:.3f}")
+    m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}")
+    st.caption(f"Predicted loss increase {predicted.loss_increase:.4g} from the {curve_source} spectra; "
+               + (f"score slope {predicted.slope:.3g} per unit of loss, fitted on {predicted.calibrated_on} measured "
+                  "run(s) of this method." if predicted.calibrated_on else
+                  "the score is uncalibrated until the first run of this method is measured (Recompress and "
+                  "evaluate)."))
+    dense_layers = sum(layer_form(l, ranks[l.name]) == "dense" for l in layers)
+    if dense_layers:
+        st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
+                   "rank, since two factors would hold more parameters.")
+    st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
+
+
+rank_table()
+ranks = st.session_state["ranks"]
 summary = summarize(count_params(session.model), layers, ranks)
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Parameters (model)", f"{summary.model_params_after / 1e6:.2f} M",
-          f"{summary.model_params_after - summary.model_params_before:+,}", delta_color="inverse")
-m2.metric("Parameter ratio (model)", f"{summary.param_ratio:.3f}")
-m3.metric("Parameter ratio (compressible layers)", f"{summary.compressible_param_ratio:.3f}")
-m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}")
-dense_layers = sum(layer_form(l, ranks[l.name]) == "dense" for l in layers)
-if dense_layers:
-    st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
-               "rank, since two factors would hold more parameters.")
-st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
 
 if st.button("Recompress and evaluate", type="primary"):
     start = time.perf_counter()
@@ -109,21 +145,26 @@ if st.button("Recompress and evaluate", type="primary"):
     recompress_ms = (time.perf_counter() - start) * 1000
     with st.spinner("Scoring the compressed model ..."):
         result = evaluate(compressed, state.loaded.tokenizer, state.dev, subsample=choice.eval_subsample or None)
+    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())  # fitted on the earlier runs only
     st.session_state["history"].append({
         "run": len(st.session_state["history"]) + 1, "method": method, "mean rank ratio": round(summary.mean_rank_ratio, 4),
         "param ratio (model)": round(summary.param_ratio, 4), "param ratio (layers)": round(summary.compressible_param_ratio, 4),
-        "params": summary.model_params_after, metric: round(result.score, 4), "recompress ms": round(recompress_ms, 1),
+        "params": summary.model_params_after, metric: round(result.score, 4), f"predicted {metric}": round(predicted.score, 4),
+        "predicted loss increase": predicted.loss_increase, "recompress ms": round(recompress_ms, 1),
         "eval s": round(result.seconds, 2), "ranks": dict(ranks),
     })
     st.session_state["last_compressed"] = (method, dict(ranks), compressed)
+    st.rerun()  # the prediction above is fitted on the runs: draw it again with this one
 
 history = st.session_state["history"]
 if history:
-    dense = dense_score(choice, state.loaded, state.dev)
     last = history[-1]
-    r1, r2 = st.columns(2)
-    r1.metric(f"Compressed {metric} (run {last['run']})", f"{last[metric]:.4f}", f"{last[metric] - dense.score:+.4f} vs dense")
-    r2.metric(f"Dense {metric}", f"{dense.score:.4f}")
+    r1, r2, r3 = st.columns(3)
+    r1.metric(f"Measured {metric} (run {last['run']})", f"{last[metric]:.4f}", f"{last[metric] - dense.score:+.4f} vs dense")
+    if f"predicted {metric}" in last:
+        r2.metric("Predicted before the run", f"{last[f'predicted {metric}']:.4f}",
+                  f"{last[metric] - last[f'predicted {metric}']:+.4f} measured - predicted", delta_color="off")
+    r3.metric(f"Dense {metric}", f"{dense.score:.4f}")
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
     st.plotly_chart(history_figure(frame, metric, dense.score), width="stretch", key="history_chart")
@@ -131,8 +172,7 @@ if history:
 
 st.subheader("Export")
 e1, e2, e3 = st.columns(3)
-rank_rows = edited.assign(rank=[ranks[n] for n in edited["layer"]])
-e1.download_button("Rank table (CSV)", rank_rows.to_csv(index=False), "ranks.csv", "text/csv")
+e1.download_button("Rank table (CSV)", layer_frame(ranks).to_csv(index=False), "ranks.csv", "text/csv")
 e2.download_button("Rank table (JSON)", json.dumps({"method": method, "ranks": ranks}, indent=1), "ranks.json",
                    "application/json")
 e3.download_button("Run history (CSV)", pd.DataFrame(history).to_csv(index=False) if history else "", "history.csv",

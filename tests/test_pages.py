@@ -127,7 +127,7 @@ def test_rank_editor_fills_recompresses_scores_and_exports(app):
     history = app.session_state["history"]
     assert [h["run"] for h in history] == [1, 2] and history[1]["mean rank ratio"] < history[0]["mean rank ratio"]
     assert history[0]["recompress ms"] < 5000
-    assert any(m.label.startswith("Compressed accuracy (run 2)") for m in app.metric)
+    assert any(m.label.startswith("Measured accuracy (run 2)") for m in app.metric)
     labels = [d.label for d in app.get("download_button")]
     assert {"Rank table (CSV)", "Rank table (JSON)", "Run history (CSV)"} <= set(labels)
 
@@ -243,3 +243,30 @@ def test_rank_editor_compresses_with_gfwsvd(app):
     [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
     no_failure(app)
     assert any("gfwsvd" in str(df.value.to_dict()) for df in app.dataframe)
+
+
+def test_rank_editor_predicts_the_score_before_evaluating_and_keeps_both_in_the_history(app):
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+
+    def predicted() -> float:
+        return float([m for m in app.metric if m.label == "Predicted accuracy"][0].value)
+
+    def predicted_loss() -> float:
+        caption = [c.value for c in app.caption if c.value.startswith("Predicted loss increase")][0]
+        return float(caption.split()[3])
+
+    before, loss_before = predicted(), predicted_loss()
+    assert any("uncalibrated until the first run" in c.value for c in app.caption)
+    app.slider[0].set_value(0.05).run()
+    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    assert predicted_loss() > loss_before > 0  # fewer ranks: a larger predicted loss ...
+    assert predicted() <= before  # ... and no better predicted score
+    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    no_failure(app)
+    history = app.dataframe[-1].value
+    assert {"accuracy", "predicted accuracy", "predicted loss increase"} <= set(history.columns)
+    assert any(m.label == "Predicted before the run" for m in app.metric)
+    # the next prediction is fitted on that run: it reproduces the run's measured score at the same ranks
+    assert predicted() == pytest.approx(float(history["accuracy"].iloc[-1]), abs=1e-3)
+    assert any("fitted on 1 measured run" in c.value for c in app.caption)

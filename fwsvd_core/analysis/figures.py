@@ -177,11 +177,23 @@ def ranks_figure(layers: list[LayerInfo], ranks: dict[str, int]) -> go.Figure:
 
 
 def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None) -> go.Figure:
-    """Score against the parameter ratio of every run, with the dense score as a line."""
+    """Score against the parameter ratio of every run, the score predicted before each run as an open marker,
+    and the dense score as a line."""
     fig = px.scatter(history, x="param ratio (model)", y=score_column, color="method", hover_data=["run"],
                      color_discrete_map=method_color_map(), text="run")
     fig.update_traces(marker={"size": 11}, textposition="top center")
+    predicted = f"predicted {score_column}"
+    values = [*history[score_column].dropna()]
+    if predicted in history and history[predicted].notna().any():
+        fig.add_trace(go.Scatter(x=history["param ratio (model)"], y=history[predicted], mode="markers",
+                                 name="predicted", marker={"size": 11, "symbol": "circle-open", "color": "#555555"}))
+        values += [*history[predicted].dropna()]
     if dense is not None:
         fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
+        values.append(dense)
+    if values:  # runs that all score alike would otherwise fill the plot with a range of 1e-6
+        low, high = min(values), max(values)
+        pad = max(0.02, 0.1 * (high - low))
+        fig.update_yaxes(range=[low - pad, high + pad])
     fig.update_layout(title="Runs of this session", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
     return fig

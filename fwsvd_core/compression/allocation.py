@@ -80,13 +80,18 @@ def allocate_greedy(layers: list[LayerInfo], curves: dict[str, np.ndarray], budg
     return ranks
 
 
+def spectral_source(method: str) -> str:
+    """The method whose spectra give `method`'s loss curves: its own when they convert to loss units, else
+    FWSVD-input's (methods without a loss scale of their own: plain, activation-weighted, iterative)."""
+    chosen = get_method(method)
+    return chosen.name if chosen.loss_scale is not None and not chosen.per_rank else "fwsvd-input"
+
+
 def spectral_curves(session: CompressionSession, method: str = "fwsvd-input") -> dict[str, np.ndarray]:
     """Predicted loss increase per rank from the spectrum of the weighted matrix (no evaluation)."""
     if session.fisher is None:
         raise ValueError("The spectral allocator needs the Fisher: estimate it first.")
-    chosen = get_method(method)
-    # methods without a loss scale of their own (activation-weighted, iterative) borrow FWSVD-input's spectra
-    base = chosen if chosen.loss_scale is not None and not chosen.per_rank else get_method("fwsvd-input")
+    base = get_method(spectral_source(method))
     curves = {}
     for layer in session.layers:
         s = session.factors(base.name)[layer.name].spectrum.double().cpu().numpy()

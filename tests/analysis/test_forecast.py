@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from fwsvd_core.analysis.forecast import DEFAULT_SLOPE, fitted_slope, forecast, predicted_loss_increase
+from fwsvd_core.compression.allocation import spectral_curves
+from fwsvd_core.compression.ranks import uniform_ranks
+
+
+def test_the_predicted_loss_is_the_sum_of_the_layer_curves_at_their_ranks(tiny_session):
+    layers = tiny_session.layers
+    curves = spectral_curves(tiny_session, "fwsvd-output")
+    ranks = uniform_ranks(layers, 0.3)
+    expected = sum(float(curves[l.name][ranks[l.name]] - curves[l.name][l.max_rank]) for l in layers)
+    assert predicted_loss_increase(layers, curves, ranks) == pytest.approx(expected)
+    assert predicted_loss_increase(layers, curves, {l.name: l.max_rank for l in layers}) == 0.0
+    # fewer ranks cost more, layer by layer
+    lower = uniform_ranks(layers, 0.1)
+    assert predicted_loss_increase(layers, curves, lower) > predicted_loss_increase(layers, curves, ranks) > 0
+
+
+def test_the_slope_is_fitted_through_the_origin_on_measured_runs():
+    assert fitted_slope([]) == (DEFAULT_SLOPE, 0)
+    assert fitted_slope([(0.0, 0.1)]) == (DEFAULT_SLOPE, 0)  # a run predicted to cost nothing says nothing
+    slope, used = fitted_slope([(0.1, 0.02), (0.2, 0.04), (0.4, 0.08)])
+    assert slope == pytest.approx(0.2) and used == 3
+    x = np.array([0.1, 0.3, 0.5])
+    y = np.array([0.05, 0.1, 0.2])
+    assert fitted_slope(zip(x, y, strict=True))[0] == pytest.approx(float((x * y).sum() / (x * x).sum()))
+    assert fitted_slope([(0.1, -0.05)]) == (0.0, 1)  # a better score at more loss: no negative slope
+
+
+def test_the_forecast_follows_the_fitted_slope(tiny_session):
+    layers = tiny_session.layers
+    curves = spectral_curves(tiny_session, "fwsvd-input")
+    ranks = uniform_ranks(layers, 0.2)
+    loss = predicted_loss_increase(layers, curves, ranks)
+    uncalibrated = forecast(layers, curves, ranks, 0.9)
+    assert uncalibrated.calibrated_on == 0 and uncalibrated.score == pytest.approx(0.9 - DEFAULT_SLOPE * loss)
+    calibrated = forecast(layers, curves, ranks, 0.9, [(2 * loss, 0.1)])
+    assert calibrated.calibrated_on == 1 and calibrated.score == pytest.approx(0.9 - 0.05)
