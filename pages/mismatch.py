@@ -35,7 +35,8 @@ ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0
                         default=[0.5, 0.33, 0.25, 0.15])
 scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 400), step=100,
                          help="a random subset scores faster; the table then gives a 95% bootstrap interval")
-key = ("sweep", choice, tuple(methods), tuple(sorted(ratios)), scored)
+key = (choice, tuple(methods), tuple(sorted(ratios)), scored)
+sweeps = st.session_state.setdefault("sweeps", {})  # the rank editor's frontier reads them too
 if st.button("Run the sweep", type="primary", disabled=not methods or not ratios) and prepare_methods(state, methods):
     total = 1 + len(methods) * len(ratios)
     bar = st.progress(0.0, text="scoring ...")
@@ -46,13 +47,13 @@ if st.button("Run the sweep", type="primary", disabled=not methods or not ratios
         bar.progress(len(done) / total, text=text.strip())
 
     try:
-        st.session_state[key] = run_sweep(session, state.dev, methods, rank_ratios=sorted(ratios, reverse=True),
+        sweeps[key] = run_sweep(session, state.dev, methods, rank_ratios=sorted(ratios, reverse=True),
                                           subsample=scored or None, report=report)
     except FwsvdError as exc:
         st.error(str(exc))
     bar.empty()
 
-table = st.session_state.get(key)
+table = sweeps.get(key)
 if table is not None:
     st.plotly_chart(mismatch_figure(table, metric), width="stretch", key="mismatch")
     st.caption("Left: task score (higher is better). Middle: plain relative reconstruction error (SVD is lowest by "

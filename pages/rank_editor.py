@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fwsvd_core.analysis.figures import history_figure, ranks_figure
+from fwsvd_core.analysis.figures import frontier_figure, history_figure, ranks_figure
 from fwsvd_core.analysis.forecast import forecast
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
@@ -35,11 +35,14 @@ metric = state.dev.task.primary_metric
 
 if "ranks" not in st.session_state or set(st.session_state["ranks"]) != {l.name for l in layers}:
     st.session_state["ranks"] = uniform_ranks(layers, 0.25)
+    st.session_state["rank_origin"] = "uniform"
 st.session_state.setdefault("table_version", 0)
 st.session_state.setdefault("history", [])
 
 methods = method_names()
-method = st.selectbox("Method", methods, index=methods.index("fwsvd-output"),
+if "pending_method" in st.session_state:  # a frontier point chose the method of its run
+    st.session_state["editor_method"] = st.session_state.pop("pending_method")
+method = st.selectbox("Method", methods, index=methods.index("fwsvd-output"), key="editor_method",
                       help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
                            "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
 if not prepare_methods(state, [method]):
@@ -50,6 +53,7 @@ with f1:
     ratio = st.slider("Uniform rank ratio r / min(out, in)", 0.02, 1.0, 0.25, 0.01)
     if st.button("Fill from rank ratio"):
         st.session_state["ranks"] = uniform_ranks(layers, ratio)
+        st.session_state["rank_origin"] = "uniform"
         st.session_state["table_version"] += 1
 with f2:
     budget = st.slider("Parameter budget: kept / original parameters of the compressible layers", 0.05, 1.0, 0.5, 0.01)
@@ -61,6 +65,7 @@ with f2:
         try:
             with st.spinner(f"Allocating ranks ({allocator}) ..."):
                 st.session_state["ranks"] = allocate(session, allocator, budget, method, calibration=state.train)
+            st.session_state["rank_origin"] = allocator
             st.session_state["table_version"] += 1
         except FwsvdError as exc:
             st.error(str(exc))
@@ -109,6 +114,8 @@ def rank_table() -> None:
     except FwsvdError as exc:
         st.error(f"{exc} The last valid ranks are kept.")
         ranks = st.session_state["ranks"]
+    if ranks != st.session_state["ranks"]:
+        st.session_state["rank_origin"] = "by hand"
     st.session_state["ranks"] = ranks
     summary = summarize(count_params(session.model), layers, ranks)
     predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())
@@ -147,7 +154,8 @@ if st.button("Recompress and evaluate", type="primary"):
         result = evaluate(compressed, state.loaded.tokenizer, state.dev, subsample=choice.eval_subsample or None)
     predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())  # fitted on the earlier runs only
     st.session_state["history"].append({
-        "run": len(st.session_state["history"]) + 1, "method": method, "mean rank ratio": round(summary.mean_rank_ratio, 4),
+        "run": len(st.session_state["history"]) + 1, "method": method,
+        "allocator": st.session_state.get("rank_origin", "by hand"), "mean rank ratio": round(summary.mean_rank_ratio, 4),
         "param ratio (model)": round(summary.param_ratio, 4), "param ratio (layers)": round(summary.compressible_param_ratio, 4),
         "params": summary.model_params_after, metric: round(result.score, 4), f"predicted {metric}": round(predicted.score, 4),
         "predicted loss increase": predicted.loss_increase, "recompress ms": round(recompress_ms, 1),
@@ -169,6 +177,50 @@ if history:
     frame = pd.DataFrame(history).drop(columns=["ranks"])
     st.plotly_chart(history_figure(frame, metric, dense.score), width="stretch", key="history_chart")
     st.dataframe(frame, hide_index=True, width="stretch")
+
+st.subheader("Budget frontier")
+
+
+def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]]]]:
+    """Every score measured in this session on this model and data: the editor's runs and the mismatch page's
+    sweeps (uniform rank ratios), each with the method and ranks that made it."""
+    rows, made_by = [], {}
+    for run in st.session_state["history"]:
+        point = f"run {run['run']}"
+        rows.append({"point": point, "method": run["method"], "allocator": run.get("allocator", "by hand"),
+                     "param ratio (layers)": run["param ratio (layers)"], metric: run[metric]})
+        made_by[point] = (run["method"], run["ranks"])
+    for key, table in st.session_state.get("sweeps", {}).items():
+        if key[0] != choice:
+            continue
+        for row in table.to_dict(orient="records"):
+            if row["method"] == "dense" or row["method"].endswith("+ft") or row.get("allocator") != "uniform":
+                continue
+            point = f"sweep {row['method']} rank ratio {row['rank ratio']}"
+            rows.append({"point": point, "method": row["method"], "allocator": "uniform",
+                         "param ratio (layers)": row["param ratio (layers)"], metric: row[metric]})
+            made_by[point] = (row["method"], uniform_ranks(layers, float(row["rank ratio"])))
+    return pd.DataFrame(rows), made_by
+
+
+points, made_by = frontier_points()
+if points.empty:
+    st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
+            "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
+else:
+    now = forecast(layers, curves, ranks, dense.score, calibration_runs())
+    event = st.plotly_chart(frontier_figure(points, metric, (summary.compressible_param_ratio, now.score), dense.score),
+                            width="stretch", key="frontier", on_select="rerun", selection_mode="points")
+    chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
+    point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
+    if point in made_by and point != st.session_state.get("frontier_loaded"):
+        st.session_state["frontier_loaded"] = point
+        st.session_state["pending_method"], st.session_state["ranks"] = made_by[point][0], dict(made_by[point][1])
+        st.session_state["rank_origin"] = f"from {point}"
+        st.session_state["table_version"] += 1
+        st.rerun()
+    st.caption("Click a point to load its method and ranks into the editor above. Dotted lines: automatic allocators "
+               "and hand-edited ranks; dashed: the best score measured at or below each budget.")
 
 st.subheader("Export")
 e1, e2, e3 = st.columns(3)

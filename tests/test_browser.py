@@ -110,10 +110,19 @@ def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page)
     shot(page, "3-mismatch")
 
     open_page(page, "Rank editor")
-    page.get_by_role("button", name="Fill from rank ratio").click()
-    settle(page)
+    prediction = page.get_by_text("Predicted loss increase")
+    prediction.wait_for()
+    before = prediction.inner_text()
+    page.get_by_role("button", name="Fill from parameter budget").click()  # new ranks, nothing evaluated
+    for _ in range(300):  # the prediction follows the new ranks without any evaluation
+        if prediction.inner_text() != before:
+            break
+        page.wait_for_timeout(100)
+    assert prediction.inner_text() != before
+    assert page.get_by_text("Measured accuracy").count() == 0
     page.get_by_role("button", name="Recompress and evaluate").click()
-    page.get_by_text("Compressed accuracy (run 1)").wait_for()
+    page.get_by_text("Measured accuracy (run 1)").wait_for()
+    page.get_by_text("Predicted before the run").wait_for()
     shot(page, "4-rank-editor")
     assert page.locator('[data-testid="stException"]').count() == 0
     for name in ("1-model-and-task", "2-fisher", "3-mismatch", "4-rank-editor"):

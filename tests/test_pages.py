@@ -226,11 +226,11 @@ def test_a_model_loaded_in_bfloat16_is_scored_and_recompressed_in_bfloat16(tiny_
 
 def test_mismatch_page_adds_the_kronecker_spectra_on_request(app):
     app.switch_page("pages/mismatch.py").run()
-    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"]["title"]["text"]][0]
+    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", "")][0]
     assert {t["name"] for t in spectra["data"]} == {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both"}
     [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")][0].click().run()
     no_failure(app)
-    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"]["title"]["text"]][0]
+    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", "")][0]
     assert {"kfac", "gfwsvd"} <= {t["name"] for t in spectra["data"]}
     assert any("L_B^T W L_A" in m.value and "Cholesky" in m.value for m in app.markdown)
     assert not [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")]
@@ -270,3 +270,29 @@ def test_rank_editor_predicts_the_score_before_evaluating_and_keeps_both_in_the_
     # the next prediction is fitted on that run: it reproduces the run's measured score at the same ranks
     assert predicted() == pytest.approx(float(history["accuracy"].iloc[-1]), abs=1e-3)
     assert any("fitted on 1 measured run" in c.value for c in app.caption)
+
+
+def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
+    app.switch_page("pages/mismatch.py").run()
+    app.button[0].click().run()  # the default sweep: three methods at four rank ratios
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+    frontier = [f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier")][0]
+    names = {t["name"] for t in frontier["data"]}
+    assert {"svd / uniform", "fwsvd-input / uniform", "fwsvd-output / uniform", "current ranks (predicted)"} <= names
+    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    first = dict(app.session_state["ranks"])
+    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    app.slider[0].set_value(0.1).run()
+    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    assert dict(app.session_state["ranks"]) != first
+    frontier = [f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier")][0]
+    run = [t for t in frontier["data"] if t["name"] == "fwsvd-output / uniform"][0]
+    assert ["run 1"] in run["customdata"]  # the run joined the sweep's line of the same method and allocator
+    # choosing run 1's point loads its ranks and method again
+    app.session_state["frontier"] = {"selection": {"points": [{"customdata": ["run 1"]}], "point_indices": [0],
+                                                   "box": [], "lasso": []}}
+    app.run()
+    no_failure(app)
+    assert dict(app.session_state["ranks"]) == first
+    assert app.session_state["rank_origin"] == "from run 1"

@@ -197,3 +197,43 @@ def history_figure(history: pd.DataFrame, score_column: str, dense: float | None
         fig.update_yaxes(range=[low - pad, high + pad])
     fig.update_layout(title="Runs of this session", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
     return fig
+
+
+def pareto_front(points: pd.DataFrame, score_column: str, size_column: str = "param ratio (layers)") -> pd.DataFrame:
+    """The points no other point beats with fewer or as many parameters: the best score at each budget, by size."""
+    best = float("-inf")
+    kept = []
+    for index, row in points.sort_values([size_column, score_column], ascending=[True, False]).iterrows():
+        if row[score_column] > best:
+            kept.append(index)
+            best = row[score_column]
+    return points.loc[kept]
+
+
+def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[float, float] | None = None,
+                    dense: float | None = None) -> go.Figure:
+    """Score against the parameter ratio of the layers, one line per method and allocator, the best-so-far frontier
+    dashed, and the current rank map as a star at its predicted score. Each point's `point` id is its customdata."""
+    fig = go.Figure()
+    colors = method_color_map()
+    x = "param ratio (layers)"
+    for (method, allocator), part in points.groupby(["method", "allocator"], sort=False):
+        part = part.sort_values(x)
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part[score_column], mode="lines+markers", name=f"{method} / {allocator}",
+            customdata=part[["point"]].to_numpy(), marker={"size": 10, "color": colors.get(str(method))},
+            line={"dash": "solid" if allocator == "uniform" else "dot", "color": colors.get(str(method))},
+            hovertemplate=f"{method} / {allocator}<br>param ratio %{{x:.3f}}<br>{score_column} %{{y:.4f}}<extra></extra>"))
+    if len(points) > 1:
+        front = pareto_front(points, score_column).sort_values(x)
+        fig.add_trace(go.Scatter(x=front[x], y=front[score_column], mode="lines", name="best so far",
+                                 line={"color": "#444444", "dash": "dash", "width": 1}, hoverinfo="skip"))
+    if current is not None:
+        fig.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="current ranks (predicted)",
+                                 marker={"symbol": "star", "size": 16, "color": "#000000"}, hoverinfo="name"))
+    if dense is not None:
+        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
+    fig.update_layout(title="Budget frontier: score against kept parameters (click a point to load its ranks)",
+                      xaxis_title="kept / original parameters of the compressible layers", yaxis_title=score_column,
+                      height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
+    return fig
