@@ -7,9 +7,11 @@ from fwsvd_core.analysis.figures import (
     mismatch_figure,
     signed_layer_map,
     spectra_figure,
+    toy_figure,
 )
 from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
 from fwsvd_core.analysis.sweep import run_sweep
+from fwsvd_core.analysis.toy import IMPORTANCE, IMPORTANT, toy_matrix, toy_solutions
 from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
 from fwsvd_core.errors import FwsvdError
 from studio.state import prepare_methods, ready
@@ -27,6 +29,49 @@ st.markdown(
     "by its Fisher importance before the SVD, so it spends the rank on the weights the task needs. The result: "
     "**a larger plain error, and a higher task score.** Run the sweep and compare the left panel with the middle one."
 )
+
+st.subheader("A toy you can check by hand")
+
+
+@st.fragment
+def toy_example() -> None:
+    """A 6 x 5 matrix, a rank slider, both reconstructions; the slider reruns only this part."""
+    toy = toy_matrix()
+    rank = st.slider("Rank of the toy's reconstruction", 1, min(toy.weight.shape) - 1, 1, key="toy_rank")
+    solutions = toy_solutions(toy, rank)
+    st.markdown(
+        f"Most entries of this matrix are large, and the task loss barely notices them; the {len(IMPORTANT)} boxed "
+        f"entries are small, and the loss cares {IMPORTANCE:.0f} times more about each of them (their Fisher). Plain "
+        "SVD keeps what is *large*; the Fisher-weighted solution keeps what *matters*."
+    )
+    st.plotly_chart(toy_figure(toy.weight, IMPORTANT, {"plain SVD": solutions["svd"].reconstruction,
+                                                      "Fisher-weighted": solutions["weighted"].reconstruction}),
+                    width="stretch", key="toy")
+    t1, t2, t3, t4 = st.columns(4)
+    svd, weighted = solutions["svd"], solutions["weighted"]
+    t1.metric("Plain SVD: plain error", f"{svd.plain_error:.3f}")
+    t2.metric("Plain SVD: weighted error", f"{svd.weighted_error:.3f}")
+    t3.metric("Weighted: plain error", f"{weighted.plain_error:.3f}",
+              f"{weighted.plain_error - svd.plain_error:+.3f} vs SVD", delta_color="inverse")
+    t4.metric("Weighted: weighted error", f"{weighted.weighted_error:.3f}",
+              f"{weighted.weighted_error - svd.weighted_error:+.3f} vs SVD", delta_color="inverse")
+    lost = ", ".join(f"({i}, {j})" for i, j in svd.sacrificed)
+    kept = ", ".join(f"({i}, {j})" for i, j in weighted.sacrificed)
+    st.caption(f"At rank {rank}, plain SVD gets entries {lost} (row, column) most wrong; the weighted solution gives up "
+               f"{kept} instead. Errors are relative: plain ||W - W_r|| / ||W||, weighted the same with every squared "
+               "entry multiplied by its Fisher.")
+    layer = session.layers[0]
+    real_rank = max(1, round(layer.max_rank * rank / min(toy.weight.shape)))
+    real = {m: session.layer_errors(m, layer.name, [real_rank]) for m in ("svd", "fwsvd-input")}
+    st.markdown(
+        f"**The same two numbers on a real layer** ({layer.name}, rank {real_rank} of {layer.max_rank}, the toy's "
+        f"rank ratio): plain SVD has plain error {real['svd']['plain'][0]:.3f} and Fisher-weighted error "
+        f"{real['svd']['fisher'][0]:.3f}; FWSVD has {real['fwsvd-input']['plain'][0]:.3f} and "
+        f"{real['fwsvd-input']['fisher'][0]:.3f}. The sweep below shows what that does to the task score."
+    )
+
+
+toy_example()
 
 c1, c2, c3 = st.columns([2, 2, 1])
 methods = c1.multiselect("Methods", method_names(), default=["svd", "fwsvd-input", "fwsvd-output"],

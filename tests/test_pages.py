@@ -95,12 +95,12 @@ def test_fisher_page_with_the_low_memory_fisher_says_it_shows_profiles_only(tiny
 def test_mismatch_page_sweeps_spectra_and_ablation(app):
     app.switch_page("pages/mismatch.py").run()
     no_failure(app)
-    assert len(figures(app)) == 2  # the spectra and the predictor; the sweep waits for its button
+    assert len(figures(app)) == 3  # the toy, the spectra and the predictor; the sweep waits for its button
     app.button[0].click().run()
     no_failure(app)
     table = app.dataframe[0].value
     assert list(table["method"]).count("dense") == 1 and len(table) == 1 + 3 * 4
-    mismatch = figures(app)[0]
+    mismatch = figures(app)[1]
     assert {t["name"] for t in mismatch["data"]} == {"svd", "fwsvd-input", "fwsvd-output"}
     [b for b in app.button if b.label.startswith("Run the ablation")][0].click().run()
     no_failure(app)
@@ -296,3 +296,24 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     no_failure(app)
     assert dict(app.session_state["ranks"]) == first
     assert app.session_state["rank_origin"] == "from run 1"
+
+
+def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
+    from fwsvd_core.analysis.toy import toy_matrix, toy_solutions
+
+    app.switch_page("pages/mismatch.py").run()
+    no_failure(app)
+
+    def shown() -> dict[str, str]:
+        return {m.label: m.value for m in app.metric}
+
+    at_one = shown()
+    expected = toy_solutions(toy_matrix(), 1)
+    assert float(at_one["Plain SVD: weighted error"]) == pytest.approx(expected["svd"].weighted_error, abs=1e-3)
+    assert float(at_one["Weighted: weighted error"]) < float(at_one["Plain SVD: weighted error"])
+    assert float(at_one["Weighted: plain error"]) > float(at_one["Plain SVD: plain error"])  # the mismatch
+    [s for s in app.slider if s.label == "Rank of the toy's reconstruction"][0].set_value(3).run()
+    at_three = shown()
+    assert float(at_three["Plain SVD: plain error"]) < float(at_one["Plain SVD: plain error"])
+    assert any("At rank 3" in c.value for c in app.caption)
+    assert any("The same two numbers on a real layer" in m.value for m in app.markdown)

@@ -237,3 +237,25 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
                       xaxis_title="kept / original parameters of the compressible layers", yaxis_title=score_column,
                       height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
     return fig
+
+
+def toy_figure(weight: torch.Tensor, important: tuple[tuple[int, int], ...],
+               reconstructions: dict[str, torch.Tensor]) -> go.Figure:
+    """The toy matrix with its important entries boxed, and beside it each reconstruction's absolute error."""
+    w = weight.detach().float().cpu().numpy()
+    titles = ["W (boxed: the entries the loss cares about)", *(f"|W - W_r|, {name}" for name in reconstructions)]
+    fig = make_subplots(rows=1, cols=1 + len(reconstructions), subplot_titles=titles, horizontal_spacing=0.06)
+    panels = [(w, "RdBu", True), *((np.abs(w - r.detach().float().cpu().numpy()), "Reds", False)
+                                   for r in reconstructions.values())]
+    error_max = max([float(p.max()) for p, _, signed in panels if not signed] + [1e-9])
+    for k, (values, scale, signed) in enumerate(panels, start=1):
+        bound = float(np.abs(values).max()) if signed else error_max
+        fig.add_trace(go.Heatmap(z=values, colorscale=scale, zmin=-bound if signed else 0.0, zmax=bound,
+                                 text=np.round(values, 2), texttemplate="%{text}", showscale=False,
+                                 hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), row=1, col=k)
+        for i, j in important:
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": "#000000", "width": 3},
+                          row=1, col=k)
+        fig.update_yaxes(autorange="reversed", showticklabels=k == 1, row=1, col=k)
+    fig.update_layout(height=300, margin={"l": 30, "r": 10, "t": 40, "b": 20})
+    return fig
