@@ -11,6 +11,7 @@ import streamlit as st
 
 from fwsvd_core.analysis.figures import frontier_figure, history_figure, ranks_figure
 from fwsvd_core.analysis.forecast import forecast
+from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
 from fwsvd_core.compression.export import save_compressed
@@ -209,8 +210,8 @@ if points.empty:
             "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
 else:
     now = forecast(layers, curves, ranks, dense.score, calibration_runs())
-    event = st.plotly_chart(frontier_figure(points, metric, (summary.compressible_param_ratio, now.score), dense.score),
-                            width="stretch", key="frontier", on_select="rerun", selection_mode="points")
+    frontier = frontier_figure(points, metric, (summary.compressible_param_ratio, now.score), dense.score)
+    event = st.plotly_chart(frontier, width="stretch", key="frontier", on_select="rerun", selection_mode="points")
     chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
     point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
     if point in made_by and point != st.session_state.get("frontier_loaded"):
@@ -229,6 +230,24 @@ e2.download_button("Rank table (JSON)", json.dumps({"method": method, "ranks": r
                    "application/json")
 e3.download_button("Run history (CSV)", pd.DataFrame(history).to_csv(index=False) if history else "", "history.csv",
                    "text/csv", disabled=not history)
+facts = {"model": state.loaded.source, "weights' dtype": choice.dtype, "task": choice.task,
+         "data": f"{state.train.source} (Fisher), {state.dev.source} (scored)",
+         "Fisher": f"{state.fisher.n_examples} examples, {state.fisher.estimator} estimator, {state.fisher.form} form",
+         f"dense {metric}": f"{dense.score:.4f}", "method in the editor": method,
+         "current ranks": f"{st.session_state.get('rank_origin', 'by hand')}, param ratio (layers) "
+                          f"{summary.compressible_param_ratio:.3f}"}
+shown = [ranks_figure(layers, ranks)]
+if history:
+    shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score))
+if not points.empty:
+    shown.append(frontier)
+tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
+          "Current ranks": layer_frame(ranks)}
+# made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send
+st.download_button("Session summary (HTML)",
+                   lambda: summary_html(f"FWSVD Studio session: {state.loaded.source} on {choice.task}", facts, shown,
+                                        tables), "fwsvd-session.html", "text/html",
+                   help="one file that opens offline: the model, the settings, the figures and every run of this session")
 
 folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model",
                        help="a new or empty folder; a folder holding anything else is refused")

@@ -129,7 +129,7 @@ def test_rank_editor_fills_recompresses_scores_and_exports(app):
     assert history[0]["recompress ms"] < 5000
     assert any(m.label.startswith("Measured accuracy (run 2)") for m in app.metric)
     labels = [d.label for d in app.get("download_button")]
-    assert {"Rank table (CSV)", "Rank table (JSON)", "Run history (CSV)"} <= set(labels)
+    assert {"Rank table (CSV)", "Rank table (JSON)", "Run history (CSV)", "Session summary (HTML)"} <= set(labels)
 
 
 def test_ranks_out_of_range_give_a_message(app):

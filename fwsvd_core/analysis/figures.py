@@ -251,7 +251,7 @@ def toy_figure(weight: torch.Tensor, important: tuple[tuple[int, int], ...],
     for k, (values, scale, signed) in enumerate(panels, start=1):
         bound = float(np.abs(values).max()) if signed else error_max
         fig.add_trace(go.Heatmap(z=values, colorscale=scale, zmin=-bound if signed else 0.0, zmax=bound,
-                                 text=np.round(values, 2), texttemplate="%{text}", showscale=False,
+                                 texttemplate="%{z:.2f}", textfont={"size": 13}, showscale=False,
                                  hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), row=1, col=k)
         for i, j in important:
             fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": "#000000", "width": 3},
