@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 ASVD_ALPHA = 0.5
-# added to each Kronecker factor, relative to the mean of its diagonal (chosen by measurement: docs/damping_sst2.md)
+# added to each Kronecker factor, relative to the mean of its diagonal (chosen by measurement: docs/kronecker_damping.md)
 KRONECKER_DAMPING = 1e-2
 # a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
 IMPORTANCE_FLOOR = 1e-6
