@@ -21,6 +21,7 @@ from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.synthetic import synthetic_task_data
 from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.jobs import DONE, FAILED, RUNNING, Job, Jobs
 from fwsvd_core.loading import load_model
 
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
@@ -100,42 +101,64 @@ def cached_model(source: str, dtype: str = "auto") -> LoadedModel:
     return load_model(source, dtype=dtype)
 
 
-def _cancel(flag: str) -> None:
-    st.session_state[flag] = True
+@st.cache_resource(show_spinner=False)
+def background_jobs() -> Jobs:
+    """One registry per server process: a job outlives the browser tab that started it, and every tab finds it."""
+    return Jobs()
 
 
-def cancelled(flag: str, what: str) -> bool:
-    """After a cancel: say so and wait for the user to start again (True while waiting)."""
-    if not st.session_state.get(flag):
-        return False
+def show_job(job: Job) -> None:
+    """A running job: progress with elapsed time and time left, a Cancel button; the whole app reruns when it ends.
+    Stops the page's script here: nothing below waits for a computation the page does not show."""
+    with st.container(border=True):
+        st.markdown(f"**{job.label}**")
+
+        @st.fragment(run_every=1.0)
+        def poll() -> None:
+            if job.status != RUNNING:
+                st.rerun(scope="app")
+            st.progress(job.done / job.total if job.total else 0.0, text=job.describe())
+
+        poll()
+        st.caption("This runs on the server: closing the tab stops nothing, and any tab opened later shows it here.")
+        st.button("Cancel", key=f"cancel {job.key}", on_click=job.cancel)
+    st.stop()
+
+
+def settle_seconds() -> float:
+    """How long a page waits for a job it started before showing its progress instead: a job done by then (a cached
+    Fisher, a small model) shows no progress box at all."""
+    return float(os.environ.get("FWSVD_JOB_SETTLE", "3"))
+
+
+def job_outcome(job: Job, what: str) -> bool:
+    """After a job: True when it is done; else say how it ended (a restart button after a cancel) and return False.
+    A failure's error is raised again, for the caller's usual message."""
+    if job.status == RUNNING and not job.wait(settle_seconds()):
+        show_job(job)
+    if job.status == DONE:
+        return True
+    if job.status == FAILED and job.error is not None:
+        background_jobs().forget(job.key)  # the next visit tries again
+        raise job.error
     st.warning(f"{what} was cancelled; nothing half-done was kept.")
-    if st.button(f"Start {what.lower()} again", type="primary", key=f"restart_{flag}"):
-        st.session_state[flag] = False
-        return False
-    return True
-
-
-def progress_box(text: str, flag: str):
-    """An info line, a progress bar and a Cancel button; a click reruns the page, which stops the
-    computation at its next progress update, and the flag keeps the next run from starting it again."""
-    box = st.empty()
-    with box.container():
-        st.info(text)
-        bar = st.progress(0.0)
-        st.button("Cancel", key=f"cancel_{flag}", on_click=_cancel, args=(flag,))
-    return box, bar
+    if st.button(f"Start {what.lower()} again", type="primary", key=f"restart {job.key}"):
+        background_jobs().forget(job.key)
+        st.rerun()
+    return False
 
 
 def build_demo_with_progress(name: str, data_dir: str) -> bool:
-    """A demo not built yet is built here, with progress and cancel (a few minutes, once). False if cancelled."""
+    """A demo not built yet is built in the background, with progress and cancel (a few minutes, once)."""
     if name not in DEMOS or not needs_build(name, data_dir or None):
         return True
-    if cancelled("demo_cancelled", "Building the demo"):
+    job = background_jobs().submit(
+        f"demo {name} {data_dir}", f"Building the demo model {name} (once; about 2.5 minutes on 2 CPU cores): "
+        "fine-tuning MiniLM-L6", lambda progress, cancel: ensure_demo(name, data_dir or None, progress=progress,
+                                                                      cancel=cancel))
+    if not job_outcome(job, "Building the demo"):
         return False
-    box, bar = progress_box(f"Building the demo model {name} (once; about 2.5 minutes on 2 CPU cores): fine-tuning "
-                            "MiniLM-L6 ...", "demo_cancelled")
-    ensure_demo(name, data_dir or None, progress=lambda d, t: bar.progress(d / t, text=f"fine-tuning step {d}/{t}"))
-    box.empty()
+    background_jobs().forget(job.key)  # built: the demo cache has it now
     return True
 
 
@@ -221,28 +244,30 @@ def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResul
 
 
 def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
-    """The Fisher of the choice: from the disk cache, or computed with a progress bar and a cancel button."""
+    """The Fisher of the choice: from the disk cache, or estimated in the background with progress and cancel."""
     key = ("fisher", choice.model_key, choice.data_key, choice.fisher_samples, choice.estimator, choice.allow_degenerate_fisher)
     if key in st.session_state:
         return st.session_state[key]
-    if cancelled("fisher_cancelled", "Estimating the Fisher"):
-        return None
-    box, bar = progress_box(f"Estimating the Fisher on {choice.fisher_samples} training examples ...", "fisher_cancelled")
+    job = background_jobs().submit(
+        repr(key), f"Estimating the Fisher on {choice.fisher_samples} training examples",
+        lambda progress, cancel: estimate_fisher(
+            loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
+            fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher, progress=progress,
+            cancel=cancel))
     try:
-        fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
-                                 fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher,
-                                 progress=lambda d, t: bar.progress(d / t, text=f"Estimating the Fisher: {d}/{t} examples"))
+        if not job_outcome(job, "Estimating the Fisher"):
+            return None
     except FisherError as exc:
-        box.error(str(exc))
+        st.error(str(exc))
         st.button("Use this Fisher anyway", key="allow_degenerate_fisher", on_click=set_choice,
                   kwargs={"allow_degenerate_fisher": True})
         return None
     except FwsvdError as exc:
-        box.error(str(exc))
+        st.error(str(exc))
         return None
-    box.empty()
-    st.session_state[key] = fisher
-    return fisher
+    background_jobs().forget(job.key)  # the session keeps the result; the registry keeps only what runs
+    st.session_state[key] = job.result
+    return job.result
 
 
 def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResult:

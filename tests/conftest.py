@@ -18,6 +18,9 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes its cache under a temporary folder, never the user's."""
     monkeypatch.setenv("FWSVD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # pages wait for the background jobs they start, so a test's page shows their results in one run; the tests of
+    # the jobs themselves set a short wait
+    monkeypatch.setenv("FWSVD_JOB_SETTLE", "300")
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, minilm_dir, glue_dir):
-    root = tmp_path_factory.mktemp("browser")
-    bert = make_tiny_model("bert", root / "tiny-bert", minilm_dir)
-    distil = make_tiny_model("distilbert", root / "tiny-distilbert", minilm_dir)
+def start_app(cache: str, glue_dir, default_model: str):
+    """`streamlit run app.py` on a free port; returns the process and its address once it answers."""
     port = free_port()
-    env = {**os.environ, "FWSVD_CACHE_DIR": str(root / "cache"), "HF_HUB_OFFLINE": "1",
-           "FWSVD_DATA_DIR": str(glue_dir), "FWSVD_DEFAULT_MODEL": str(bert)}
+    env = {**os.environ, "FWSVD_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1", "FWSVD_DATA_DIR": str(glue_dir),
+           "FWSVD_DEFAULT_MODEL": default_model}
+    env.pop("FWSVD_JOB_SETTLE", None)  # the app as users run it
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -39,13 +37,20 @@ def server(tmp_path_factory, minilm_dir, glue_dir):
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return proc, f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
-    yield f"http://127.0.0.1:{port}", distil
+    proc.kill()
+    raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, minilm_dir, glue_dir):
+    root = tmp_path_factory.mktemp("browser")
+    bert = make_tiny_model("bert", root / "tiny-bert", minilm_dir)
+    distil = make_tiny_model("distilbert", root / "tiny-distilbert", minilm_dir)
+    proc, url = start_app(str(root / "cache"), glue_dir, str(bert))
+    yield url, distil
     proc.terminate()
     proc.wait(timeout=20)
 
@@ -146,3 +151,29 @@ def test_saving_into_a_folder_with_someone_elses_files_is_refused_in_the_browser
     shot(page, "5-save-refused")
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
     assert (mine / "thesis.tex").read_text() == "three years of work"
+
+
+def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page, tmp_path, glue_dir):
+    cache = tmp_path / "cache"
+    proc, url = start_app(str(cache), glue_dir, "demo:sst2")  # a first visit: the demo is not built yet
+    try:
+        first = page.context.new_page()
+        first.goto(url)
+        first.get_by_text("Building the demo model demo:sst2").wait_for()
+        first.get_by_text("elapsed").wait_for()
+        first.close()  # the user closes the tab during the build
+        first.wait_for_timeout(3000)
+        second = page.context.new_page()
+        second.goto(url)
+        second.get_by_text("Building the demo model demo:sst2").wait_for()
+        progress = second.get_by_text("elapsed").first
+        progress.wait_for()
+        elapsed = int(progress.inner_text().split(" s elapsed")[0].split()[-1])
+        assert elapsed >= 3  # the same build, still running, not one started by this tab
+        second.get_by_role("button", name="Cancel").click()
+        second.get_by_text("Building the demo was cancelled").wait_for()
+        second.close()
+        assert not list((cache / "demos").glob("demo-sst2*/model.safetensors"))  # nothing half-built kept
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,70 @@
+"""Background jobs: shared by key, independent of whoever started them, cancellable, failures kept."""
+import threading
+
+import pytest
+
+from fwsvd_core.errors import FwsvdError
+from fwsvd_core.inputs.batching import check_cancel
+from fwsvd_core.jobs import CANCELLED, DONE, FAILED, RUNNING, Jobs
+
+
+def stepping(steps: int, gate: threading.Event, calls: list):
+    """Work that reports each step and waits at the gate before finishing."""
+    def work(progress, cancel):
+        calls.append(1)
+        for i in range(steps):
+            check_cancel(cancel)
+            progress(i + 1, steps)
+            gate.wait(0.01)
+        while not gate.wait(0.01):
+            check_cancel(cancel)
+        return "built"
+    return work
+
+
+def test_the_same_key_is_one_shared_job_with_progress_and_result():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    first = jobs.submit("demo:sst2", "building the demo", stepping(5, gate, calls))
+    again = jobs.submit("demo:sst2", "building the demo", stepping(5, gate, calls))  # a second tab
+    assert again is first and first.status == RUNNING
+    while first.done < 5:
+        first.wait(0.01)
+    assert (first.done, first.total) == (5, 5) and "5/5" in first.describe() and "elapsed" in first.describe()
+    gate.set()
+    assert first.wait(5) and first.status == DONE and first.result == "built"
+    assert jobs.submit("demo:sst2", "building the demo", stepping(5, gate, calls)) is first  # done: kept, not redone
+    assert len(calls) == 1
+    jobs.forget("demo:sst2")
+    assert jobs.get("demo:sst2") is None
+
+
+def test_a_cancelled_job_stops_at_its_next_check_and_stays_cancelled_until_forgotten():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    job = jobs.submit("fisher", "Fisher", stepping(3, gate, calls))
+    job.cancel()
+    assert job.wait(5) and job.status == CANCELLED and job.result is None
+    assert job.remaining is None
+    assert jobs.submit("fisher", "Fisher", stepping(3, gate, calls)) is job  # a cancel stays until the user restarts
+    jobs.forget("fisher")
+    again = jobs.submit("fisher", "Fisher", stepping(3, gate, calls))
+    assert again is not job
+    gate.set()
+    assert again.wait(5) and again.status == DONE and len(calls) == 2
+
+
+def test_a_failure_is_kept_for_the_page_to_show():
+    def broken(progress, cancel):
+        raise FwsvdError("no data")
+
+    job = Jobs().submit("x", "x", broken)
+    assert job.wait(5) and job.status == FAILED and str(job.error) == "no data"
+
+
+def test_time_left_follows_the_rate_so_far():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    job = jobs.submit("k", "k", stepping(1, gate, calls))
+    job.report(1, 4)
+    left = job.remaining
+    assert left is not None and left == pytest.approx(3 * job.elapsed, rel=0.5)
+    gate.set()
+    job.wait(5)
