@@ -109,8 +109,18 @@ def kronecker_svd(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, method
     l_b, l_b_inv, _ = whitening(damped(b.to(w.device).double(), damping))
     l_a, l_a_inv, l_b, l_b_inv = (t.double() for t in (l_a, l_a_inv, l_b, l_b_inv))
     u, s, vh = torch.linalg.svd(l_b.T @ w @ l_a, full_matrices=False)
-    return Factors((l_b_inv.T @ (u * s[None, :])).float().contiguous(), (vh @ l_a_inv).float().contiguous(), s.float(),
-                   None, None, method)
+    left, right = balanced(l_b_inv.T @ (u * s[None, :]), vh @ l_a_inv)
+    return Factors(left.float().contiguous(), right.float().contiguous(), s.float(), None, None, method)
+
+
+def balanced(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same products left[:, :r] @ right[:r], each component scaled so its two halves have equal norms.
+
+    Kronecker factors in loss units can make one half a million times larger than the other; fine-tuning then
+    moves the small half by steps as large as the big one's and diverges, and half precision loses one of them.
+    """
+    scale = (right.norm(dim=1) / left.norm(dim=0).clamp_min(1e-30)).clamp_min(1e-30).sqrt()
+    return left * scale[None, :], right / scale[:, None]
 
 
 def activation_scaling(mean_abs: torch.Tensor, alpha: float = ASVD_ALPHA) -> torch.Tensor:

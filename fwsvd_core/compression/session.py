@@ -135,7 +135,7 @@ class CompressionSession:
             keys.append(None if self.activations is None else self.activations.key or None)
         if KRONECKER in method.needs:
             keys.append(None if self.kronecker is None or not self.kronecker.key else
-                        f"{self.kronecker.key}/damping={self.kronecker_damping:g}")
+                        f"{self.kronecker.key}/damping={self.kronecker_damping:g}/balanced")
         return None if None in keys else "/".join(k for k in keys if k)
 
     def _disk_key(self, method: Method) -> str | None:

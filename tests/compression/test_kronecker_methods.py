@@ -92,3 +92,13 @@ def test_the_session_compresses_with_kfac_and_gfwsvd_and_the_damping_is_in_the_c
     assert session.kronecker_damping == 0.5
     after = session.factors("gfwsvd")[layer.name].spectrum
     assert not torch.allclose(before, after)  # recomputed, not read from the cache of the other damping
+
+
+def test_the_factors_are_balanced_whatever_the_scale_of_the_kronecker_factors():
+    w = torch.randn(12, 9, generator=torch.Generator().manual_seed(9))
+    tiny = kronecker_svd(w, 1e-9 * random_spd(9, 10).float(), 1e-6 * random_spd(12, 11).float(), "gfwsvd", 0.01)
+    for rank in (2, 9):
+        torch.testing.assert_close(tiny.reconstruct(rank), kronecker_svd(w, random_spd(9, 10).float(),
+                                                                         random_spd(12, 11).float(), "gfwsvd",
+                                                                         0.01).reconstruct(rank), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(tiny.left.norm(dim=0), tiny.right.norm(dim=1), rtol=1e-4, atol=0)
