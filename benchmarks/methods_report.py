@@ -20,6 +20,7 @@ from fwsvd_core.compression.methods import method_names
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, estimate_kronecker
 from fwsvd_core.inputs.data import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
@@ -63,6 +64,9 @@ def main() -> int:
                                        fingerprint=loaded.fingerprint))
     session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train, min(args.fisher_samples, 256),
                                                       fingerprint=loaded.fingerprint))
+    session.set_kronecker(estimate_kronecker(loaded.model, loaded.tokenizer, train, args.fisher_samples,
+                                             iterations=1 if args.quick else DEFAULT_ITERATIONS,
+                                             fingerprint=loaded.fingerprint))
     budgets = [float(b) for b in args.budgets.split(",")]
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     parts = [run_sweep(session, dev, methods, param_ratios=budgets, allocators=allocators, subsample=args.eval_subsample,

@@ -159,13 +159,13 @@ def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page,
     try:
         first = page.context.new_page()
         first.goto(url)
-        first.get_by_text("Building the demo model demo:sst2").wait_for()
-        first.get_by_text("elapsed").wait_for()
+        first.get_by_text("Building the demo model demo:sst2").first.wait_for()  # the title and the progress line
+        first.get_by_text("elapsed").first.wait_for()
         first.close()  # the user closes the tab during the build
         first.wait_for_timeout(3000)
         second = page.context.new_page()
         second.goto(url)
-        second.get_by_text("Building the demo model demo:sst2").wait_for()
+        second.get_by_text("Building the demo model demo:sst2").first.wait_for()
         progress = second.get_by_text("elapsed").first
         progress.wait_for()
         elapsed = int(progress.inner_text().split(" s elapsed")[0].split()[-1])
