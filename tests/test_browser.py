@@ -157,13 +157,14 @@ def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page,
     cache = tmp_path / "cache"
     proc, url = start_app(str(cache), glue_dir, "demo:sst2")  # a first visit: the demo is not built yet
     try:
-        first = page.context.new_page()
+        browser = page.context.browser  # the fixture's page has a context of its own: a tab is a new page
+        first = browser.new_page()
         first.goto(url)
         first.get_by_text("Building the demo model demo:sst2").first.wait_for()  # the title and the progress line
         first.get_by_text("elapsed").first.wait_for()
         first.close()  # the user closes the tab during the build
         first.wait_for_timeout(3000)
-        second = page.context.new_page()
+        second = browser.new_page()
         second.goto(url)
         second.get_by_text("Building the demo model demo:sst2").first.wait_for()
         progress = second.get_by_text("elapsed").first
