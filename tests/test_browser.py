@@ -163,7 +163,7 @@ def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page,
         first.get_by_text("Building the demo model demo:sst2").first.wait_for()  # the title and the progress line
         first.get_by_text("elapsed").first.wait_for()
         first.close()  # the user closes the tab during the build
-        first.wait_for_timeout(3000)
+        time.sleep(3)
         second = browser.new_page()
         second.goto(url)
         second.get_by_text("Building the demo model demo:sst2").first.wait_for()
