@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 import torch
 
 from fwsvd_core.cli import main
@@ -66,6 +67,7 @@ def test_sweep_by_allocator_and_new_methods(tiny_models, glue_dir, tmp_path):
     assert (body["param ratio (layers)"] <= 0.4 + 1e-9).all()
 
 
+@pytest.mark.slow
 def test_sweep_with_the_kronecker_factored_methods(tiny_models, glue_dir, tmp_path, caplog):
     out = tmp_path / "kron"
     with caplog.at_level("INFO", logger="fwsvd_core"):

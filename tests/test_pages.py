@@ -191,6 +191,7 @@ def blocking_fisher(monkeypatch, gate: threading.Event, calls: list):
     monkeypatch.setenv("FWSVD_JOB_SETTLE", "0.2")
 
 
+@pytest.mark.slow
 def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_a_cancel_waits_for_the_user(
         tiny_models, glue_dir, monkeypatch):
     gate, calls = threading.Event(), []
@@ -260,6 +261,7 @@ def test_a_model_loaded_in_bfloat16_is_scored_and_recompressed_in_bfloat16(tiny_
     assert len(at.session_state["history"]) == 1 and any(m.label.startswith("Measured accuracy") for m in at.metric)
 
 
+@pytest.mark.slow
 def test_mismatch_page_adds_the_kronecker_spectra_on_request(app):
     app.switch_page("pages/mismatch.py").run()
     spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", "")][0]
@@ -308,6 +310,7 @@ def test_rank_editor_predicts_the_score_before_evaluating_and_keeps_both_in_the_
     assert any("fitted on 1 measured run" in c.value for c in app.caption)
 
 
+@pytest.mark.slow
 def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     app.switch_page("pages/mismatch.py").run()
     app.button[0].click().run()  # the default sweep: three methods at four rank ratios

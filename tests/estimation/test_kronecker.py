@@ -32,6 +32,7 @@ def test_kfac_factors_equal_their_definitions_padding_left_out(tiny_models, sst2
         torch.testing.assert_close(b.double(), sums_out[l.name] / len(data), rtol=1e-4, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_power_iterations_reach_the_nearest_kronecker_product(tiny_models, sst2_small):
     """A (x) B is the top singular pair of the rearranged per-example Fisher, on a small layer."""
     loaded = load_model(tiny_models["bert"], device="cpu")
