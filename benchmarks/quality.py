@@ -148,6 +148,16 @@ def kronecker_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def kronecker_section(comparison: pd.DataFrame) -> list[str]:
+    """The comparison's table with the sentence that introduces it (nothing when no Kronecker method ran)."""
+    if comparison.empty:
+        return []
+    return ["Kronecker-factored weighting: GFWSVD as published (uniform ranks), the best FWSVD and SVD-LLM (any "
+            "allocator), and the Kronecker-factored methods with an allocator (our step: their spectra are in loss "
+            "units, so the spectral allocator reads per-rank loss estimates straight off them):", "",
+            markdown_table(comparison.to_dict(orient="records")), ""]
+
+
 def kronecker_findings(comparison: pd.DataFrame) -> list[str]:
     """The comparison in words, beside the gains the GFWSVD paper reports."""
     if comparison.empty:
@@ -260,6 +270,7 @@ def main() -> int:
                    markdown_table(shown.to_dict(orient="records")), "",
                    "Best automatic allocation (spectral or sensitivity, any method) against the best uniform-ratio "
                    "FWSVD at the same budget:", "", markdown_table(gains.to_dict(orient="records")), "",
+                   *kronecker_section(comparison),
                    f"Singular-value group ablation (SVD, {args.ablation_subsample or len(dev)} dev examples):", "",
                    markdown_table(ablation.round(4).to_dict(orient="records")), "", "What holds here:", "", *findings, "",
                    f"Figures: `{out.name}_{task_name}_scores.html` (every method, fine-tuned and allocated), "
