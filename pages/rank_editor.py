@@ -43,7 +43,8 @@ st.session_state.setdefault("history", [])
 methods = method_names()
 if "pending_method" in st.session_state:  # a frontier point chose the method of its run
     st.session_state["editor_method"] = st.session_state.pop("pending_method")
-method = st.selectbox("Method", methods, index=methods.index("fwsvd-output"), key="editor_method",
+st.session_state.setdefault("editor_method", "fwsvd-output")
+method = st.selectbox("Method", methods, key="editor_method",
                       help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
                            "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
 if not prepare_methods(state, [method]):

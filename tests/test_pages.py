@@ -333,6 +333,7 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
                                                    "box": [], "lasso": []}}
     app.run()
     no_failure(app)
+    assert not app.warning  # the method is set through the session state alone, without a competing default
     assert dict(app.session_state["ranks"]) == first
     assert app.session_state["rank_origin"] == "from run 1"
 
