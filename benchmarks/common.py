@@ -57,3 +57,20 @@ def device_description(device) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def calibrate(session, train, fisher_samples: int, kronecker_iterations: int):
+    """Give `session` what every method needs, from `fisher_samples` training examples: the Fisher, calibration
+    activations (from at most 256) and the Kronecker factors (returned)."""
+    from fwsvd_core.estimation.activations import estimate_activation_stats
+    from fwsvd_core.estimation.fisher import estimate_fisher
+    from fwsvd_core.estimation.kronecker import estimate_kronecker
+
+    model, tokenizer, fingerprint = session.model, session.loaded.tokenizer, session.loaded.fingerprint
+    session.set_fisher(estimate_fisher(model, tokenizer, train, fisher_samples, fingerprint=fingerprint))
+    session.set_activations(estimate_activation_stats(model, tokenizer, train, min(fisher_samples, 256),
+                                                      fingerprint=fingerprint))
+    factors = estimate_kronecker(model, tokenizer, train, fisher_samples, iterations=kronecker_iterations,
+                                 fingerprint=fingerprint)
+    session.set_kronecker(factors)
+    return factors

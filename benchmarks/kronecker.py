@@ -12,23 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
-from common import REPO, markdown_table
+from common import REPO, calibrate, markdown_table
 
 from fwsvd_core.analysis.sweep import run_sweep
+from fwsvd_core.compression.methods import KRONECKER, method_names
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.estimation.activations import estimate_activation_stats
-from fwsvd_core.estimation.fisher import estimate_fisher
-from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, estimate_kronecker
+from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
 from fwsvd_core.inputs.data import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
 
 BASELINES = ["svd", "fwsvd-input", "fwsvd-output", "fwsvd-both", "svd-llm"]
-KRONECKER = ["kfac", "gfwsvd"]
+KRONECKER_METHODS = list(method_names(needs=KRONECKER))
 
 
 def write_report(out: Path, table: pd.DataFrame, command: str, settings: dict) -> None:
@@ -38,7 +36,7 @@ def write_report(out: Path, table: pd.DataFrame, command: str, settings: dict) -
              "to each factor relative to the mean of its diagonal.", ""]
     for task_name, part in table.groupby("task", sort=False):
         metric = part["metric"].iloc[0]
-        pivot = part[part["method"].isin(KRONECKER)].pivot_table(index="damping", columns=["method", "allocator"],
+        pivot = part[part["method"].isin(KRONECKER_METHODS)].pivot_table(index="damping", columns=["method", "allocator"],
                                                                   values=metric)
         pivot.columns = [f"{m} / {a}" for m, a in pivot.columns]
         baselines = part[part["method"].isin(BASELINES)]
@@ -77,14 +75,7 @@ def main() -> int:
         train = load_task_data(task, "train", "auto", args.data_dir)
         dev = load_task_data(task, "dev", "auto", args.data_dir)
         session = CompressionSession(loaded)
-        session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                           fingerprint=loaded.fingerprint))
-        session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train,
-                                                          min(args.fisher_samples, 256), fingerprint=loaded.fingerprint))
-        start = time.perf_counter()
-        factors = estimate_kronecker(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                     iterations=args.iterations, fingerprint=loaded.fingerprint)
-        seconds = factors.seconds if factors.from_cache else time.perf_counter() - start
+        factors = calibrate(session, train, args.fisher_samples, args.iterations)
         say = lambda t, name=task_name: print(f"[{name}] {t}", file=sys.stderr, flush=True)  # noqa: E731
         metric = task.primary_metric
         base = run_sweep(session, dev, BASELINES, param_ratios=[args.param_ratio], allocators=["uniform", "spectral"],
@@ -96,14 +87,14 @@ def main() -> int:
                          metric: row[metric], "metric": metric})
         for damping in (float(d) for d in args.dampings.split(",")):
             session.set_kronecker(factors, damping)
-            swept = run_sweep(session, dev, KRONECKER, param_ratios=[args.param_ratio],
+            swept = run_sweep(session, dev, KRONECKER_METHODS, param_ratios=[args.param_ratio],
                               allocators=["uniform", "spectral"], subsample=args.eval_subsample, report=say)
             for _, row in swept[swept["method"] != "dense"].iterrows():
                 rows.append({"task": task_name, "method": row["method"], "allocator": row["allocator"],
                              "damping": damping, metric: row[metric], "metric": metric})
         rows.append({"task": task_name, "method": "dense", "allocator": "", "damping": "",
                      metric: dense, "metric": metric,
-                     "kronecker seconds": round(seconds, 1), "power-iteration change": factors.change})
+                     "kronecker seconds": round(factors.seconds, 1), "power-iteration change": factors.change})
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out.with_suffix(".csv"), index=False)

@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from common import markdown_table
+from common import calibrate, markdown_table
 
 from fwsvd_core.analysis.sweep import allocation_gains, run_sweep
 from fwsvd_core.compression.methods import method_names
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.estimation.activations import estimate_activation_stats
-from fwsvd_core.estimation.fisher import estimate_fisher
-from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, estimate_kronecker
+from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
 from fwsvd_core.inputs.data import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
@@ -60,13 +58,7 @@ def main() -> int:
     dev = load_task_data(task, "dev", "auto", args.data_dir)
     session = CompressionSession(loaded)
     session.tfwsvd_settings = {"max_iter": args.solver_iters, "tol": 1e-4, "time_budget": args.solver_seconds}
-    session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                       fingerprint=loaded.fingerprint))
-    session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train, min(args.fisher_samples, 256),
-                                                      fingerprint=loaded.fingerprint))
-    session.set_kronecker(estimate_kronecker(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                             iterations=1 if args.quick else DEFAULT_ITERATIONS,
-                                             fingerprint=loaded.fingerprint))
+    calibrate(session, train, args.fisher_samples, 1 if args.quick else DEFAULT_ITERATIONS)
     budgets = [float(b) for b in args.budgets.split(",")]
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     parts = [run_sweep(session, dev, methods, param_ratios=budgets, allocators=allocators, subsample=args.eval_subsample,

@@ -21,18 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import REPO, markdown_table
+from common import REPO, calibrate, markdown_table
 
 from fwsvd_core.analysis.ablation import group_ablation
 from fwsvd_core.analysis.figures import ablation_figure, mismatch_figure, score_curves_figure
 from fwsvd_core.analysis.sweep import allocation_gains, run_sweep
 from fwsvd_core.cache import atomic_write_bytes, cache_root
 from fwsvd_core.compression.finetune import finetune, read_record, save_finetuned
-from fwsvd_core.compression.methods import method_names
+from fwsvd_core.compression.methods import KRONECKER, method_names
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.estimation.activations import estimate_activation_stats
-from fwsvd_core.estimation.fisher import estimate_fisher
-from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, estimate_kronecker
+from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
 from fwsvd_core.inputs.data import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
@@ -119,9 +117,6 @@ def claims(table: pd.DataFrame, metric: str, ablation: pd.DataFrame) -> list[str
     return lines
 
 
-KRONECKER = ("kfac", "gfwsvd")
-
-
 def kronecker_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per budget (no fine-tuning): GFWSVD as published (uniform ranks) against the best FWSVD and the best SVD-LLM
     (any allocator), our step (the Kronecker-factored methods with an allocator), and the best of all."""
@@ -138,7 +133,7 @@ def kronecker_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         fwsvd = best(part["method"].str.startswith("fwsvd"))
         svd_llm = best(part["method"] == "svd-llm")
         gfwsvd = best((part["method"] == "gfwsvd") & (part["allocator"] == "uniform"))
-        ours = best(part["method"].isin(KRONECKER) & (part["allocator"] != "uniform"))
+        ours = best(part["method"].isin(method_names(needs=KRONECKER)) & (part["allocator"] != "uniform"))
         top = best(part["method"].notna())
         rows.append({"param ratio": budget, "best FWSVD": f"{fwsvd[0]} {fwsvd[1]:.4f}",
                      "best SVD-LLM": f"{svd_llm[0]} {svd_llm[1]:.4f}", "GFWSVD (uniform)": round(gfwsvd[1], 4),
@@ -234,13 +229,7 @@ def main() -> int:
         dev = load_task_data(task, "dev", "auto", args.data_dir)
         session = CompressionSession(loaded)
         session.tfwsvd_settings = {"max_iter": 2 if args.quick else 10, "tol": 1e-4, "time_budget": 1.0}
-        session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                           fingerprint=loaded.fingerprint))
-        session.set_activations(estimate_activation_stats(loaded.model, loaded.tokenizer, train,
-                                                          min(args.fisher_samples, 256), fingerprint=loaded.fingerprint))
-        session.set_kronecker(estimate_kronecker(loaded.model, loaded.tokenizer, train, args.fisher_samples,
-                                                 iterations=1 if args.quick else args.kronecker_iterations,
-                                                 fingerprint=loaded.fingerprint))
+        calibrate(session, train, args.fisher_samples, 1 if args.quick else args.kronecker_iterations)
         say = lambda t: print(f"[{task_name}] {t}", file=sys.stderr, flush=True)  # noqa: E731
         plain = run_sweep(session, dev, METHODS, param_ratios=ft_budgets, subsample=args.eval_subsample, report=say,
                           train_data=train, finetune_steps=args.finetune_steps)
