@@ -151,7 +151,8 @@ def compute_kronecker(
     kfac_in = {name: _symmetric(s / max(t, 1.0)).float() for (name, s), t in zip(sums_in.items(), counts, strict=True)}
     kfac_out = {name: _symmetric(s / n).float() for name, s in sums_out.items()}
     del sums_in, sums_out
-    inputs, outputs = {"kfac": kfac_in}, {"kfac": kfac_out}
+    inputs = {"kfac": {k: a.cpu() for k, a in kfac_in.items()}}
+    outputs = {"kfac": {k: b.cpu() for k, b in kfac_out.items()}}
     change: list[float] = []
     if iterations:
         # unit Frobenius norm on both sides; the scale of F goes to B at the end
@@ -176,8 +177,6 @@ def compute_kronecker(
             change.append(max(steps))
         inputs["nearest"] = {k: a.cpu() for k, a in current_in.items()}
         outputs["nearest"] = {k: (b * scale[k]).cpu() for k, b in current_out.items()}
-    inputs["kfac"] = {k: a.cpu() for k, a in kfac_in.items()}
-    outputs["kfac"] = {k: b.cpu() for k, b in kfac_out.items()}
     return KroneckerFactors(inputs, outputs, n_good, len(data) - n_good, iterations, time.perf_counter() - start, change)
 
 
