@@ -70,11 +70,12 @@ def importance_from_sums(sums: torch.Tensor) -> torch.Tensor:
     return sums.clamp_min(IMPORTANCE_FLOOR * mean).sqrt().float()
 
 
-def whitening(second_moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+def whitening(second_moment: torch.Tensor,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, str]:
     """S and S^-1 with S S^T equal to the input second moment (SVD-LLM), and how S was had.
 
     Cholesky first; with growing jitter when the matrix is singular (dead or duplicated channels);
-    an eigendecomposition with clamped eigenvalues as the last resort.
+    an eigendecomposition with clamped eigenvalues as the last resort. Both are returned in `dtype`.
     """
     c = second_moment.double()
     scale = float(c.diagonal().mean()) or 1.0
@@ -83,10 +84,10 @@ def whitening(second_moment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
         factor, info = torch.linalg.cholesky_ex(c + jitter * scale * eye)
         if int(info) == 0:
             inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
-            return factor.float(), inverse.float(), "cholesky" if jitter == 0 else f"cholesky+jitter {jitter:g}"
+            return factor.to(dtype), inverse.to(dtype), "cholesky" if jitter == 0 else f"cholesky+jitter {jitter:g}"
     values, vectors = torch.linalg.eigh(c)
     values = values.clamp_min(1e-6 * scale)
-    return (vectors * values.sqrt()).float(), (vectors / values.sqrt()).T.float(), "eigh (clamped)"
+    return (vectors * values.sqrt()).to(dtype), (vectors / values.sqrt()).T.to(dtype), "eigh (clamped)"
 
 
 def damped(matrix: torch.Tensor, damping: float) -> torch.Tensor:
@@ -105,9 +106,8 @@ def kronecker_svd(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, method
     squared singular values add up to the objective. A factor whose Cholesky fails falls back as in `whitening`.
     """
     w = weight.detach().double()  # float64 throughout: a nearly singular factor scales some directions by 1e4
-    l_a, l_a_inv, _ = whitening(damped(a.to(w.device).double(), damping))
-    l_b, l_b_inv, _ = whitening(damped(b.to(w.device).double(), damping))
-    l_a, l_a_inv, l_b, l_b_inv = (t.double() for t in (l_a, l_a_inv, l_b, l_b_inv))
+    l_a, l_a_inv, _ = whitening(damped(a.to(w.device).double(), damping), torch.float64)
+    l_b, l_b_inv, _ = whitening(damped(b.to(w.device).double(), damping), torch.float64)
     u, s, vh = torch.linalg.svd(l_b.T @ w @ l_a, full_matrices=False)
     left, right = balanced(l_b_inv.T @ (u * s[None, :]), vh @ l_a_inv)
     return Factors(left.float().contiguous(), right.float().contiguous(), s.float(), None, None, method)
