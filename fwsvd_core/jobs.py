@@ -27,6 +27,8 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     done: int = 0
     total: int = 0
+    stage: str = ""  # the step under way, for a job of several steps
+    stage_started: float = field(default_factory=time.monotonic)
     status: str = RUNNING
     result: Any = None
     error: BaseException | None = None
@@ -37,6 +39,10 @@ class Job:
     def report(self, done: int, total: int) -> None:
         """The progress callback handed to the computation."""
         self.done, self.total = done, total
+
+    def begin(self, stage: str) -> None:
+        """A new step starts: its progress, and the time left, are counted from here."""
+        self.stage, self.stage_started, self.done, self.total = stage, time.monotonic(), 0, 0
 
     def cancel_requested(self) -> bool:
         """The cancel callback handed to the computation."""
@@ -51,10 +57,10 @@ class Job:
 
     @property
     def remaining(self) -> float | None:
-        """Seconds left at the rate so far; None before the first step."""
+        """Seconds left in the current step at its rate so far; None before its first progress report."""
         if self.status != RUNNING or not self.total or not self.done:
             return None
-        return self.elapsed * (self.total - self.done) / self.done
+        return (time.monotonic() - self.stage_started) * (self.total - self.done) / self.done
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends (True) or `timeout` passes (False)."""
@@ -66,11 +72,13 @@ class Job:
         """One line for a person: what, how far, how long so far, how long left."""
         share = f"{self.done}/{self.total}, " if self.total else ""
         left = self.remaining
-        return (f"{self.label}: {share}{self.elapsed:.0f} s elapsed"
-                + (f", about {left:.0f} s left" if left is not None else ""))
+        where = f" ({self.stage})" if self.stage else ""
+        return (f"{self.label}{where}: {share}{self.elapsed:.0f} s elapsed"
+                + (f", about {left:.0f} s left{' in this step' if self.stage else ''}" if left is not None else ""))
 
 
 Work = Callable[[ProgressFn, CancelFn], Any]
+StagedWork = Callable[[ProgressFn, CancelFn, Callable[[str], None]], Any]
 
 
 class Jobs:
@@ -83,6 +91,10 @@ class Jobs:
     def submit(self, key: str, label: str, work: Work) -> Job:
         """The job under `key`: the one there already, however it ended (`forget` it to start again), else `work`
         started on a new thread."""
+        return self.submit_staged(key, label, lambda progress, cancel, stage: work(progress, cancel))
+
+    def submit_staged(self, key: str, label: str, work: StagedWork) -> Job:
+        """`submit` for a job of several steps: `work` also gets a callback that names the step starting."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None:
@@ -94,9 +106,9 @@ class Jobs:
             return job
 
     @staticmethod
-    def _run(job: Job, work: Work) -> None:
+    def _run(job: Job, work: StagedWork) -> None:
         try:
-            job.result = work(job.report, job.cancel_requested)
+            job.result = work(job.report, job.cancel_requested, job.begin)
             job.status = DONE
         except Cancelled as exc:
             job.error, job.status = exc, CANCELLED

@@ -1,7 +1,6 @@
 """The SVD mismatch: smaller reconstruction error, yet a lower task score."""
 import streamlit as st
 
-from fwsvd_core.analysis.ablation import group_ablation
 from fwsvd_core.analysis.figures import (
     ablation_figure,
     mismatch_figure,
@@ -10,11 +9,10 @@ from fwsvd_core.analysis.figures import (
     toy_figure,
 )
 from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
-from fwsvd_core.analysis.sweep import run_sweep
 from fwsvd_core.analysis.toy import IMPORTANCE, IMPORTANT, toy_matrix, toy_solutions
 from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
-from fwsvd_core.errors import FwsvdError
-from studio.state import prepare_methods, ready
+from fwsvd_core.screens import DEFAULTS, ablation_table, stored_ablation, stored_sweep, sweep_table
+from studio.state import in_background, inputs_work, prepare_methods, ready, request, requested
 
 st.title("The SVD mismatch")
 state = ready()
@@ -61,6 +59,8 @@ def toy_example() -> None:
                f"{kept} instead. Errors are relative: plain ||W - W_r|| / ||W||, weighted the same with every squared "
                "entry multiplied by its Fisher.")
     layer = session.layers[0]
+    if not {"svd", "fwsvd-input"} <= session.computed_methods():
+        return  # the page computes the factors below; this part reruns with the page once they are in
     real_rank = max(1, round(layer.max_rank * rank / min(toy.weight.shape)))
     real = {m: session.layer_errors(m, layer.name, [real_rank]) for m in ("svd", "fwsvd-input")}
     st.markdown(
@@ -73,30 +73,37 @@ def toy_example() -> None:
 
 toy_example()
 
+# the factors every section below reads, and that the toy's last lines compare on a real layer
+if not prepare_methods(state, DEFAULTS.factor_methods):
+    st.stop()
+
+st.subheader("Score against reconstruction error")
 c1, c2, c3 = st.columns([2, 2, 1])
-methods = c1.multiselect("Methods", method_names(), default=["svd", "fwsvd-input", "fwsvd-output"],
+methods = c1.multiselect("Methods", method_names(), default=list(DEFAULTS.sweep_methods),
                          help="TFWSVD solves every layer at every ratio: expect a few minutes")
 ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0.25, 0.2, 0.15, 0.1, 0.05],
-                        default=[0.5, 0.33, 0.25, 0.15])
-scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 400), step=100,
-                         help="a random subset scores faster; the table then gives a 95% bootstrap interval")
+                        default=list(DEFAULTS.sweep_ratios))
+scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), DEFAULTS.sweep_scored),
+                         step=100, help="a random subset scores faster; the table then gives a 95% bootstrap interval")
 key = (choice, tuple(methods), tuple(sorted(ratios)), scored)
 sweeps = st.session_state.setdefault("sweeps", {})  # the rank editor's frontier reads them too
-if st.button("Run the sweep", type="primary", disabled=not methods or not ratios) and prepare_methods(state, methods):
-    total = 1 + len(methods) * len(ratios)
-    bar = st.progress(0.0, text="scoring ...")
-    done = []
+if key not in sweeps and methods and ratios:
+    stored = stored_sweep(session, state.dev, methods, ratios, scored or None)  # the demo build made the default one
+    if stored is not None:
+        sweeps[key] = stored
+if st.button("Run the sweep", type="primary", disabled=not methods or not ratios or key in sweeps):
+    request("sweep", key)
+if requested("sweep", key) and key not in sweeps:
+    prepare = inputs_work(state, methods)
 
-    def report(text: str) -> None:
-        done.append(text)
-        bar.progress(len(done) / total, text=text.strip())
+    def sweep_work(progress, cancel, stage):
+        prepare(progress, cancel, stage)
+        stage(f"scoring {len(methods)} methods at {len(ratios)} rank ratios")
+        return sweep_table(session, state.dev, methods, ratios, scored or None, progress=progress, cancel=cancel)
 
-    try:
-        sweeps[key] = run_sweep(session, state.dev, methods, rank_ratios=sorted(ratios, reverse=True),
-                                          subsample=scored or None, report=report)
-    except FwsvdError as exc:
-        st.error(str(exc))
-    bar.empty()
+    table = in_background(f"sweep {key}", "Running the mismatch sweep", sweep_work, "The sweep", stop=False)
+    if table is not None:
+        sweeps[key] = table
 
 table = sweeps.get(key)
 if table is not None:
@@ -104,7 +111,7 @@ if table is not None:
     st.caption("Left: task score (higher is better). Middle: plain relative reconstruction error (SVD is lowest by "
                "construction). Right: the error weighted element-wise by the Fisher, the one that tracks the score.")
     st.dataframe(table, hide_index=True, width="stretch")
-else:
+elif not requested("sweep", key):
     st.info("Choose methods and ratios, then run the sweep.")
 
 st.subheader("Spectra of one layer")
@@ -113,15 +120,18 @@ st.caption("The singular values of W, and of the Fisher-weighted matrices that F
 names = [l.name for l in session.layers]
 name = st.selectbox("Layer", names, key="spectrum_layer")
 kronecker_methods = method_names(needs=KRONECKER)
-if session.kronecker is None:
+if not set(kronecker_methods) <= session.computed_methods():
     slot = st.empty()
     if slot.button("Add the Kronecker-factored spectra (one gradient pass per power iteration over the Fisher's "
-                   "examples)") and prepare_methods(state, kronecker_methods):
+                   "examples)"):
+        request("kronecker", choice)
+    if requested("kronecker", choice) and prepare_methods(state, kronecker_methods, stop=False):
         slot.empty()
-shown = ("svd", *method_names(needs=FISHER, per_rank=False), *(kronecker_methods if session.kronecker else ()))
+kronecker_ready = set(kronecker_methods) <= session.computed_methods()
+shown = ("svd", *method_names(needs=FISHER, per_rank=False), *(kronecker_methods if kronecker_ready else ()))
 spectra = {m: session.factors(m)[name].spectrum for m in shown}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
-if session.kronecker is not None:
+if kronecker_ready:
     st.markdown(
         "**kfac** and **gfwsvd** decompose L_B^T W L_A. The layer's Fisher, how much the loss cares about every pair "
         "of weights together, is approximated as A (x) B: A says which directions of the layer's *input* carry "
@@ -137,19 +147,29 @@ st.markdown(
     "shrink steadily from group 1 to group 10; in fine-tuned models small singular values can matter too."
 )
 a1, a2 = st.columns(2)
-ablation_method = a1.selectbox("Decomposition", ("svd", *method_names(needs=FISHER, per_rank=False)),
+decompositions = ("svd", *method_names(needs=FISHER, per_rank=False))
+ablation_method = a1.selectbox("Decomposition", decompositions, index=decompositions.index(DEFAULTS.ablation_method),
                                key="ablation_method")
-ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), 300), step=100,
-                                  key="ablation_scored")
+ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev),
+                                  min(len(state.dev), DEFAULTS.ablation_scored), step=100, key="ablation_scored")
 akey = ("ablation", choice, ablation_method, ablation_scored)
-if st.button("Run the ablation (11 evaluations)"):
-    bar = st.progress(0.0, text="ablating ...")
-    st.session_state[akey] = group_ablation(session, state.dev, ablation_method, subsample=ablation_scored or None,
-                                            progress=lambda d, t: bar.progress(d / t, text=f"group {d} of {t}"))
-    bar.empty()
-if akey in st.session_state:
-    st.plotly_chart(ablation_figure(st.session_state[akey]), width="stretch", key="ablation")
-    st.dataframe(st.session_state[akey], hide_index=True, width="stretch")
+ablations = st.session_state.setdefault("ablations", {})
+if akey not in ablations and (stored := stored_ablation(session, state.dev, ablation_method,
+                                                        ablation_scored or None)) is not None:
+    ablations[akey] = stored
+if st.button("Run the ablation (11 evaluations)", disabled=akey in ablations):
+    request("ablation", akey)
+if requested("ablation", akey) and akey not in ablations:
+    result = in_background(
+        repr(akey), f"Ablating singular-value groups of {ablation_method}",
+        lambda progress, cancel, stage: ablation_table(session, state.dev, ablation_method, ablation_scored or None,
+                                                       progress=progress, cancel=cancel),
+        "The ablation", stop=False)
+    if result is not None:
+        ablations[akey] = result
+if akey in ablations:
+    st.plotly_chart(ablation_figure(ablations[akey]), width="stretch", key="ablation")
+    st.dataframe(ablations[akey], hide_index=True, width="stretch")
 
 st.subheader("Where does weighting matter?")
 st.markdown(

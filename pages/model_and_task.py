@@ -91,7 +91,7 @@ subsample = c3.number_input("Score on a random subset of the dev split (0 = all)
 choice = set_choice(fisher_samples=samples, estimator=estimator, eval_subsample=int(subsample))
 
 st.divider()
-loaded = model_or_error(choice.model, choice.data_dir, choice.dtype)
+loaded = model_or_error(choice)
 if loaded is not None:
     st.markdown(f"**Model:** {loaded.source}, weights in {dtype_name(model_dtype(loaded.model))}")
     for note in loaded.notes:
@@ -113,10 +113,11 @@ if loaded is not None:
         state = ready()
         if state is not None:
             try:
-                score = dense_score(choice, loaded, dev)
+                score = dense_score(choice, loaded, dev)  # None: cancelled, and said so
             except FwsvdError as exc:
                 st.error(str(exc))
-            else:
+                score = None
+            if score is not None:
                 m1, m2, m3, m4 = st.columns(4)
                 m1.metric(f"Dense {score.primary_metric}", f"{score.score:.4f}")
                 m2.metric("Parameters", f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f} M")

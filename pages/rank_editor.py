@@ -23,6 +23,7 @@ from fwsvd_core.compression.ranks import (
     validate_ranks,
 )
 from fwsvd_core.errors import FwsvdError
+from fwsvd_core.screens import DEFAULTS
 from fwsvd_core.estimation.evaluation import evaluate
 from studio.state import dense_score, prepare_methods, ready
 
@@ -43,11 +44,11 @@ st.session_state.setdefault("history", [])
 methods = method_names()
 if "pending_method" in st.session_state:  # a frontier point chose the method of its run
     st.session_state["editor_method"] = st.session_state.pop("pending_method")
-st.session_state.setdefault("editor_method", "fwsvd-output")
+st.session_state.setdefault("editor_method", DEFAULTS.editor_method)
 method = st.selectbox("Method", methods, key="editor_method",
                       help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
                            "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
-if not prepare_methods(state, [method]):
+if not prepare_methods(state, [method, spectral_source(method)]):
     st.stop()
 
 f1, f2 = st.columns(2)
@@ -75,6 +76,8 @@ with f2:
 mass = state.fisher.mass()
 total_mass = sum(mass.values()) or 1.0
 dense = dense_score(choice, state.loaded, state.dev)
+if dense is None:
+    st.stop()
 curves_key = ("loss curves", choice.model_key, state.fisher.key, method)
 if curves_key not in st.session_state:
     st.session_state[curves_key] = spectral_curves(session, method)

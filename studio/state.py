@@ -10,10 +10,10 @@ import streamlit as st
 
 from fwsvd_core.compression.methods import ACTIVATIONS, KRONECKER, get_method
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, ensure_demo, needs_build
+from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, is_demo, needs_build
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.estimation.activations import estimate_activation_stats
-from fwsvd_core.estimation.evaluation import EvalResult, evaluate
+from fwsvd_core.estimation.evaluation import EvalResult
 from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher
 from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.data import TaskData, load_file, load_glue_folder, load_hub
@@ -21,9 +21,18 @@ from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.synthetic import synthetic_task_data
 from fwsvd_core.inputs.tasks import get_task
-from fwsvd_core.jobs import DONE, FAILED, RUNNING, Job, Jobs
+from fwsvd_core.jobs import DONE, FAILED, RUNNING, Job, Jobs, StagedWork
 from fwsvd_core.loading import load_model
+from fwsvd_core.screens import (
+    DEFAULTS,
+    build_demo_and_screens,
+    dense_evaluation,
+    first_screens_ready,
+    prepare_first_screens,
+)
 
+# what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/demo_build.py`
+DEMO_BUILD_TIME = "about 3 minutes"
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
 
 
@@ -49,8 +58,8 @@ class Choice:
     upload_digest: str = ""
     text_columns: tuple[str, ...] = ()
     label_column: str = ""
-    fisher_samples: int = 256
-    estimator: str = "per-sample"
+    fisher_samples: int = DEFAULTS.fisher_samples
+    estimator: str = DEFAULTS.estimator
     eval_subsample: int = 0  # 0: the whole split
     skip_bad_rows: bool = False
     allow_degenerate_fisher: bool = False
@@ -107,9 +116,9 @@ def background_jobs() -> Jobs:
     return Jobs()
 
 
-def show_job(job: Job) -> None:
+def show_job(job: Job, stop: bool = True) -> None:
     """A running job: progress with elapsed time and time left, a Cancel button; the whole app reruns when it ends.
-    Stops the page's script here: nothing below waits for a computation the page does not show."""
+    With `stop`, the page's script stops here: nothing below waits for a computation the page does not show."""
     with st.container(border=True):
         st.markdown(f"**{job.label}**")
 
@@ -122,7 +131,8 @@ def show_job(job: Job) -> None:
         poll()
         st.caption("This runs on the server: closing the tab stops nothing, and any tab opened later shows it here.")
         st.button("Cancel", key=f"cancel {job.key}", on_click=job.cancel)
-    st.stop()
+    if stop:
+        st.stop()
 
 
 def settle_seconds() -> float:
@@ -131,11 +141,13 @@ def settle_seconds() -> float:
     return float(os.environ.get("FWSVD_JOB_SETTLE", "3"))
 
 
-def job_outcome(job: Job, what: str) -> bool:
+def job_outcome(job: Job, what: str, stop: bool = True) -> bool:
     """After a job: True when it is done; else say how it ended (a restart button after a cancel) and return False.
-    A failure's error is raised again, for the caller's usual message."""
+    A running job's progress is shown (the page stops there, unless not `stop`). A failure's error is raised again,
+    for the caller's usual message."""
     if job.status == RUNNING and not job.wait(settle_seconds()):
-        show_job(job)
+        show_job(job, stop)
+        return False
     if job.status == DONE:
         return True
     if job.status == FAILED and job.error is not None:
@@ -148,26 +160,67 @@ def job_outcome(job: Job, what: str) -> bool:
     return False
 
 
-def build_demo_with_progress(name: str, data_dir: str) -> bool:
-    """A demo not built yet is built in the background, with progress and cancel (a few minutes, once)."""
-    if name not in DEMOS or not needs_build(name, data_dir or None):
+def in_background(key: str, label: str, work: StagedWork, what: str, stop: bool = True, remember: bool = True):
+    """The result of `work`, run as a background job that every tab shares; None while it runs (its progress is
+    shown) or after a cancel. With `remember`, this browser session keeps a finished result under `key`."""
+    if remember and key in st.session_state:
+        return st.session_state[key]
+    job = background_jobs().submit_staged(key, label, work)
+    if not job_outcome(job, what, stop):
+        return None
+    background_jobs().forget(job.key)  # the registry keeps only what runs
+    if remember:
+        st.session_state[key] = job.result
+    return job.result
+
+
+def first_screens_wanted(choice: Choice) -> bool:
+    """The demos precompute their first screens at the default settings: is this such a choice?"""
+    return (is_demo(choice.model) and choice.fisher_samples == DEFAULTS.fisher_samples
+            and choice.estimator == DEFAULTS.estimator and not choice.allow_degenerate_fisher)
+
+
+def build_demo_with_progress(choice: Choice) -> bool:
+    """A demo not built yet is built in the background, with progress and cancel (a few minutes, once), and so are
+    its first screens."""
+    name = choice.model
+    if name not in DEMOS or not needs_build(name, choice.data_dir or None):
         return True
-    job = background_jobs().submit(
-        f"demo {name} {data_dir}", f"Building the demo model {name} (once; about 2.5 minutes on 2 CPU cores): "
-        "fine-tuning MiniLM-L6", lambda progress, cancel: ensure_demo(name, data_dir or None, progress=progress,
-                                                                      cancel=cancel))
+    try:
+        train, dev = load_split(choice, "train"), load_split(choice, "dev")
+    except FwsvdError:
+        train = dev = None  # the page says what is wrong with the data; the model is built all the same
+    job = background_jobs().submit_staged(
+        f"demo {name} {choice.data_key}", f"Building the demo model {name} and its first screens (once; "
+        f"{DEMO_BUILD_TIME} on 2 CPU cores)",
+        lambda progress, cancel, stage: build_demo_and_screens(
+            name, train if first_screens_wanted(choice) else None, dev, choice.data_dir or None, choice.dtype,
+            progress=progress, cancel=cancel, stage=stage))
     if not job_outcome(job, "Building the demo"):
         return False
     background_jobs().forget(job.key)  # built: the demo cache has it now
     return True
 
 
-def model_or_error(source: str, data_dir: str = "", dtype: str = "auto") -> LoadedModel | None:
+def first_screens_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData, dev: TaskData) -> bool:
+    """A demo built without its first screens (from the command line, by an older version) gets them now, in the
+    background; False while they are computed."""
+    if not first_screens_wanted(choice) or first_screens_ready(loaded, train, dev):
+        return True
+    return in_background(
+        f"first screens {choice.model_key} {choice.data_key}",
+        f"Computing what the first screens of {choice.model} show (once)",
+        lambda progress, cancel, stage: prepare_first_screens(loaded, train, dev, progress=progress, cancel=cancel,
+                                                              stage=stage),
+        "Preparing the first screens") is not None
+
+
+def model_or_error(choice: Choice) -> LoadedModel | None:
     """The model, or None after showing why it could not be loaded."""
     try:
-        if not build_demo_with_progress(source, data_dir):
+        if not build_demo_with_progress(choice):
             return None
-        return cached_model(source, dtype)
+        return cached_model(choice.model, choice.dtype)
     except FwsvdError as exc:
         st.error(str(exc))
         return None
@@ -245,37 +298,33 @@ def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResul
 
 def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
     """The Fisher of the choice: from the disk cache, or estimated in the background with progress and cancel."""
-    key = ("fisher", choice.model_key, choice.data_key, choice.fisher_samples, choice.estimator, choice.allow_degenerate_fisher)
-    if key in st.session_state:
-        return st.session_state[key]
-    job = background_jobs().submit(
-        repr(key), f"Estimating the Fisher on {choice.fisher_samples} training examples",
-        lambda progress, cancel: estimate_fisher(
-            loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
-            fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher, progress=progress,
-            cancel=cancel))
+    key = repr(("fisher", choice.model_key, choice.data_key, choice.fisher_samples, choice.estimator,
+                choice.allow_degenerate_fisher))
     try:
-        if not job_outcome(job, "Estimating the Fisher"):
-            return None
+        return in_background(
+            key, f"Estimating the Fisher on {choice.fisher_samples} training examples",
+            lambda progress, cancel, stage: estimate_fisher(
+                loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
+                fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher, progress=progress,
+                cancel=cancel),
+            "Estimating the Fisher")
     except FisherError as exc:
         st.error(str(exc))
         st.button("Use this Fisher anyway", key="allow_degenerate_fisher", on_click=set_choice,
                   kwargs={"allow_degenerate_fisher": True})
-        return None
     except FwsvdError as exc:
         st.error(str(exc))
-        return None
-    background_jobs().forget(job.key)  # the session keeps the result; the registry keeps only what runs
-    st.session_state[key] = job.result
-    return job.result
+    return None
 
 
-def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResult:
-    key = ("dense", choice.model_key, choice.data_key, choice.eval_subsample)
-    if key not in st.session_state:
-        with st.spinner("Scoring the dense model ..."):
-            st.session_state[key] = evaluate(loaded.model, loaded.tokenizer, dev, subsample=choice.eval_subsample or None)
-    return st.session_state[key]
+def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResult | None:
+    """The dense model's score: stored on disk, else computed in the background; None while it runs."""
+    subsample = choice.eval_subsample or None
+    return in_background(
+        repr(("dense", choice.model_key, choice.data_key, subsample)),
+        f"Scoring the dense model on {subsample or len(dev)} {dev.split} examples",
+        lambda progress, cancel, stage: dense_evaluation(loaded, dev, subsample, progress=progress, cancel=cancel),
+        "Scoring the dense model")
 
 
 @dataclass
@@ -293,11 +342,11 @@ class Ready:
 def ready() -> Ready | None:
     """Model, data and Fisher for the current choice, or None after saying what is missing."""
     choice = get_choice()
-    loaded = model_or_error(choice.model, choice.data_dir, choice.dtype)
+    loaded = model_or_error(choice)
     if loaded is None:
         return None
     train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")
-    if train is None or dev is None:
+    if train is None or dev is None or not first_screens_with_progress(choice, loaded, train, dev):
         return None
     fisher = fisher_with_progress(choice, loaded, train)
     if fisher is None:
@@ -309,33 +358,52 @@ def demo_names() -> list[str]:
     return list(DEMOS)
 
 
-def prepare_methods(state: Ready, methods) -> bool:
-    """Collect what the chosen methods need besides the Fisher: calibration activations (ASVD, SVD-LLM), Kronecker
-    factors of the Fisher (kfac, gfwsvd). False if that failed (the error is shown)."""
-    needs = set().union(*(get_method(m).needs for m in methods)) if methods else set()
-    session, loaded = state.session, state.loaded
-    try:
+def inputs_work(state: Ready, methods) -> StagedWork:
+    """What the methods need besides the Fisher, calibration activations (ASVD, SVD-LLM) and Kronecker factors of
+    the Fisher (kfac, gfwsvd), then their factors of every layer, as one background job's work."""
+    session, loaded, choice = state.session, state.loaded, state.choice
+    methods = [m for m in dict.fromkeys(methods) if get_method(m).factorize is not None]
+
+    def work(progress, cancel, stage):
+        needs = set().union(*(get_method(m).needs for m in methods)) if methods else set()
         if ACTIVATIONS in needs and session.activations is None:
-            with st.spinner("Collecting input activations of every layer on the training split ..."):
-                session.set_activations(estimate_activation_stats(
-                    loaded.model, loaded.tokenizer, state.train, state.choice.fisher_samples,
-                    fingerprint=loaded.fingerprint))
+            stage("input activations of every layer on the training split")
+            session.set_activations(estimate_activation_stats(
+                loaded.model, loaded.tokenizer, state.train, choice.fisher_samples, fingerprint=loaded.fingerprint,
+                progress=progress, cancel=cancel))
         if KRONECKER in needs and session.kronecker is None:
-            with st.spinner("Estimating the Kronecker factors of every layer's Fisher (K-FAC, then power iterations "
-                            "to the nearest Kronecker product) ..."):
-                session.set_kronecker(estimate_kronecker(
-                    loaded.model, loaded.tokenizer, state.train, state.choice.fisher_samples,
-                    fingerprint=loaded.fingerprint))
-    except FwsvdError as exc:
-        st.error(str(exc))
-        return False
-    return True
+            stage("Kronecker factors of every layer's Fisher (K-FAC, then power iterations)")
+            session.set_kronecker(estimate_kronecker(
+                loaded.model, loaded.tokenizer, state.train, choice.fisher_samples, fingerprint=loaded.fingerprint,
+                progress=progress, cancel=cancel))
+        for method in methods:
+            if method not in session.computed_methods():
+                stage(f"the {method} factors of every layer")
+                session.factors(method, progress=progress)
+        return True
+    return work
+
+
+def prepare_methods(state: Ready, methods, stop: bool = True) -> bool:
+    """What the methods need, and their factors, computed in the background (`inputs_work`). False while that runs
+    (with `stop`, the page stops at its progress) or after it failed (the error is shown)."""
+    missing = [m for m in dict.fromkeys(methods)
+               if get_method(m).factorize is not None and m not in state.session.computed_methods()]
+    if not missing:
+        return True
     try:
-        with st.spinner("Collecting input activations of every layer on the training split ..."):
-            state.session.set_activations(estimate_activation_stats(
-                state.loaded.model, state.loaded.tokenizer, state.train, state.choice.fisher_samples,
-                fingerprint=state.loaded.fingerprint))
+        return bool(in_background(f"factors {state.choice.model_key} {state.fisher.key} {missing}",
+                                  f"Factorizing every layer ({', '.join(missing)})", inputs_work(state, missing),
+                                  "Factorizing", stop, remember=False))
     except FwsvdError as exc:
         st.error(str(exc))
         return False
-    return True
+
+
+def requested(name: str, key) -> bool:
+    """Whether this browser session asked for `key` by a button (the request outlives the rerun that made it)."""
+    return key in st.session_state.get(f"requests {name}", set())
+
+
+def request(name: str, key) -> None:
+    st.session_state.setdefault(f"requests {name}", set()).add(key)

@@ -80,7 +80,7 @@ LAYERS = [
     {"fwsvd_core.estimation"},
     {"fwsvd_core.compression"},
     {"fwsvd_core.analysis"},
-    {"fwsvd_core.demo", "fwsvd_core.loading", "fwsvd_core.jobs", "fwsvd_core.cli", "fwsvd_core.__main__", "fwsvd_core"},
+    {"fwsvd_core.demo", "fwsvd_core.loading", "fwsvd_core.jobs", "fwsvd_core.screens", "fwsvd_core.cli", "fwsvd_core.__main__", "fwsvd_core"},
 ]
 
 

@@ -126,27 +126,33 @@ class CompressionSession:
                                                  for kind in kron.inputs},
             damping=self.kronecker_damping)
 
-    def _source_key(self, method: Method) -> str | None:
+    def source_key(self, method: str) -> str | None:
         """The cache keys of what the method's factors derive from besides the weights ('' for SVD); None if missing."""
+        needs = get_method(method).needs
         keys = []
-        if FISHER in method.needs:
+        if FISHER in needs:
             keys.append(None if self.fisher is None else self.fisher.key)
-        if ACTIVATIONS in method.needs:
+        if ACTIVATIONS in needs:
             keys.append(None if self.activations is None else self.activations.key or None)
-        if KRONECKER in method.needs:
+        if KRONECKER in needs:
             keys.append(None if self.kronecker is None or not self.kronecker.key else
                         f"{self.kronecker.key}/damping={self.kronecker_damping:g}/balanced")
         return None if None in keys else "/".join(k for k in keys if k)
 
     def _disk_key(self, method: Method) -> str | None:
-        source = self._source_key(method)
+        source = self.source_key(method.name)
         if not self.use_disk_cache or source is None:
             return None
         return cache_key(kind="factors", model=self.loaded.fingerprint, method=method.name, source=source,
                          layers=[l.name for l in self.layers])
 
-    def factors(self, method: str) -> dict[str, Factors]:
-        """Factors of every layer by `method`: from memory, else the disk cache, else computed."""
+    def computed_methods(self) -> set[str]:
+        """The methods whose factors of every layer are in memory: asking for them costs nothing."""
+        return set(self._factors)
+
+    def factors(self, method: str, progress: ProgressFn | None = None) -> dict[str, Factors]:
+        """Factors of every layer by `method`: from memory, else the disk cache, else computed (reporting each layer
+        to `progress`, else to `progress_for`)."""
         chosen = get_method(method)
         if chosen.factorize is None:
             raise FwsvdError(f"{chosen.name} solves each rank anew: ask for factors_at(method, ranks).")
@@ -161,7 +167,7 @@ class CompressionSession:
             if cached is not None:
                 out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
             else:
-                report = self.progress_for(f"factorizing ({method})", "layers") if self.progress_for else None
+                report = progress or (self.progress_for(f"factorizing ({method})", "layers") if self.progress_for else None)
                 out = {}
                 for i, l in enumerate(self.layers):
                     out[l.name] = chosen.factorize(self.weight(l.name).float(), inputs[l.name])
@@ -186,7 +192,7 @@ class CompressionSession:
             if memo in self._solved:
                 return self._solved[memo]
             path = None
-            source = self._source_key(chosen)
+            source = self.source_key(chosen.name)
             if self.use_disk_cache and source:
                 key = cache_key(kind="solved", model=self.loaded.fingerprint, source=source, method=chosen.name,
                                 layer=name, rank=rank, settings=self.tfwsvd_settings)

@@ -4,7 +4,7 @@ from sklearn.metrics import matthews_corrcoef
 
 from fwsvd_core.errors import Cancelled, LabelMappingError
 from fwsvd_core.estimation.evaluation import evaluate, predict
-from fwsvd_core.estimation.metrics import bootstrap_interval, compute_metrics
+from fwsvd_core.estimation.metrics import batched_metric, bootstrap_interval, compute_metrics
 from fwsvd_core.inputs.data import load_glue_folder
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.tasks import get_task
@@ -47,6 +47,40 @@ def test_metric_values_against_sklearn_and_scipy():
     assert compute_metrics(get_task("stsb"), np.zeros(100), y)["pearson"] == 0.0
     lo, hi = bootstrap_interval(get_task("sst2"), preds, labels)
     assert lo < np.mean(labels == preds) < hi
+
+
+@pytest.mark.parametrize("name", ["accuracy", "f1", "mcc", "pearson", "spearman"])
+def test_the_batched_metric_equals_the_metric_of_each_resample(name):
+    rng = np.random.default_rng(3)
+    if name in ("pearson", "spearman"):
+        labels = np.round(rng.normal(size=60), 1)  # rounded: ties, which the ranks must average
+        preds = labels + rng.normal(size=60)
+    else:
+        labels, preds = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
+    rows = rng.integers(0, 60, size=(50, 60))  # 50 bootstrap resamples
+    batched = batched_metric(name, preds[rows], labels[rows])
+    one_by_one = [compute_metrics_of(name, preds[r], labels[r]) for r in rows]
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-12)
+    # degenerate resamples: one class only, a constant prediction
+    ones = np.ones((1, 60), dtype=labels.dtype)
+    np.testing.assert_allclose(batched_metric(name, ones, labels[None]), [compute_metrics_of(name, ones[0], labels)],
+                               atol=1e-12)
+
+
+def compute_metrics_of(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    """The reference: scikit-learn's (and scipy's) metric of one resample."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import f1_score
+
+    if name == "accuracy":
+        return float(np.mean(preds == labels))
+    if name == "f1":
+        return float(f1_score(labels, preds, zero_division=0.0))
+    if name == "mcc":
+        return float(matthews_corrcoef(labels, preds))
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0
+    return float((pearsonr if name == "pearson" else spearmanr)(preds, labels)[0])
 
 
 def test_regression_and_pair_tasks(minilm_dir, glue_dir):

@@ -1,0 +1,222 @@
+"""What the dashboard's first screens show, kept on disk so that a later visit, or another tab, shows it at once.
+
+A demo build computes all of it for the default settings (`prepare_first_screens`): a first visit after the build
+waits for nothing. For other models and settings the pages compute the same things through the same functions,
+which store them the same way. Files are keyed by the model's fingerprint, the data's content and the settings,
+written atomically, and carry SCREENS_VERSION in their key: a new version computes them anew.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fwsvd_core.analysis.ablation import group_ablation
+from fwsvd_core.analysis.sweep import run_sweep
+from fwsvd_core.cache import cache_key, cache_root, store_bytes
+from fwsvd_core.compression.methods import FISHER, get_method, method_names
+from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.demo import load_demo
+from fwsvd_core.errors import Cancelled
+from fwsvd_core.estimation.evaluation import EvalResult, evaluate
+from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, check_cancel
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.models import LoadedModel
+
+SCREENS_VERSION = 1
+StageFn = Callable[[str], None]
+log = logging.getLogger("fwsvd_core")
+
+
+@dataclass(frozen=True)
+class ScreenDefaults:
+    """The settings the pages open with; the demo build computes what they show for exactly these."""
+
+    fisher_samples: int = 256
+    estimator: str = "per-sample"
+    sweep_methods: tuple[str, ...] = ("svd", "fwsvd-input", "fwsvd-output")
+    sweep_ratios: tuple[float, ...] = (0.5, 0.33, 0.25, 0.15)
+    sweep_scored: int = 400
+    ablation_method: str = "svd"
+    ablation_scored: int = 300
+    editor_method: str = "fwsvd-output"
+
+    @property
+    def factor_methods(self) -> tuple[str, ...]:
+        """Every decomposition a first screen reads: the sweep's, the spectra's (SVD and the Fisher-weighted ones),
+        the ablation's and the rank editor's."""
+        spectra = ("svd", *method_names(needs=FISHER, per_rank=False))
+        wanted = (*self.sweep_methods, *spectra, self.ablation_method, self.editor_method)
+        return tuple(m for m in dict.fromkeys(wanted) if get_method(m).factorize is not None)
+
+
+DEFAULTS = ScreenDefaults()
+
+
+def _path(kind: str, **parts) -> Path:
+    return cache_root() / "screens" / f"{cache_key(kind=kind, version=SCREENS_VERSION, **parts)}.json"
+
+
+def _read(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # a damaged file is computed again, never trusted
+        log.warning("ignoring the unreadable stored result %s (%s)", path, exc)
+        return None
+
+
+def _store(path: Path, payload: Any) -> None:
+    store_bytes(path, json.dumps(payload, default=float).encode())  # a cache: a failed write only costs a recompute
+
+
+def _frame(payload: str) -> pd.DataFrame:
+    return pd.read_json(StringIO(payload), orient="split")
+
+
+def _dense_path(loaded: LoadedModel, dev: TaskData, subsample: int | None) -> Path:
+    return _path("dense", model=loaded.fingerprint, data=dev.content_digest(), subsample=subsample)
+
+
+def stored_dense(loaded: LoadedModel, dev: TaskData, subsample: int | None = None) -> EvalResult | None:
+    """The dense model's score on `dev`, when it was computed before; None otherwise."""
+    hit = _read(_dense_path(loaded, dev, subsample))
+    if hit is None:
+        return None
+    interval = hit.pop("interval")
+    return EvalResult(**hit, interval=None if interval is None else tuple(interval))
+
+
+def dense_evaluation(loaded: LoadedModel, dev: TaskData, subsample: int | None = None,
+                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> EvalResult:
+    """The dense model's score on `dev` (a seeded subsample of it), stored on disk."""
+    if (hit := stored_dense(loaded, dev, subsample)) is not None:
+        return hit
+    result = evaluate(loaded.model, loaded.tokenizer, dev, subsample=subsample, progress=progress, cancel=cancel)
+    _store(_dense_path(loaded, dev, subsample), asdict(result))
+    return result
+
+
+def _sweep_path(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
+                subsample: int | None) -> Path | None:
+    sources = [session.source_key(m) for m in methods]
+    if None in sources:  # a method whose inputs are not collected yet: nothing can be stored for it
+        return None
+    return _path("sweep", model=session.loaded.fingerprint, methods=list(methods), sources=sources,
+                 ratios=sorted(ratios, reverse=True), data=dev.content_digest(), subsample=subsample)
+
+
+def stored_sweep(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
+                 subsample: int | None = None) -> pd.DataFrame | None:
+    """The mismatch sweep's table for these settings, when it was computed before; None otherwise."""
+    path = _sweep_path(session, dev, methods, ratios, subsample)
+    hit = None if path is None else _read(path)
+    return None if hit is None else _frame(hit)
+
+
+def sweep_table(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
+                subsample: int | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None) -> pd.DataFrame:
+    """`run_sweep` at uniform rank ratios, stored on disk; `progress` counts the evaluations."""
+    if (hit := stored_sweep(session, dev, methods, ratios, subsample)) is not None:
+        return hit
+    total, done = 1 + len(methods) * len(ratios), []
+
+    def counted(text: str) -> None:
+        done.append(text)
+        if progress is not None:
+            progress(min(len(done), total), total)
+
+    table = run_sweep(session, dev, list(methods), rank_ratios=sorted(ratios, reverse=True), subsample=subsample,
+                      report=counted, cancel=cancel)
+    if (path := _sweep_path(session, dev, methods, ratios, subsample)) is not None:
+        _store(path, table.to_json(orient="split"))
+    return table
+
+
+def _ablation_path(session: CompressionSession, dev: TaskData, method: str, subsample: int | None) -> Path | None:
+    source = session.source_key(method)
+    if source is None:
+        return None
+    return _path("ablation", model=session.loaded.fingerprint, method=method, source=source,
+                 data=dev.content_digest(), subsample=subsample)
+
+
+def stored_ablation(session: CompressionSession, dev: TaskData, method: str,
+                    subsample: int | None = None) -> pd.DataFrame | None:
+    """The singular-value group ablation for these settings, when it was computed before; None otherwise."""
+    path = _ablation_path(session, dev, method, subsample)
+    hit = None if path is None else _read(path)
+    return None if hit is None else _frame(hit)
+
+
+def ablation_table(session: CompressionSession, dev: TaskData, method: str, subsample: int | None = None,
+                   progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> pd.DataFrame:
+    """`group_ablation`, stored on disk."""
+    if (hit := stored_ablation(session, dev, method, subsample)) is not None:
+        return hit
+    table = group_ablation(session, dev, method, subsample=subsample, progress=progress, cancel=cancel)
+    if (path := _ablation_path(session, dev, method, subsample)) is not None:
+        _store(path, table.to_json(orient="split"))
+    return table
+
+
+def _ready_path(loaded: LoadedModel, train: TaskData, dev: TaskData, defaults: ScreenDefaults) -> Path:
+    return _path("first screens", model=loaded.fingerprint, train=train.content_digest(), dev=dev.content_digest(),
+                 defaults=asdict(defaults))
+
+
+def first_screens_ready(loaded: LoadedModel, train: TaskData, dev: TaskData,
+                        defaults: ScreenDefaults = DEFAULTS) -> bool:
+    """Whether `prepare_first_screens` finished for this model, data and defaults."""
+    return _read(_ready_path(loaded, train, dev, defaults)) is not None
+
+
+def prepare_first_screens(loaded: LoadedModel, train: TaskData, dev: TaskData, defaults: ScreenDefaults = DEFAULTS,
+                          progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                          stage: StageFn | None = None) -> CompressionSession:
+    """Compute and store everything the pages show first at `defaults`: the Fisher, the factors of the default
+    methods, the dense score, the mismatch sweep and the singular-value ablation. `stage` hears each step's name,
+    `progress` its progress. Returns the session they were computed in."""
+    say = stage or (lambda text: None)
+    say(f"the Fisher on {defaults.fisher_samples} training examples")
+    fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, defaults.fisher_samples, defaults.estimator,
+                             fingerprint=loaded.fingerprint, progress=progress, cancel=cancel)
+    session = CompressionSession(loaded)
+    session.set_fisher(fisher)
+    for method in defaults.factor_methods:
+        say(f"the {method} factors of every layer")
+        check_cancel(cancel)
+        session.factors(method, progress=progress)
+    say("the dense score")
+    dense_evaluation(loaded, dev, progress=progress, cancel=cancel)
+    say("the mismatch sweep")
+    sweep_table(session, dev, defaults.sweep_methods, defaults.sweep_ratios, defaults.sweep_scored or None,
+                progress=progress, cancel=cancel)
+    say("the singular-value ablation")
+    ablation_table(session, dev, defaults.ablation_method, defaults.ablation_scored or None, progress=progress,
+                   cancel=cancel)
+    if cancel is not None and cancel():
+        raise Cancelled("Preparing the first screens was cancelled.")
+    _store(_ready_path(loaded, train, dev, defaults), {"fisher": fisher.key, "version": SCREENS_VERSION})
+    return session
+
+
+def build_demo_and_screens(name: str, train: TaskData | None, dev: TaskData | None, data_dir: str | Path | None = None,
+                           dtype: str = "auto", progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                           stage: StageFn | None = None) -> None:
+    """Build the demo when no build is at hand, then compute its first screens on `train` and `dev` (the data the
+    dashboard opens with), unless one of them is missing."""
+    say = stage or (lambda text: None)
+    say("fine-tuning MiniLM-L6 (once)")
+    loaded = load_demo(name, data_dir=data_dir, progress=progress, cancel=cancel, dtype=None if dtype == "auto" else dtype)
+    if train is not None and dev is not None:
+        prepare_first_screens(loaded, train, dev, progress=progress, cancel=cancel, stage=stage)
