@@ -29,7 +29,7 @@ class PageCheck:
 def first_screen_checks(metric: str = "accuracy") -> list[PageCheck]:
     return [
         PageCheck("Model and task", "", f"text=Dense {metric}", 0),
-        PageCheck("Fisher importance", "fisher", '[data-testid="stPlotlyChart"]', 3),
+        PageCheck("Fisher importance", "fisher", '[data-testid="stPlotlyChart"]', 4),
         PageCheck("The SVD mismatch", "mismatch", "text=Left: task score (higher is better)", 5),
         PageCheck("Rank editor", "rank_editor", "text=Predicted loss increase", 2),
     ]

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from fwsvd_core.analysis.ablation import group_ablation
+from fwsvd_core.analysis.predictor import svd_failure_scores
 from fwsvd_core.analysis.sweep import run_sweep
 from fwsvd_core.cache import cache_key, cache_root, store_bytes
 from fwsvd_core.compression.methods import FISHER, get_method, method_names
@@ -47,6 +48,7 @@ class ScreenDefaults:
     ablation_method: str = "svd"
     ablation_scored: int = 300
     editor_method: str = "fwsvd-output"
+    predict_ratio: float = 0.1
 
     @property
     def factor_methods(self) -> tuple[str, ...]:
@@ -82,8 +84,13 @@ def _frame(payload: str) -> pd.DataFrame:
     return pd.read_json(StringIO(payload), orient="split")
 
 
+def _scored(dev: TaskData, subsample: int | None) -> int | None:
+    """The subsample as evaluated: None when it covers the whole split (then it is the same evaluation)."""
+    return None if not subsample or subsample >= len(dev) else subsample
+
+
 def _dense_path(loaded: LoadedModel, dev: TaskData, subsample: int | None) -> Path:
-    return _path("dense", model=loaded.fingerprint, data=dev.content_digest(), subsample=subsample)
+    return _path("dense", model=loaded.fingerprint, data=dev.content_digest(), subsample=_scored(dev, subsample))
 
 
 def stored_dense(loaded: LoadedModel, dev: TaskData, subsample: int | None = None) -> EvalResult | None:
@@ -111,7 +118,7 @@ def _sweep_path(session: CompressionSession, dev: TaskData, methods: Sequence[st
     if None in sources:  # a method whose inputs are not collected yet: nothing can be stored for it
         return None
     return _path("sweep", model=session.loaded.fingerprint, methods=list(methods), sources=sources,
-                 ratios=sorted(ratios, reverse=True), data=dev.content_digest(), subsample=subsample)
+                 ratios=sorted(ratios, reverse=True), data=dev.content_digest(), subsample=_scored(dev, subsample))
 
 
 def stored_sweep(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
@@ -147,7 +154,7 @@ def _ablation_path(session: CompressionSession, dev: TaskData, method: str, subs
     if source is None:
         return None
     return _path("ablation", model=session.loaded.fingerprint, method=method, source=source,
-                 data=dev.content_digest(), subsample=subsample)
+                 data=dev.content_digest(), subsample=_scored(dev, subsample))
 
 
 def stored_ablation(session: CompressionSession, dev: TaskData, method: str,
@@ -169,6 +176,22 @@ def ablation_table(session: CompressionSession, dev: TaskData, method: str, subs
     return table
 
 
+def predicted_failures(session: CompressionSession, rank_ratio: float) -> pd.DataFrame:
+    """`svd_failure_scores` from the stored statistics alone (the diagonal form, and the Kronecker forms when the
+    session has its factors), stored on disk."""
+    sources = [session.source_key(m) for m in ("svd", "fwsvd-input")]
+    kronecker = None if session.kronecker is None else session.kronecker.key
+    path = None if None in sources or kronecker == "" else _path(
+        "predicted failures", model=session.loaded.fingerprint, sources=sources, kronecker=kronecker,
+        rank_ratio=rank_ratio)
+    if path is not None and (hit := _read(path)) is not None:
+        return _frame(hit)
+    table = svd_failure_scores(session, rank_ratio)
+    if path is not None:
+        _store(path, table.to_json(orient="split"))
+    return table
+
+
 def _ready_path(loaded: LoadedModel, train: TaskData, dev: TaskData, defaults: ScreenDefaults) -> Path:
     return _path("first screens", model=loaded.fingerprint, train=train.content_digest(), dev=dev.content_digest(),
                  defaults=asdict(defaults))
@@ -184,8 +207,8 @@ def prepare_first_screens(loaded: LoadedModel, train: TaskData, dev: TaskData, d
                           progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                           stage: StageFn | None = None) -> CompressionSession:
     """Compute and store everything the pages show first at `defaults`: the Fisher, the factors of the default
-    methods, the dense score, the mismatch sweep and the singular-value ablation. `stage` hears each step's name,
-    `progress` its progress. Returns the session they were computed in."""
+    methods, the dense score, the mismatch sweep, the singular-value ablation and the predicted SVD failures.
+    `stage` hears each step's name, `progress` its progress. Returns the session they were computed in."""
     say = stage or (lambda text: None)
     say(f"the Fisher on {defaults.fisher_samples} training examples")
     fisher = estimate_fisher(loaded.model, loaded.tokenizer, train, defaults.fisher_samples, defaults.estimator,
@@ -204,6 +227,8 @@ def prepare_first_screens(loaded: LoadedModel, train: TaskData, dev: TaskData, d
     say("the singular-value ablation")
     ablation_table(session, dev, defaults.ablation_method, defaults.ablation_scored or None, progress=progress,
                    cancel=cancel)
+    say("the predicted SVD failures")
+    predicted_failures(session, defaults.predict_ratio)
     if cancel is not None and cancel():
         raise Cancelled("Preparing the first screens was cancelled.")
     _store(_ready_path(loaded, train, dev, defaults), {"fisher": fisher.key, "version": SCREENS_VERSION})

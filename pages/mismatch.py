@@ -11,8 +11,18 @@ from fwsvd_core.analysis.figures import (
 from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
 from fwsvd_core.analysis.toy import IMPORTANCE, IMPORTANT, toy_matrix, toy_solutions
 from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
-from fwsvd_core.screens import DEFAULTS, ablation_table, stored_ablation, stored_sweep, sweep_table
-from studio.state import in_background, inputs_work, prepare_methods, ready, request, requested
+from fwsvd_core.screens import DEFAULTS, ablation_table, predicted_failures, stored_ablation, sweep_table
+from studio.state import (
+    default_scored,
+    in_background,
+    inputs_work,
+    prepare_methods,
+    ready,
+    request,
+    requested,
+    sweep_key,
+    sweeps_with_stored,
+)
 
 st.title("The SVD mismatch")
 state = ready()
@@ -27,6 +37,10 @@ st.markdown(
     "by its Fisher importance before the SVD, so it spends the rank on the weights the task needs. The result: "
     "**a larger plain error, and a higher task score.** Run the sweep and compare the left panel with the middle one."
 )
+
+# the factors every section below reads, and that the toy's last lines compare on a real layer; the toy goes on
+# while they are computed
+factors_ready = prepare_methods(state, DEFAULTS.factor_methods, stop=False)
 
 st.subheader("A toy you can check by hand")
 
@@ -60,7 +74,7 @@ def toy_example() -> None:
                "entry multiplied by its Fisher.")
     layer = session.layers[0]
     if not {"svd", "fwsvd-input"} <= session.computed_methods():
-        return  # the page computes the factors below; this part reruns with the page once they are in
+        return  # the page computes the factors above; this part reruns with the page once they are in
     real_rank = max(1, round(layer.max_rank * rank / min(toy.weight.shape)))
     real = {m: session.layer_errors(m, layer.name, [real_rank]) for m in ("svd", "fwsvd-input")}
     st.markdown(
@@ -73,8 +87,7 @@ def toy_example() -> None:
 
 toy_example()
 
-# the factors every section below reads, and that the toy's last lines compare on a real layer
-if not prepare_methods(state, DEFAULTS.factor_methods):
+if not factors_ready:
     st.stop()
 
 st.subheader("Score against reconstruction error")
@@ -83,14 +96,10 @@ methods = c1.multiselect("Methods", method_names(), default=list(DEFAULTS.sweep_
                          help="TFWSVD solves every layer at every ratio: expect a few minutes")
 ratios = c2.multiselect("Rank ratios r / min(out, in)", [0.75, 0.5, 0.4, 0.33, 0.25, 0.2, 0.15, 0.1, 0.05],
                         default=list(DEFAULTS.sweep_ratios))
-scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), min(len(state.dev), DEFAULTS.sweep_scored),
+scored = c3.number_input("Examples scored (0 = all)", 0, len(state.dev), default_scored(state.dev, DEFAULTS.sweep_scored),
                          step=100, help="a random subset scores faster; the table then gives a 95% bootstrap interval")
-key = (choice, tuple(methods), tuple(sorted(ratios)), scored)
-sweeps = st.session_state.setdefault("sweeps", {})  # the rank editor's frontier reads them too
-if key not in sweeps and methods and ratios:
-    stored = stored_sweep(session, state.dev, methods, ratios, scored or None)  # the demo build made the default one
-    if stored is not None:
-        sweeps[key] = stored
+key = sweep_key(choice, methods, ratios, scored)
+sweeps = sweeps_with_stored(state, methods, ratios, scored)
 if st.button("Run the sweep", type="primary", disabled=not methods or not ratios or key in sweeps):
     request("sweep", key)
 if requested("sweep", key) and key not in sweeps:
@@ -151,7 +160,7 @@ decompositions = ("svd", *method_names(needs=FISHER, per_rank=False))
 ablation_method = a1.selectbox("Decomposition", decompositions, index=decompositions.index(DEFAULTS.ablation_method),
                                key="ablation_method")
 ablation_scored = a2.number_input("Examples scored (0 = all)", 0, len(state.dev),
-                                  min(len(state.dev), DEFAULTS.ablation_scored), step=100, key="ablation_scored")
+                                  default_scored(state.dev, DEFAULTS.ablation_scored), step=100, key="ablation_scored")
 akey = ("ablation", choice, ablation_method, ablation_scored)
 ablations = st.session_state.setdefault("ablations", {})
 if akey not in ablations and (stored := stored_ablation(session, state.dev, ablation_method,
@@ -181,17 +190,20 @@ st.markdown(
     "examples. Validation tells how far to trust either."
 )
 p1, p2, p3 = st.columns(3)
-predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.05, 0.1, 0.15, 0.25, 0.33, 0.5], value=0.1)
+predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.05, 0.1, 0.15, 0.25, 0.33, 0.5],
+                                 value=DEFAULTS.predict_ratio)
 predictor = p2.radio("Predictor", list(PREDICTORS), horizontal=True, key="predictor_kind")
 calibration = state.train if predictor == "full" else None
 pkey = ("predicted", choice, predict_ratio, predictor)
-if pkey not in st.session_state:
-    with st.spinner("Per-example gradients of the training examples ..." if calibration is not None else "Predicting ..."):
+if pkey not in st.session_state and calibration is None:
+    st.session_state[pkey] = predicted_failures(session, predict_ratio)  # the demo build stored the default one
+elif pkey not in st.session_state:
+    with st.spinner("Per-example gradients of the training examples ..."):
         st.session_state[pkey] = svd_failure_scores(session, predict_ratio, calibration=calibration,
                                                     n_examples=choice.fisher_samples)
 predicted = st.session_state[pkey]
 column = PREDICTORS[predictor]
-st.plotly_chart(signed_layer_map(session.layers, dict(zip(predicted["layer"], predicted[column])),
+st.plotly_chart(signed_layer_map(session.layers, dict(zip(predicted["layer"], predicted[column], strict=True)),
                                  title=f"Predicted loss saved by Fisher weighting, per layer ({predictor}; "
                                        "blue: FWSVD predicted worse)"),
                 width="stretch", key="predictor")

@@ -23,9 +23,9 @@ from fwsvd_core.compression.ranks import (
     validate_ranks,
 )
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.screens import DEFAULTS
 from fwsvd_core.estimation.evaluation import evaluate
-from studio.state import dense_score, prepare_methods, ready
+from fwsvd_core.screens import DEFAULTS
+from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
 
 st.title("Rank editor")
 state = ready()
@@ -195,7 +195,7 @@ def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]
         rows.append({"point": point, "method": run["method"], "allocator": run.get("allocator", "by hand"),
                      "param ratio (layers)": run["param ratio (layers)"], metric: run[metric]})
         made_by[point] = (run["method"], run["ranks"])
-    for key, table in st.session_state.get("sweeps", {}).items():
+    for key, table in sweeps_with_stored(state).items():
         if key[0] != choice:
             continue
         for row in table.to_dict(orient="records"):

@@ -29,6 +29,7 @@ from fwsvd_core.screens import (
     dense_evaluation,
     first_screens_ready,
     prepare_first_screens,
+    stored_sweep,
 )
 
 # what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/demo_build.py`
@@ -398,6 +399,30 @@ def prepare_methods(state: Ready, methods, stop: bool = True) -> bool:
     except FwsvdError as exc:
         st.error(str(exc))
         return False
+
+
+def sweep_key(choice: Choice, methods, ratios, scored: int) -> tuple:
+    """What names a mismatch sweep in `st.session_state["sweeps"]` (the rank editor's frontier reads them too)."""
+    return choice, tuple(methods), tuple(sorted(ratios)), scored
+
+
+def default_scored(dev: TaskData, wanted: int) -> int:
+    """The number of examples a page scores by default: `wanted`, or the whole split when it is smaller."""
+    return min(len(dev), wanted)
+
+
+def sweeps_with_stored(state: Ready, methods=DEFAULTS.sweep_methods, ratios=DEFAULTS.sweep_ratios,
+                       scored: int | None = None) -> dict:
+    """This browser session's sweeps, with the stored one for these settings added when there is one (the demo
+    build stores the default sweep)."""
+    sweeps = st.session_state.setdefault("sweeps", {})
+    scored = default_scored(state.dev, DEFAULTS.sweep_scored) if scored is None else scored
+    key = sweep_key(state.choice, methods, ratios, scored)
+    if key not in sweeps and methods and ratios:
+        stored = stored_sweep(state.session, state.dev, methods, ratios, scored or None)
+        if stored is not None:
+            sweeps[key] = stored
+    return sweeps
 
 
 def requested(name: str, key) -> bool:

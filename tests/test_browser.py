@@ -1,47 +1,14 @@
 """End to end: the real app under `streamlit run`, driven in headless Chromium. Screenshots go to artifacts/."""
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 from conftest import REPO, make_tiny_model
 
+from benchmarks.app_server import CHROMIUM, FLAGS, first_screen_checks, first_visit, start_app, stop_app
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
 SHOTS = REPO / "artifacts" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(cache: str, glue_dir, default_model: str):
-    """`streamlit run app.py` on a free port; returns the process and its address once it answers."""
-    port = free_port()
-    env = {**os.environ, "FWSVD_CACHE_DIR": cache, "HF_HUB_OFFLINE": "1", "FWSVD_DATA_DIR": str(glue_dir),
-           "FWSVD_DEFAULT_MODEL": default_model}
-    env.pop("FWSVD_JOB_SETTLE", None)  # the app as users run it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("streamlit did not start: " + proc.stdout.read().decode()[-2000:])
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +18,7 @@ def server(tmp_path_factory, minilm_dir, glue_dir):
     distil = make_tiny_model("distilbert", root / "tiny-distilbert", minilm_dir)
     proc, url = start_app(str(root / "cache"), glue_dir, str(bert))
     yield url, distil
-    proc.terminate()
-    proc.wait(timeout=20)
+    stop_app(proc)
 
 
 @pytest.fixture(scope="module")
@@ -176,5 +142,49 @@ def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page,
         second.close()
         assert not list((cache / "demos").glob("demo-sst2*/model.safetensors"))  # nothing half-built kept
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def built_demo(tmp_path_factory, glue_dir):
+    """demo:sst2 built as the app builds it, first screens included, on a GLUE folder cut short (a quick build)."""
+    import os
+
+    from fwsvd_core.inputs.data import load_glue_folder
+    from fwsvd_core.inputs.tasks import get_task
+    from fwsvd_core.screens import build_demo_and_screens
+
+    root = tmp_path_factory.mktemp("demo")
+    short = root / "glue"
+    (short / "SST-2").mkdir(parents=True)
+    for split, rows in (("train", 300), ("dev", 200)):
+        lines = (glue_dir / "SST-2" / f"{split}.tsv").read_text().splitlines(keepends=True)
+        (short / "SST-2" / f"{split}.tsv").write_text("".join(lines[: rows + 1]))
+    cache = root / "cache"
+    before = os.environ.get("FWSVD_CACHE_DIR")
+    os.environ["FWSVD_CACHE_DIR"] = str(cache)
+    try:
+        task = get_task("sst2")
+        build_demo_and_screens("demo:sst2", load_glue_folder(task, short, "train"), load_glue_folder(task, short, "dev"),
+                               short)
+    finally:
+        if before is None:
+            os.environ.pop("FWSVD_CACHE_DIR")
+        else:
+            os.environ["FWSVD_CACHE_DIR"] = before
+    return cache, short
+
+
+def test_after_the_demo_build_every_page_shows_its_figures_within_5_seconds_unasked(built_demo, page):
+    cache, glue = built_demo
+    browser = page.context.browser
+    proc, url = start_app(cache, glue, "demo:sst2")
+    try:
+        # the server's first script run imports torch and transformers (seconds on 2 cores), as after the build
+        first_visit(browser, url, first_screen_checks()[0], timeout_s=120)
+        for check in first_screen_checks():  # each page in a new browser session: its first visit
+            seconds = first_visit(browser, url, check, timeout_s=5)  # waits for the figures at most 5 s
+            assert seconds["errors"] == 0, check.title
+            assert seconds["first figure s"] < 5 and seconds["all figures s"] < 5, (check.title, seconds)
+    finally:
+        stop_app(proc)

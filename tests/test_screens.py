@@ -15,6 +15,7 @@ from fwsvd_core.screens import (
     ablation_table,
     dense_evaluation,
     first_screens_ready,
+    predicted_failures,
     prepare_first_screens,
     stored_ablation,
     stored_dense,
@@ -86,7 +87,7 @@ def test_the_first_screens_are_prepared_once_and_a_new_session_reads_them_all(ti
     assert not first_screens_ready(loaded, train, dev, SMALL)
     prepare_first_screens(loaded, train, dev, SMALL, stage=stages.append)
     assert first_screens_ready(loaded, train, dev, SMALL)
-    assert stages[0].startswith("the Fisher") and stages[-1] == "the singular-value ablation"
+    assert stages[0].startswith("the Fisher") and stages[-1] == "the predicted SVD failures"
     assert [s for s in stages if s.endswith("factors of every layer")] == [
         f"the {m} factors of every layer" for m in SMALL.factor_methods]
 
@@ -108,6 +109,8 @@ def test_the_first_screens_are_prepared_once_and_a_new_session_reads_them_all(ti
     assert stored_dense(again, dev) is not None
     assert stored_sweep(session, dev, SMALL.sweep_methods, SMALL.sweep_ratios, SMALL.sweep_scored) is not None
     assert stored_ablation(session, dev, SMALL.ablation_method, SMALL.ablation_scored) is not None
+    forbid(monkeypatch, screens, "svd_failure_scores")
+    assert len(predicted_failures(session, SMALL.predict_ratio)) == len(session.layers)
     assert not first_screens_ready(again, train, dev, ScreenDefaults())  # other defaults: not prepared
 
 
