@@ -18,7 +18,7 @@ from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData, default_glue_dir, load_glue_folder, load_hub
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import load_pretrained
-from fwsvd_core.inputs.synthetic import is_synthetic, synthetic_task_data
+from fwsvd_core.inputs.synthetic import is_synthetic, synthetic_source, synthetic_task_data
 from fwsvd_core.inputs.tasks import get_task
 
 DEMO_VERSION = 1
@@ -178,10 +178,12 @@ def needs_build(name: str, data_dir: str | Path | None = None) -> bool:
 
 
 def _outdated(directory: Path, record: DemoRecord, data_dir: str | Path | None) -> bool:
-    """A finished build whose weights are damaged, or that was made on the generated task while real data is at hand."""
+    """A finished build whose weights are damaged, or that was made on the generated task while real data is at hand
+    or by an older version of the generator."""
     if not safetensors_readable(directory / "model.safetensors"):
         return True
-    return record.synthetic and local_glue_folder(record.task, data_dir) is not None
+    return record.synthetic and (local_glue_folder(record.task, data_dir) is not None
+                                 or record.data_source != synthetic_source(record.task))
 
 
 def demo_notes(record: DemoRecord) -> list[str]:

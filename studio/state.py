@@ -33,7 +33,7 @@ from fwsvd_core.screens import (
 )
 
 # what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/demo_build.py`
-DEMO_BUILD_TIME = "about 3 minutes"
+DEMO_BUILD_TIME = "about 5 minutes"
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
 
 

@@ -31,6 +31,10 @@ def test_a_demo_built_on_the_generated_task_is_built_again_once_real_data_is_at_
     monkeypatch.setattr(demo, "DEMOS", {**demo.DEMOS, "demo:sst2": demo.DemoSpec("sst2", 32, 1.0, 5e-5, synthetic_dev=40)})
     _, synthetic = ensure_demo("demo:sst2")
     assert synthetic.synthetic and demo.needs_build("demo:sst2", glue_dir) and not demo.needs_build("demo:sst2")
+    from fwsvd_core.inputs import synthetic as generator
+    with monkeypatch.context() as later:  # a later version of the generated task: the old build is not reused
+        later.setattr(generator, "SYNTHETIC_VERSION", generator.SYNTHETIC_VERSION + 1)
+        assert demo.needs_build("demo:sst2")
     # the command line passes its --data-dir on to the demo build
     real = load_model("demo:sst2", device="cpu", data_dir=glue_dir)
     assert "real data" in real.source and not any(n.startswith("SYNTHETIC") for n in real.notes)
