@@ -70,9 +70,10 @@ def stop_app(proc: subprocess.Popen) -> None:
     proc.wait(timeout=20)
 
 
-def first_visit(browser, url: str, check: PageCheck, timeout_s: float = 300) -> dict[str, float]:
+def first_visit(browser, url: str, check: PageCheck, timeout_s: float = 300,
+                shot: Path | None = None) -> dict[str, float]:
     """Open the page in a new browser session (a first visit) and time, from the request, its first figure and all
-    the charts it draws unasked. Returns seconds."""
+    the charts it draws unasked (then save a full-page screenshot to `shot`). Returns seconds."""
     context = browser.new_context(viewport={"width": 1400, "height": 2400})
     page = context.new_page()
     page.set_default_timeout(timeout_s * 1000)
@@ -84,7 +85,12 @@ def first_visit(browser, url: str, check: PageCheck, timeout_s: float = 300) -> 
         charts = page.locator('[data-testid="stPlotlyChart"]')
         if check.charts:
             charts.nth(check.charts - 1).wait_for()
-        return {"first figure s": first, "all figures s": time.perf_counter() - start,
-                "errors": float(page.locator('[data-testid="stException"]').count())}
+        seconds = {"first figure s": first, "all figures s": time.perf_counter() - start,
+                   "errors": float(page.locator('[data-testid="stException"]').count())}
+        if shot is not None:
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.wait_for_timeout(800)  # plotly's transitions
+            page.screenshot(path=str(shot), full_page=True)
+        return seconds
     finally:
         context.close()

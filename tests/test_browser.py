@@ -182,8 +182,9 @@ def test_after_the_demo_build_every_page_shows_its_figures_within_5_seconds_unas
     try:
         # the server's first script run imports torch and transformers (seconds on 2 cores), as after the build
         first_visit(browser, url, first_screen_checks()[0], timeout_s=120)
-        for check in first_screen_checks():  # each page in a new browser session: its first visit
-            seconds = first_visit(browser, url, check, timeout_s=5)  # waits for the figures at most 5 s
+        for i, check in enumerate(first_screen_checks()):  # each page in a new browser session: its first visit
+            shot = SHOTS / f"demo-{i + 1}-{check.path or 'model'}.png"
+            seconds = first_visit(browser, url, check, timeout_s=5, shot=shot)  # waits for the figures at most 5 s
             assert seconds["errors"] == 0, check.title
             assert seconds["first figure s"] < 5 and seconds["all figures s"] < 5, (check.title, seconds)
     finally:
