@@ -4,9 +4,10 @@
     python benchmarks/first_screens.py --synthetic           # no data at all: the generated task
 
 Starts `streamlit run app.py` on an empty cache folder, opens the app in headless Chromium and times the demo build
-(fine-tuning and first screens, as the page runs it) until the model page shows the dense score. Then, for each
-page, a fresh server and a fresh browser session (nothing in memory) time the page's first figure and all the
-figures it draws unasked. Run it on an idle machine. Writes docs/first_screens[_synthetic].{md,json}.
+(fine-tuning and first screens, as the page runs it) until the model page shows the dense score. Then each page
+is opened in a new browser session, on that server and on one started afresh per page, timing the page's first
+figure and all the figures it draws unasked. Run it on an idle machine. Writes docs/first_screens[_synthetic].{md,json}
+and a screenshot of each page to artifacts/screenshots/.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from common import REPO, markdown_table
 
 from fwsvd_core.screens import DEFAULTS
 
+SHOTS = REPO / "artifacts" / "screenshots"
+
 
 def build_seconds(browser, url: str, metric: str, timeout_s: float) -> float:
     """Open the app on its default page and wait until the demo is built and scored."""
@@ -37,8 +40,8 @@ def build_seconds(browser, url: str, metric: str, timeout_s: float) -> float:
     return seconds
 
 
-def visit(browser, url: str, check) -> dict:
-    seconds = first_visit(browser, url, check, timeout_s=600)
+def visit(browser, url: str, check, shot: Path | None = None) -> dict:
+    seconds = first_visit(browser, url, check, timeout_s=600, shot=shot)
     return {**{k: round(v, 2) for k, v in seconds.items() if k != "errors"}, "figures": check.charts,
             "errors shown": int(seconds["errors"])}
 
@@ -92,8 +95,9 @@ def main() -> int:
             build = build_seconds(browser, url, "accuracy", timeout_s=3600)
             print(f"demo build and first screens: {build:.0f} s", flush=True)
             for check in first_screen_checks():  # the server that built the demo, a new browser session per page
+                shot = SHOTS / f"first-screens{'-synthetic' if args.synthetic else ''}-{check.path or 'model'}.png"
                 rows.append({"page": check.title, "server": "the one that built the demo",
-                             **visit(browser, url, check)})
+                             **visit(browser, url, check, shot)})
                 print(rows[-1], flush=True)
         finally:
             stop_app(proc)

@@ -35,7 +35,7 @@ st.markdown(
     "Plain SVD gives the best rank-r approximation of each weight matrix: no other method has a smaller "
     "reconstruction error ||W - W_r||. Yet the task does not care about every weight equally. FWSVD scales each row "
     "by its Fisher importance before the SVD, so it spends the rank on the weights the task needs. The result: "
-    "**a larger plain error, and a higher task score.** Run the sweep and compare the left panel with the middle one."
+    "**a larger plain error, and a higher task score.** Compare the left panel of the sweep below with the middle one."
 )
 
 # the factors every section below reads, and that the toy's last lines compare on a real layer; the toy goes on

@@ -32,7 +32,8 @@ from fwsvd_core.screens import (
     stored_sweep,
 )
 
-# what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/first_screens.py` (docs/first_screens.md)
+# what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/first_screens.py`
+# (docs/first_screens.md)
 DEMO_BUILD_TIME = "about 5 minutes"
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
 

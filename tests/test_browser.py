@@ -145,6 +145,15 @@ def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page,
         stop_app(proc)
 
 
+def short_glue(glue_dir, folder):
+    """SST-2 cut to its first 300 training and 200 dev sentences: a demo built on it takes seconds."""
+    (folder / "SST-2").mkdir(parents=True)
+    for split, rows in (("train", 300), ("dev", 200)):
+        lines = (glue_dir / "SST-2" / f"{split}.tsv").read_text().splitlines(keepends=True)
+        (folder / "SST-2" / f"{split}.tsv").write_text("".join(lines[: rows + 1]))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def built_demo(tmp_path_factory, glue_dir):
     """demo:sst2 built as the app builds it, first screens included, on a GLUE folder cut short (a quick build)."""
@@ -155,11 +164,7 @@ def built_demo(tmp_path_factory, glue_dir):
     from fwsvd_core.screens import build_demo_and_screens
 
     root = tmp_path_factory.mktemp("demo")
-    short = root / "glue"
-    (short / "SST-2").mkdir(parents=True)
-    for split, rows in (("train", 300), ("dev", 200)):
-        lines = (glue_dir / "SST-2" / f"{split}.tsv").read_text().splitlines(keepends=True)
-        (short / "SST-2" / f"{split}.tsv").write_text("".join(lines[: rows + 1]))
+    short = short_glue(glue_dir, root / "glue")
     cache = root / "cache"
     before = os.environ.get("FWSVD_CACHE_DIR")
     os.environ["FWSVD_CACHE_DIR"] = str(cache)
@@ -189,3 +194,21 @@ def test_after_the_demo_build_every_page_shows_its_figures_within_5_seconds_unas
             assert seconds["first figure s"] < 5 and seconds["all figures s"] < 5, (check.title, seconds)
     finally:
         stop_app(proc)
+
+
+@pytest.mark.slow
+def test_the_first_screens_benchmark_builds_through_the_app_and_reports_every_page(tmp_path, glue_dir):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "first"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "first_screens.py"), "--glue",
+                    str(short_glue(glue_dir, tmp_path / "glue")), "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                   check=True, timeout=900, cwd=REPO)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["build s"] > 0 and [r["page"] for r in report["pages"]] == [c.title for c in first_screen_checks()] * 2
+    assert all(r["errors shown"] == 0 and 0 < r["first figure s"] <= r["all figures s"] for r in report["pages"])
+    methods = {r["method"] for r in report["default sweep"]}
+    assert methods == {"dense", "svd", "fwsvd-input", "fwsvd-output"}  # the sweep the build stored
+    assert "| Rank editor |" in out.with_suffix(".md").read_text()
