@@ -68,3 +68,29 @@ def test_time_left_follows_the_rate_so_far():
     assert left is not None and left == pytest.approx(3 * job.elapsed, rel=0.5)
     gate.set()
     job.wait(5)
+
+
+def test_a_job_of_several_steps_names_the_step_and_counts_time_left_from_its_start():
+    jobs, gate, seen = Jobs(), threading.Event(), []
+
+    def work(progress, cancel, stage):
+        stage("fine-tuning")
+        progress(5, 5)
+        stage("the sweep")
+        seen.append(1)
+        while not gate.wait(0.01):
+            check_cancel(cancel)
+        return "ready"
+
+    job = jobs.submit_staged("k", "Building", work)
+    while not seen:
+        gate.wait(0.01)
+    assert job.stage == "the sweep" and (job.done, job.total) == (0, 0)  # the new step starts at zero
+    job.stage_started -= 10.0  # ten seconds into the step, a fifth of it done
+    job.started -= 100.0
+    job.report(1, 5)
+    assert job.remaining == pytest.approx(40.0, rel=0.05)  # from the step's rate, not the whole job's
+    text = job.describe()
+    assert text.startswith("Building (the sweep): 1/5") and "s left in this step" in text
+    gate.set()
+    assert job.wait(5) and job.status == DONE and job.result == "ready"
