@@ -121,7 +121,9 @@ def kronecker_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per budget (no fine-tuning): GFWSVD as published (uniform ranks) against the best FWSVD and the best SVD-LLM
     (any allocator), our step (the Kronecker-factored methods with an allocator), and the best of all."""
     plain = table[~table["method"].str.endswith("+ft") & (table["method"] != "dense")]
-    rows = []
+    rows: list[dict] = []
+    if not plain["method"].isin(method_names(needs=KRONECKER)).any():  # a report made before these methods
+        return pd.DataFrame(rows)
     for budget, part in plain.groupby("target param ratio"):
         def best(mask, part=part) -> tuple[str, float]:
             chosen = part[mask]
@@ -153,8 +155,9 @@ def kronecker_section(comparison: pd.DataFrame) -> list[str]:
             markdown_table(comparison.to_dict(orient="records")), ""]
 
 
-def kronecker_findings(comparison: pd.DataFrame) -> list[str]:
-    """The comparison in words, beside the gains the GFWSVD paper reports."""
+def kronecker_findings(comparison: pd.DataFrame, dense: float) -> list[str]:
+    """The comparison in words, beside the gains the GFWSVD paper reports; where no new method wins, by how much
+    and in what setting (`dense`: the uncompressed model's score)."""
     if comparison.empty:
         return []
     over_fw, over_llm = comparison["GFWSVD - FWSVD"], comparison["GFWSVD - SVD-LLM"]
@@ -163,11 +166,49 @@ def kronecker_findings(comparison: pd.DataFrame) -> list[str]:
              f"{over_llm.max():+.4f}. The paper reports GFWSVD ahead of both on BERT/GLUE, most at low ranks, and on "
              "LLaMA-2/MMLU at 20% compression 5 points over FWSVD and 3 over SVD-LLM."]
     behind = comparison[comparison["best - max(FWSVD, SVD-LLM)"] <= 0]
-    lines.append("- At every budget the best method here beats the best of SVD-LLM and FWSVD at the same parameter count."
-                 if behind.empty else
-                 f"- At param ratio {', '.join(map(str, behind['param ratio']))} the best method is an SVD-LLM or FWSVD "
-                 "variant itself: no new method beats them there.")
+    if behind.empty:
+        lines.append("- At every budget the best method here beats the best of SVD-LLM and FWSVD at the same "
+                     "parameter count.")
+    for row in behind.to_dict(orient="records"):
+        top, ours = _scored(row["best of all"]), _scored(row["Kronecker + allocator"])
+        gap = top[1] - ours[1]
+        why = (f"there every leading method scores at or above the dense model ({dense:.4f}): the budget cuts nothing "
+               "the task needs, and what separates the methods is the dev set's noise, not the weighting"
+               if top[1] >= dense else
+               f"the best SVD-LLM or FWSVD variant keeps {top[1] - dense:+.4f} of the dense score ({dense:.4f})")
+        lines.append(f"- At param ratio {row['param ratio']} the best method is {top[0]} ({top[1]:.4f}), an SVD-LLM or "
+                     f"FWSVD variant: the best Kronecker-factored one, {ours[0]} ({ours[1]:.4f}), is "
+                     + ("tied with it (less than 0.001 behind)" if gap < 0.001 else f"{gap:.4f} behind")
+                     + f"; {why}.")
     return lines
+
+
+def _scored(cell: str) -> tuple[str, float]:
+    """'method / allocator 0.8467' (a cell of the comparison) as its name and its score."""
+    name, _, score = str(cell).rpartition(" ")
+    return name, float(score)
+
+
+def findings_again(out: Path) -> None:
+    """Write every task's findings again from the report's JSON (its rows and ablation), computing nothing."""
+    json_path = out.with_suffix(".json")
+    data = json.loads(json_path.read_text())
+    for task_name, entry in data.items():
+        metric = get_task(task_name).primary_metric
+        table = pd.DataFrame(entry["rows"]).replace("", np.nan)
+        table = table.assign(allocator=table["allocator"].fillna("uniform"))
+        dense = float(table.loc[table["method"] == "dense", metric].iloc[0])
+        comparison = kronecker_comparison(table, metric)
+        findings = claims(table, metric, pd.DataFrame(entry["ablation"])) + kronecker_findings(comparison, dense)
+        section = entry["section"]
+        start, end = section.index("What holds here:") + 2, next(
+            i for i, line in enumerate(section) if line.startswith("Figures:"))
+        entry["section"] = section[:start] + findings + [""] + section[end:]
+        entry["findings"] = findings
+    atomic_write_bytes(json_path, json.dumps(data, indent=1, default=str).encode())
+    header = out.with_suffix(".md").read_text().split("\n## ", 1)[0].splitlines()
+    text = header + [""] + [line for t in data for line in data[t]["section"]]
+    atomic_write_bytes(out.with_suffix(".md"), ("\n".join(text) + "\n").encode())
 
 
 def write_figures(out: Path, task_name: str, table: pd.DataFrame, ablation: pd.DataFrame, metric: str) -> None:
@@ -201,9 +242,13 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(REPO / "docs" / "results"))
     p.add_argument("--figures-only", action="store_true", help="draw the figures again from the report's JSON")
+    p.add_argument("--findings-only", action="store_true", help="write the findings again from the report's JSON")
     args = p.parse_args()
     if args.figures_only:
         figures_from_report(Path(args.out))
+        return 0
+    if args.findings_only:
+        findings_again(Path(args.out))
         return 0
     if args.quick:
         args.fisher_samples, args.finetune_steps, args.eval_subsample, args.ablation_subsample = 16, 2, 32, 32
@@ -251,7 +296,7 @@ def main() -> int:
         findings = claims(table.assign(allocator=table["allocator"].fillna("uniform")), metric, ablation)
         gains = allocation_gains(table.assign(allocator=table["allocator"].fillna("uniform")), metric)
         comparison = kronecker_comparison(table.assign(allocator=table["allocator"].fillna("uniform")), metric)
-        findings += kronecker_findings(comparison)
+        findings += kronecker_findings(comparison, float(table.loc[table["method"] == "dense", metric].iloc[0]))
         seconds = round(time.perf_counter() - start, 1)
         section = [f"## {task_name}: {loaded.source}", "", f"Made by `{command}` ({args.fisher_samples} Fisher examples, "
                    f"{args.finetune_steps} fine-tuning steps at budgets {', '.join(map(str, ft_budgets))}).", "",

@@ -81,6 +81,11 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     (tmp_path / "results_sst2_scores.html").unlink()
     assert run("quality.py", "--figures-only", "--out", str(out)).returncode == 0
     assert "fwsvd-input (uniform)" in (tmp_path / "results_sst2_scores.html").read_text()
+    # the findings can be written again from the report's JSON alone, and come out the same
+    before = out.with_suffix(".md").read_text()
+    assert run("quality.py", "--findings-only", "--out", str(out)).returncode == 0
+    assert out.with_suffix(".md").read_text() == before
+    assert json.loads(out.with_suffix(".json").read_text())["sst2"]["findings"] == report["findings"]
     # a second run of another task merges into the same report instead of replacing it
     done = run("quality.py", "--quick", "--model", str(tiny_models["bert"]), "--tasks", "cola", "--budgets", "0.4",
                "--finetune-budgets", "0.4", "--data-dir", str(glue_dir), "--out", str(out))
