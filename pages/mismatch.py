@@ -14,12 +14,12 @@ from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
 from fwsvd_core.screens import DEFAULTS, ablation_table, predicted_failures, stored_ablation, sweep_table
 from studio.state import (
     default_scored,
-    in_background,
     inputs_work,
     prepare_methods,
     ready,
     request,
     requested,
+    requested_result,
     sweep_key,
     sweeps_with_stored,
 )
@@ -110,7 +110,7 @@ if requested("sweep", key) and key not in sweeps:
         stage(f"scoring {len(methods)} methods at {len(ratios)} rank ratios")
         return sweep_table(session, state.dev, methods, ratios, scored or None, progress=progress, cancel=cancel)
 
-    table = in_background(f"sweep {key}", "Running the mismatch sweep", sweep_work, "The sweep", stop=False)
+    table = requested_result("sweep", key, "Running the mismatch sweep", sweep_work, "The sweep")
     if table is not None:
         sweeps[key] = table
 
@@ -169,11 +169,11 @@ if akey not in ablations and (stored := stored_ablation(session, state.dev, abla
 if st.button("Run the ablation (11 evaluations)", disabled=akey in ablations):
     request("ablation", akey)
 if requested("ablation", akey) and akey not in ablations:
-    result = in_background(
-        repr(akey), f"Ablating singular-value groups of {ablation_method}",
+    result = requested_result(
+        "ablation", akey, f"Ablating singular-value groups of {ablation_method}",
         lambda progress, cancel, stage: ablation_table(session, state.dev, ablation_method, ablation_scored or None,
                                                        progress=progress, cancel=cancel),
-        "The ablation", stop=False)
+        "The ablation")
     if result is not None:
         ablations[akey] = result
 if akey in ablations:

@@ -433,3 +433,14 @@ def requested(name: str, key) -> bool:
 
 def request(name: str, key) -> None:
     st.session_state.setdefault(f"requests {name}", set()).add(key)
+
+
+def requested_result(name: str, key, label: str, work: StagedWork, what: str):
+    """The result of a computation this session asked for by a button, run in the background with its progress in
+    place (the page goes on); None while it runs. A failure is shown and ends the request (no retry on each rerun)."""
+    try:
+        return in_background(f"{name} {key!r}", label, work, what, stop=False)
+    except FwsvdError as exc:
+        st.error(str(exc))
+        st.session_state.get(f"requests {name}", set()).discard(key)
+        return None

@@ -357,3 +357,22 @@ def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
     assert float(at_three["Plain SVD: plain error"]) < float(at_one["Plain SVD: plain error"])
     assert any("At rank 3" in c.value for c in app.caption)
     assert any("The same two numbers on a real layer" in m.value for m in app.markdown)
+
+
+def test_a_failed_sweep_is_said_once_and_the_rest_of_the_page_stays(app, monkeypatch):
+    from fwsvd_core import screens
+    from fwsvd_core.errors import FwsvdError
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise FwsvdError("the sweep could not score this model")
+    monkeypatch.setattr(screens, "run_sweep", failing)
+    app.switch_page("pages/mismatch.py").run()
+    next(b for b in app.button if b.label == "Run the sweep").click().run()
+    assert [e.value for e in app.error] == ["the sweep could not score this model"]
+    assert not app.exception
+    assert any("Singular value spectra" in f["layout"].get("title", {}).get("text", "") for f in figures(app))
+    app.run()  # another rerun: the failed request is not tried again on its own
+    assert len(calls) == 1 and not app.error
