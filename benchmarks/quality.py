@@ -189,17 +189,22 @@ def _scored(cell: str) -> tuple[str, float]:
     return name, float(score)
 
 
+def comparison_and_findings(table: pd.DataFrame, metric: str,
+                            ablation: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """A task's Kronecker comparison, and every finding in words (the papers' claims, then the comparison)."""
+    table = table.assign(allocator=table["allocator"].fillna("uniform"))  # the dense row has no allocator
+    comparison = kronecker_comparison(table, metric)
+    dense = float(table.loc[table["method"] == "dense", metric].iloc[0])
+    return comparison, claims(table, metric, ablation) + kronecker_findings(comparison, dense)
+
+
 def findings_again(out: Path) -> None:
     """Write every task's findings again from the report's JSON (its rows and ablation), computing nothing."""
     json_path = out.with_suffix(".json")
     data = json.loads(json_path.read_text())
     for task_name, entry in data.items():
-        metric = get_task(task_name).primary_metric
         table = pd.DataFrame(entry["rows"]).replace("", np.nan)
-        table = table.assign(allocator=table["allocator"].fillna("uniform"))
-        dense = float(table.loc[table["method"] == "dense", metric].iloc[0])
-        comparison = kronecker_comparison(table, metric)
-        findings = claims(table, metric, pd.DataFrame(entry["ablation"])) + kronecker_findings(comparison, dense)
+        _, findings = comparison_and_findings(table, get_task(task_name).primary_metric, pd.DataFrame(entry["ablation"]))
         section = entry["section"]
         start, end = section.index("What holds here:") + 2, next(
             i for i, line in enumerate(section) if line.startswith("Figures:"))
@@ -293,10 +298,8 @@ def main() -> int:
         keep = ["method", "allocator", "target param ratio", "param ratio (layers)", "param ratio (model)",
                 *task.metrics, "plain error", "fisher error"]
         shown = table[[c for c in keep if c in table.columns]].round(4).astype(object).fillna("")  # dense: no target
-        findings = claims(table.assign(allocator=table["allocator"].fillna("uniform")), metric, ablation)
         gains = allocation_gains(table.assign(allocator=table["allocator"].fillna("uniform")), metric)
-        comparison = kronecker_comparison(table.assign(allocator=table["allocator"].fillna("uniform")), metric)
-        findings += kronecker_findings(comparison, float(table.loc[table["method"] == "dense", metric].iloc[0]))
+        comparison, findings = comparison_and_findings(table, metric, ablation)
         seconds = round(time.perf_counter() - start, 1)
         section = [f"## {task_name}: {loaded.source}", "", f"Made by `{command}` ({args.fisher_samples} Fisher examples, "
                    f"{args.finetune_steps} fine-tuning steps at budgets {', '.join(map(str, ft_budgets))}).", "",

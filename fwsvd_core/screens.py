@@ -24,7 +24,6 @@ from fwsvd_core.cache import cache_key, cache_root, store_bytes
 from fwsvd_core.compression.methods import FISHER, get_method, method_names
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import load_demo
-from fwsvd_core.errors import Cancelled
 from fwsvd_core.estimation.evaluation import EvalResult, evaluate
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, check_cancel
@@ -80,8 +79,20 @@ def _store(path: Path, payload: Any) -> None:
     store_bytes(path, json.dumps(payload, default=float).encode())  # a cache: a failed write only costs a recompute
 
 
-def _frame(payload: str) -> pd.DataFrame:
-    return pd.read_json(StringIO(payload), orient="split")
+def _frame_at(path: Path | None) -> pd.DataFrame | None:
+    """The table stored at `path`; None when there is none (or no path: nothing can be stored for these inputs)."""
+    hit = None if path is None else _read(path)
+    return None if hit is None else pd.read_json(StringIO(hit), orient="split")
+
+
+def _kept_frame(path: Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The table stored at `path`, else `compute`'s, stored there."""
+    if (hit := _frame_at(path)) is not None:
+        return hit
+    table = compute()
+    if path is not None:
+        _store(path, table.to_json(orient="split"))
+    return table
 
 
 def _scored(dev: TaskData, subsample: int | None) -> int | None:
@@ -93,22 +104,27 @@ def _dense_path(loaded: LoadedModel, dev: TaskData, subsample: int | None) -> Pa
     return _path("dense", model=loaded.fingerprint, data=dev.content_digest(), subsample=_scored(dev, subsample))
 
 
-def stored_dense(loaded: LoadedModel, dev: TaskData, subsample: int | None = None) -> EvalResult | None:
-    """The dense model's score on `dev`, when it was computed before; None otherwise."""
-    hit = _read(_dense_path(loaded, dev, subsample))
+def _dense_at(path: Path) -> EvalResult | None:
+    hit = _read(path)
     if hit is None:
         return None
     interval = hit.pop("interval")
     return EvalResult(**hit, interval=None if interval is None else tuple(interval))
 
 
+def stored_dense(loaded: LoadedModel, dev: TaskData, subsample: int | None = None) -> EvalResult | None:
+    """The dense model's score on `dev`, when it was computed before; None otherwise."""
+    return _dense_at(_dense_path(loaded, dev, subsample))
+
+
 def dense_evaluation(loaded: LoadedModel, dev: TaskData, subsample: int | None = None,
                      progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> EvalResult:
     """The dense model's score on `dev` (a seeded subsample of it), stored on disk."""
-    if (hit := stored_dense(loaded, dev, subsample)) is not None:
+    path = _dense_path(loaded, dev, subsample)
+    if (hit := _dense_at(path)) is not None:
         return hit
     result = evaluate(loaded.model, loaded.tokenizer, dev, subsample=subsample, progress=progress, cancel=cancel)
-    _store(_dense_path(loaded, dev, subsample), asdict(result))
+    _store(path, asdict(result))
     return result
 
 
@@ -124,17 +140,13 @@ def _sweep_path(session: CompressionSession, dev: TaskData, methods: Sequence[st
 def stored_sweep(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
                  subsample: int | None = None) -> pd.DataFrame | None:
     """The mismatch sweep's table for these settings, when it was computed before; None otherwise."""
-    path = _sweep_path(session, dev, methods, ratios, subsample)
-    hit = None if path is None else _read(path)
-    return None if hit is None else _frame(hit)
+    return _frame_at(_sweep_path(session, dev, methods, ratios, subsample))
 
 
 def sweep_table(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],
                 subsample: int | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None) -> pd.DataFrame:
     """`run_sweep` at uniform rank ratios, stored on disk; `progress` counts the evaluations."""
-    if (hit := stored_sweep(session, dev, methods, ratios, subsample)) is not None:
-        return hit
     total, done = 1 + len(methods) * len(ratios), []
 
     def counted(text: str) -> None:
@@ -142,11 +154,9 @@ def sweep_table(session: CompressionSession, dev: TaskData, methods: Sequence[st
         if progress is not None:
             progress(min(len(done), total), total)
 
-    table = run_sweep(session, dev, list(methods), rank_ratios=sorted(ratios, reverse=True), subsample=subsample,
-                      report=counted, cancel=cancel)
-    if (path := _sweep_path(session, dev, methods, ratios, subsample)) is not None:
-        _store(path, table.to_json(orient="split"))
-    return table
+    return _kept_frame(_sweep_path(session, dev, methods, ratios, subsample), lambda: run_sweep(
+        session, dev, list(methods), rank_ratios=sorted(ratios, reverse=True), subsample=subsample, report=counted,
+        cancel=cancel))
 
 
 def _ablation_path(session: CompressionSession, dev: TaskData, method: str, subsample: int | None) -> Path | None:
@@ -160,20 +170,14 @@ def _ablation_path(session: CompressionSession, dev: TaskData, method: str, subs
 def stored_ablation(session: CompressionSession, dev: TaskData, method: str,
                     subsample: int | None = None) -> pd.DataFrame | None:
     """The singular-value group ablation for these settings, when it was computed before; None otherwise."""
-    path = _ablation_path(session, dev, method, subsample)
-    hit = None if path is None else _read(path)
-    return None if hit is None else _frame(hit)
+    return _frame_at(_ablation_path(session, dev, method, subsample))
 
 
 def ablation_table(session: CompressionSession, dev: TaskData, method: str, subsample: int | None = None,
                    progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> pd.DataFrame:
     """`group_ablation`, stored on disk."""
-    if (hit := stored_ablation(session, dev, method, subsample)) is not None:
-        return hit
-    table = group_ablation(session, dev, method, subsample=subsample, progress=progress, cancel=cancel)
-    if (path := _ablation_path(session, dev, method, subsample)) is not None:
-        _store(path, table.to_json(orient="split"))
-    return table
+    return _kept_frame(_ablation_path(session, dev, method, subsample), lambda: group_ablation(
+        session, dev, method, subsample=subsample, progress=progress, cancel=cancel))
 
 
 def predicted_failures(session: CompressionSession, rank_ratio: float) -> pd.DataFrame:
@@ -184,12 +188,7 @@ def predicted_failures(session: CompressionSession, rank_ratio: float) -> pd.Dat
     path = None if None in sources or kronecker == "" else _path(
         "predicted failures", model=session.loaded.fingerprint, sources=sources, kronecker=kronecker,
         rank_ratio=rank_ratio)
-    if path is not None and (hit := _read(path)) is not None:
-        return _frame(hit)
-    table = svd_failure_scores(session, rank_ratio)
-    if path is not None:
-        _store(path, table.to_json(orient="split"))
-    return table
+    return _kept_frame(path, lambda: svd_failure_scores(session, rank_ratio))
 
 
 def _ready_path(loaded: LoadedModel, train: TaskData, dev: TaskData, defaults: ScreenDefaults) -> Path:
@@ -229,8 +228,7 @@ def prepare_first_screens(loaded: LoadedModel, train: TaskData, dev: TaskData, d
                    cancel=cancel)
     say("the predicted SVD failures")
     predicted_failures(session, defaults.predict_ratio)
-    if cancel is not None and cancel():
-        raise Cancelled("Preparing the first screens was cancelled.")
+    check_cancel(cancel)
     _store(_ready_path(loaded, train, dev, defaults), {"fisher": fisher.key, "version": SCREENS_VERSION})
     return session
 
