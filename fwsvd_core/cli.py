@@ -249,7 +249,8 @@ def predictor_report(table, stats: PredictorValidation, model: str, eval_data: T
              f"{args.weighted}; task loss measured on {stats.examples_scored} examples of {eval_data.source}. "
              f"Predictors from the Fisher of {args.fisher_samples} training examples, no compressed model evaluated. "
              "The intervals resample the scored examples (the measurement's noise), not the layers.", "",
-             "| predictor | Spearman vs measured extra loss of SVD | 95% bootstrap interval | Spearman vs score gain of FWSVD |",
+             "| predictor | Spearman vs measured extra loss of SVD | 95% bootstrap interval | "
+             f"Spearman vs score gain of {args.weighted} |",
              "|---|---|---|---|"]
     for name, agreement in stats.agreement.items():
         lines.append(f"| {name} | {agreement.with_loss:.3f} | {agreement.low:.3f} to {agreement.high:.3f} | "

@@ -3,7 +3,8 @@
 Truncating a layer changes its weight by dW. A second-order expansion of the task loss around the
 fine-tuned weights, with the empirical Fisher as the curvature, predicts the loss increase as
 g.dW + 0.5 dW^T F dW. The predictor is that estimate for the SVD truncation minus the same estimate for
-the FWSVD truncation at the same rank: the loss that weighting is predicted to save. Two forms:
+the truncation by a Fisher-weighted method (FWSVD by default) at the same rank: the loss that weighting is
+predicted to save. Two forms:
 
 - `diagonal`: only the stored diagonal Fisher I, 0.5 * sum_ij I_ij dW_ij^2. Instant.
 - `full`: the first-order term and the full empirical Fisher of the layer, from one more pass of
@@ -13,7 +14,7 @@ the FWSVD truncation at the same rank: the loss that weighting is predicted to s
   curvature term is 0.5 tr(dW^T B dW A). Instant once the session has the factors.
 
 Neither evaluates a compressed model. `validate_predictor` does: it compresses each layer alone with
-SVD and with FWSVD, measures the task loss per example, and rank-correlates. It also reports how
+SVD and with the weighted method, measures the task loss per example, and rank-correlates. It also reports how
 reproducible the measurement itself is (split-half reliability over examples), which bounds any
 predictor's correlation with it.
 """
@@ -37,6 +38,16 @@ from fwsvd_core.inputs.labels import map_labels
 
 PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)",
               "kfac": "predicted SVD excess (K-FAC)", "nearest": "predicted SVD excess (nearest Kronecker)"}
+
+
+def weighted_loss_column(weighted: str) -> str:
+    """The name of the column holding the weighted method's predicted loss (the method named, whichever it is)."""
+    return f"predicted {weighted} loss"
+
+
+def score_gain_column(weighted: str) -> str:
+    """The name of the column holding the weighted method's measured score gain over SVD."""
+    return f"measured score gain of {weighted}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ def svd_failure_scores(
     calibration: TaskData | None = None, n_examples: int = 256, seed: int = 0,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> pd.DataFrame:
-    """Per layer: the predicted loss increase of SVD and of FWSVD at `rank_ratio`, and their difference.
+    """Per layer: the predicted loss increase of SVD and of the `weighted` method at `rank_ratio`, and their difference.
 
     With `calibration` (training examples), also the `full` predictor from `n_examples` of them; with the
     session's Kronecker factors, the `kfac` and `nearest` predictors.
@@ -83,7 +94,7 @@ def svd_failure_scores(
         changes[layer.name] = {m: session.factors(m)[layer.name].reconstruct(rank) - w for m in ("svd", weighted)}
         svd, fw = (0.5 * float((f * changes[layer.name][m].square()).sum()) for m in ("svd", weighted))
         row = {"layer": layer.name, "block": layer.block, "role": layer.role, "rank": rank,
-               "predicted SVD loss": svd, "predicted FWSVD loss": fw, PREDICTORS["diagonal"]: svd - fw}
+               "predicted SVD loss": svd, weighted_loss_column(weighted): fw, PREDICTORS["diagonal"]: svd - fw}
         if session.kronecker is not None:
             for kind in session.kronecker.inputs:
                 a, b = (t.to(w.device) for t in session.kronecker.pair(layer.name, kind))
@@ -136,11 +147,11 @@ def validate_predictor(
     calibration: TaskData | None = None, n_examples: int = 256, subsample: int | None = None, seed: int = 0,
     bootstrap_samples: int = 200, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> tuple[pd.DataFrame, PredictorValidation]:
-    """Measure, for each layer alone, the loss and score of SVD and FWSVD; rank-correlate with the predictors.
+    """Measure, for each layer alone, the loss and score of SVD and `weighted`; rank-correlate with the predictors.
 
     Returns the table and, per predictor, the Spearman correlation with the measured extra loss of SVD
     (with a percentile-bootstrap 95% interval over the scored examples) and with the measured score gain of
-    FWSVD, plus the split-half reliability of the measurement.
+    the weighted method, plus the split-half reliability of the measurement.
     """
     table = svd_failure_scores(session, rank_ratio, weighted, calibration, n_examples, seed, cancel=cancel)
     part = eval_data.sample(subsample, seed)
@@ -160,7 +171,7 @@ def validate_predictor(
     diff = np.stack(differences)
     table["measured SVD excess loss"] = diff.mean(axis=1)
     table["standard error"] = diff.std(axis=1, ddof=1) / np.sqrt(diff.shape[1]) if diff.shape[1] > 1 else np.nan
-    table["measured score gain of FWSVD"] = score_gains
+    table[score_gain_column(weighted)] = score_gains
     measured = table["measured SVD excess loss"].to_numpy()
     agreement = {}
     for name, column in PREDICTORS.items():
@@ -171,6 +182,6 @@ def validate_predictor(
                              n_resamples=bootstrap_samples, vectorized=False, method="percentile",
                              rng=np.random.default_rng(seed)).confidence_interval
         agreement[name] = Agreement(_spearman(predicted, measured), float(interval.low), float(interval.high),
-                                    _spearman(predicted, table["measured score gain of FWSVD"]))
+                                    _spearman(predicted, table[score_gain_column(weighted)]))
     stats = PredictorValidation(len(table), diff.shape[1], split_half_reliability(diff, seed=seed), agreement)
     return table, stats

@@ -4,9 +4,11 @@ from references import example_gradients
 
 from fwsvd_core.analysis.predictor import (
     PREDICTORS,
+    score_gain_column,
     split_half_reliability,
     svd_failure_scores,
     validate_predictor,
+    weighted_loss_column,
 )
 from fwsvd_core.estimation.evaluation import evaluate
 
@@ -20,7 +22,18 @@ def test_diagonal_prediction_is_the_fisher_weighted_error(tiny_session):
         residual = w - session.factors("svd")[row["layer"]].reconstruct(int(row["rank"]))
         assert row["predicted SVD loss"] == pytest.approx(0.5 * float((f * residual**2).sum()), rel=1e-5)
     assert (table["predicted SVD loss"] >= 0).all()
-    assert np.allclose(table[PREDICTORS["diagonal"]], table["predicted SVD loss"] - table["predicted FWSVD loss"])
+    assert np.allclose(table[PREDICTORS["diagonal"]], table["predicted SVD loss"] - table[weighted_loss_column("fwsvd-input")])
+
+
+def test_the_weighted_method_compared_is_the_one_named(tiny_session):
+    session = tiny_session
+    table = svd_failure_scores(session, 0.25, weighted="fwsvd-output")
+    assert weighted_loss_column("fwsvd-input") not in table
+    for _, row in table.iterrows():
+        w, f = session.weight(row["layer"]), session.fisher.per_layer[row["layer"]]
+        residual = w - session.factors("fwsvd-output")[row["layer"]].reconstruct(int(row["rank"]))
+        expected = 0.5 * float((f * residual**2).sum())
+        assert row[weighted_loss_column("fwsvd-output")] == pytest.approx(expected, rel=1e-5)
 
 
 def test_full_prediction_is_the_taylor_expansion_over_single_example_gradients(tiny_session, sst2_small):
@@ -38,7 +51,7 @@ def test_full_prediction_is_the_taylor_expansion_over_single_example_gradients(t
             for method, sign in (("svd", 1.0), ("fwsvd-input", -1.0)):
                 dot = float((grads[name] * by_method[method]).sum())
                 expected[name] += sign * (dot + 0.5 * dot**2) / 6
-    got = dict(zip(table["layer"], table[PREDICTORS["full"]]))
+    got = dict(zip(table["layer"], table[PREDICTORS["full"]], strict=True))
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-8)
 
@@ -61,6 +74,7 @@ def test_validation_measures_each_layer_alone(tiny_session, sst2_small):
             for m in ("svd", "fwsvd-input")}
     assert first["measured SVD excess loss"] == pytest.approx(loss["svd"] - loss["fwsvd-input"], rel=1e-4, abs=1e-7)
     assert (table["standard error"] >= 0).all()
+    assert score_gain_column("fwsvd-input") in table
     assert set(stats.agreement) == {"diagonal", "full"}  # the session has no Kronecker factors
     for agreement in stats.agreement.values():
         assert -1.0 <= agreement.with_loss <= 1.0
