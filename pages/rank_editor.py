@@ -99,9 +99,60 @@ def layer_frame(ranks: dict[str, int]) -> pd.DataFrame:
     } for l in layers])
 
 
+def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]]]]:
+    """Every score measured in this session on this model and data: the editor's runs and the mismatch page's
+    sweeps (uniform rank ratios), each with the method and ranks that made it."""
+    rows, made_by = [], {}
+    for run in st.session_state["history"]:
+        point = f"run {run['run']}"
+        rows.append({"point": point, "method": run["method"], "allocator": run.get("allocator", "by hand"),
+                     "param ratio (layers)": run["param ratio (layers)"], metric: run[metric]})
+        made_by[point] = (run["method"], run["ranks"])
+    for key, table in sweeps_with_stored(state).items():
+        if key[0] != choice:
+            continue
+        for row in table.to_dict(orient="records"):
+            if row["method"] == "dense" or row["method"].endswith("+ft") or row.get("allocator") != "uniform":
+                continue
+            point = f"sweep {row['method']} rank ratio {row['rank ratio']}"
+            rows.append({"point": point, "method": row["method"], "allocator": "uniform",
+                         "param ratio (layers)": row["param ratio (layers)"], metric: row[metric]})
+            made_by[point] = (row["method"], uniform_ranks(layers, float(row["rank ratio"])))
+    return pd.DataFrame(rows), made_by
+
+
+def star(ranks: dict[str, int]) -> tuple[float, float]:
+    """Where the ranks sit on the frontier: their parameter ratio (compressible layers) and predicted score."""
+    kept = summarize(count_params(session.model), layers, ranks).compressible_param_ratio
+    return kept, forecast(layers, curves, ranks, dense.score, calibration_runs()).score
+
+
+def budget_frontier(ranks: dict[str, int]) -> None:
+    """The measured scores against kept parameters, with a star at the ranks' predicted score.
+    Drawn in the editor's fragment so that the star follows every edit; a click loads a point into the editor."""
+    st.subheader("Budget frontier")
+    points, made_by = frontier_points()
+    if points.empty:
+        st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
+                "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
+        return
+    event = st.plotly_chart(frontier_figure(points, metric, star(ranks), dense.score), width="stretch", key="frontier",
+                            on_select="rerun", selection_mode="points")
+    chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
+    point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
+    if point in made_by and point != st.session_state.get("frontier_loaded"):
+        st.session_state["frontier_loaded"] = point
+        st.session_state["pending_method"], st.session_state["ranks"] = made_by[point][0], dict(made_by[point][1])
+        st.session_state["rank_origin"] = f"from {point}"
+        st.session_state["table_version"] += 1
+        st.rerun()  # the whole page: the table and the method change
+    st.caption("Click a point to load its method and ranks into the editor above. Dotted lines: automatic allocators "
+               "and hand-edited ranks; dashed: the best score measured at or below each budget.")
+
+
 @st.fragment
 def rank_table() -> None:
-    """The editable table, the parameter counts and the predicted score: an edit reruns only this part."""
+    """The editable table, the parameter counts, the predicted score and the frontier: an edit reruns only this."""
     ranks = st.session_state["ranks"]
     table = layer_frame(ranks)
     edited = st.data_editor(
@@ -144,6 +195,7 @@ def rank_table() -> None:
         st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
                    "rank, since two factors would hold more parameters.")
     st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
+    budget_frontier(ranks)
 
 
 rank_table()
@@ -183,50 +235,6 @@ if history:
     st.plotly_chart(history_figure(frame, metric, dense.score), width="stretch", key="history_chart")
     st.dataframe(frame, hide_index=True, width="stretch")
 
-st.subheader("Budget frontier")
-
-
-def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]]]]:
-    """Every score measured in this session on this model and data: the editor's runs and the mismatch page's
-    sweeps (uniform rank ratios), each with the method and ranks that made it."""
-    rows, made_by = [], {}
-    for run in st.session_state["history"]:
-        point = f"run {run['run']}"
-        rows.append({"point": point, "method": run["method"], "allocator": run.get("allocator", "by hand"),
-                     "param ratio (layers)": run["param ratio (layers)"], metric: run[metric]})
-        made_by[point] = (run["method"], run["ranks"])
-    for key, table in sweeps_with_stored(state).items():
-        if key[0] != choice:
-            continue
-        for row in table.to_dict(orient="records"):
-            if row["method"] == "dense" or row["method"].endswith("+ft") or row.get("allocator") != "uniform":
-                continue
-            point = f"sweep {row['method']} rank ratio {row['rank ratio']}"
-            rows.append({"point": point, "method": row["method"], "allocator": "uniform",
-                         "param ratio (layers)": row["param ratio (layers)"], metric: row[metric]})
-            made_by[point] = (row["method"], uniform_ranks(layers, float(row["rank ratio"])))
-    return pd.DataFrame(rows), made_by
-
-
-points, made_by = frontier_points()
-if points.empty:
-    st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
-            "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
-else:
-    now = forecast(layers, curves, ranks, dense.score, calibration_runs())
-    frontier = frontier_figure(points, metric, (summary.compressible_param_ratio, now.score), dense.score)
-    event = st.plotly_chart(frontier, width="stretch", key="frontier", on_select="rerun", selection_mode="points")
-    chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
-    point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
-    if point in made_by and point != st.session_state.get("frontier_loaded"):
-        st.session_state["frontier_loaded"] = point
-        st.session_state["pending_method"], st.session_state["ranks"] = made_by[point][0], dict(made_by[point][1])
-        st.session_state["rank_origin"] = f"from {point}"
-        st.session_state["table_version"] += 1
-        st.rerun()
-    st.caption("Click a point to load its method and ranks into the editor above. Dotted lines: automatic allocators "
-               "and hand-edited ranks; dashed: the best score measured at or below each budget.")
-
 st.subheader("Export")
 e1, e2, e3 = st.columns(3)
 e1.download_button("Rank table (CSV)", layer_frame(ranks).to_csv(index=False), "ranks.csv", "text/csv")
@@ -243,8 +251,9 @@ facts = {"model": state.loaded.source, "weights' dtype": choice.dtype, "task": c
 shown = [ranks_figure(layers, ranks)]
 if history:
     shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score))
+points, _ = frontier_points()
 if not points.empty:
-    shown.append(frontier)
+    shown.append(frontier_figure(points, metric, star(ranks), dense.score))
 tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
           "Current ranks": layer_frame(ranks)}
 # made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send
