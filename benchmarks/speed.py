@@ -52,7 +52,8 @@ def fisher_throughput(loaded, train, layers, n: int) -> list[dict]:
     part = train.sample(n, seed=0)
     rows = []
     for name, fn in [
-        ("per-sample (vectorised), batch 16", lambda: compute_fisher(loaded.model, loaded.tokenizer, part, layers, "per-sample", 16)),
+        ("per-sample (vectorised), batch 16",
+         lambda: compute_fisher(loaded.model, loaded.tokenizer, part, layers, "per-sample", 16)),
         ("loop of batch-size-1 backward passes", lambda: loop_fisher(loaded, part, layers)),
         ("batch estimator, batch 32", lambda: compute_fisher(loaded.model, loaded.tokenizer, part, layers, "batch", 32)),
     ]:
@@ -111,8 +112,8 @@ def inference(session: CompressionSession, dev, batch: int, repeats: int) -> lis
     for label, ratio in [("dense", 1.0), ("svd 0.5", 0.5), ("svd 0.33", 0.33), ("svd 0.15", 0.15)]:
         model = loaded.model if ratio == 1.0 else session.compress("svd", uniform_ranks(session.layers, ratio))
         with torch.inference_mode():
-            t_batch = timed(synced(lambda: model(**inputs)), repeats=repeats)["median_s"]
-            t_one = timed(synced(lambda: model(**one)), repeats=repeats * 3)["median_s"]
+            t_batch = timed(synced(lambda m=model: m(**inputs)), repeats=repeats)["median_s"]
+            t_one = timed(synced(lambda m=model: m(**one)), repeats=repeats * 3)["median_s"]
         rows.append({"model": label, "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
                      f"batch {len(part)} ms": t_batch * 1000, "examples/s": len(part) / t_batch,
                      "latency 1 example ms": t_one * 1000})
@@ -156,11 +157,13 @@ def main() -> int:
 
     t = time.perf_counter()
     fisher = fisher_throughput(loaded, train, session.layers, args.fisher_examples)
-    memory.append({"stage": "Fisher (all three estimators)", "peak MB": peak_memory_mb(device), "seconds": time.perf_counter() - t})
+    memory.append({"stage": "Fisher (all three estimators)", "peak MB": peak_memory_mb(device),
+                   "seconds": time.perf_counter() - t})
 
     t = time.perf_counter()
     recompress = [recompression(session, loaded.source)]
-    memory.append({"stage": "factorization + recompression", "peak MB": peak_memory_mb(device), "seconds": time.perf_counter() - t})
+    memory.append({"stage": "factorization + recompression", "peak MB": peak_memory_mb(device),
+                   "seconds": time.perf_counter() - t})
     if not args.quick:
         recompress.append(recompression(bert_base_session(device), "BERT-base-sized"))
 
@@ -189,7 +192,8 @@ def main() -> int:
          "Evaluation": evaluation, "Peak memory by stage (cumulative peak of the process)": memory},
         [f"Machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {device_description(device)}."
          + (" Peak memory is what torch allocated on the GPU." if device.type == "cuda" else "")],
-        {"device": device_description(device), "targets": targets, "fisher": fisher, "recompression": recompress, "inference": infer,
+        {"device": device_description(device), "targets": targets, "fisher": fisher, "recompression": recompress,
+         "inference": infer,
          "evaluation": evaluation, "memory": memory},
     )
     return 0

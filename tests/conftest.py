@@ -88,7 +88,8 @@ def sst2_small(glue_dir):
     from fwsvd_core.inputs.tasks import get_task
 
     task = get_task("sst2")
-    return load_glue_folder(task, glue_dir, "train").sample(1000, seed=1), load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
+    train = load_glue_folder(task, glue_dir, "train").sample(1000, seed=1)
+    return train, load_glue_folder(task, glue_dir, "dev").sample(200, seed=2)
 
 
 @pytest.fixture(scope="session")

@@ -247,7 +247,7 @@ def _nan_loss_for(share: float, monkeypatch) -> None:
 
     def broken(logits, targets, regression):
         losses = real(logits, targets, regression)
-        bad = int(round(share * len(losses)))
+        bad = round(share * len(losses))
         return torch.cat([losses[:bad] * float("nan"), losses[bad:]])
 
     monkeypatch.setattr(gradients_module, "per_example_loss", broken)
@@ -394,7 +394,7 @@ def test_9_truncated_weights_in_a_model_folder_and_an_export_give_a_message(tiny
     for folder in (tmp_path / "m", target):
         weights = folder / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-        with pytest.raises(ModelLoadError, match="damaged|model.safetensors|Could not load"):
+        with pytest.raises(ModelLoadError, match=r"damaged|model\.safetensors|Could not load"):
             load_model(folder, device="cpu")
 
 

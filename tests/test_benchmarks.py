@@ -69,7 +69,7 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     # GFWSVD as published against the best FWSVD of any allocator, without fine-tuning
     untuned = [r for r in report["rows"] if not r["method"].endswith("+ft")]
     best_fwsvd = max(r["accuracy"] for r in untuned if r["method"].startswith("fwsvd"))
-    gfwsvd = [r["accuracy"] for r in untuned if r["method"] == "gfwsvd" and r["allocator"] == "uniform"][0]
+    gfwsvd = next(r["accuracy"] for r in untuned if r["method"] == "gfwsvd" and r["allocator"] == "uniform")
     comparison = report["kronecker comparison"][0]
     assert comparison["GFWSVD - FWSVD"] == pytest.approx(gfwsvd - best_fwsvd, abs=1e-3)
     assert any("GFWSVD (uniform ranks, as published)" in line for line in report["findings"])

@@ -72,7 +72,7 @@ def test_unknown_demo():
 def test_full_sst2_demo_meets_its_target(glue_dir, monkeypatch, tmp_path_factory):
     """The real build, as a user without internet gets it: at least 0.85 dev accuracy."""
     monkeypatch.setenv("FWSVD_DATA_DIR", str(glue_dir))
-    directory, record = ensure_demo("demo:sst2")
+    _directory, record = ensure_demo("demo:sst2")
     print(f"demo:sst2 built in {record.build_seconds} s: {record.dev_score}")
     assert record.dev_score["accuracy"] >= 0.85
     assert record.train_examples == demo.DEMOS["demo:sst2"].train_examples

@@ -51,7 +51,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -80,7 +80,8 @@ LAYERS = [
     {"fwsvd_core.estimation"},
     {"fwsvd_core.compression"},
     {"fwsvd_core.analysis"},
-    {"fwsvd_core.demo", "fwsvd_core.loading", "fwsvd_core.jobs", "fwsvd_core.screens", "fwsvd_core.cli", "fwsvd_core.__main__", "fwsvd_core"},
+    {"fwsvd_core.demo", "fwsvd_core.loading", "fwsvd_core.jobs", "fwsvd_core.screens", "fwsvd_core.cli",
+     "fwsvd_core.__main__", "fwsvd_core"},
 ]
 
 

@@ -79,7 +79,7 @@ def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
     assert "|W|" in figs[2]["layout"]["title"]["text"]
     assert len(figs[3]["data"]) == 2  # input side and output side
     chosen = app.selectbox[0].value
-    app.selectbox[0].set_value([o for o in app.selectbox[0].options if o != chosen][0].split("  (")[0]).run()
+    app.selectbox[0].set_value(next(o for o in app.selectbox[0].options if o != chosen).split("  (")[0]).run()
     no_failure(app)
 
 
@@ -104,7 +104,7 @@ def test_mismatch_page_sweeps_spectra_and_ablation(app):
     assert list(table["method"]).count("dense") == 1 and len(table) == 1 + 3 * 4
     mismatch = figures(app)[1]
     assert {t["name"] for t in mismatch["data"]} == {"svd", "fwsvd-input", "fwsvd-output"}
-    [b for b in app.button if b.label.startswith("Run the ablation")][0].click().run()
+    next(b for b in app.button if b.label.startswith("Run the ablation")).click().run()
     no_failure(app)
     ablation = app.dataframe[1].value
     assert list(ablation["group"]) == list(range(1, 11))
@@ -115,15 +115,15 @@ def test_rank_editor_fills_recompresses_scores_and_exports(app):
     no_failure(app)
     before = {m.label: m.value for m in app.metric}
     app.slider[1].set_value(0.3).run()
-    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from parameter budget").click().run()
     no_failure(app)
     after = {m.label: m.value for m in app.metric}
     assert float(after["Parameter ratio (compressible layers)"]) <= 0.3
     assert after != before
-    recompress = lambda: [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()  # noqa: E731
+    recompress = lambda: next(b for b in app.button if b.label == "Recompress and evaluate").click().run()  # noqa: E731
     recompress()
     app.slider[0].set_value(0.1).run()
-    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from rank ratio").click().run()
     recompress()
     no_failure(app)
     history = app.session_state["history"]
@@ -149,7 +149,7 @@ def test_save_compressed_model_from_the_editor(app, tmp_path):
 
     app.switch_page("pages/rank_editor.py").run()
     app.text_input[0].set_value(str(tmp_path / "out")).run()
-    [b for b in app.button if b.label == "Save compressed model"][0].click().run()
+    next(b for b in app.button if b.label == "Save compressed model").click().run()
     no_failure(app)
     assert any("Saved to" in s.value for s in app.success)
     back = load_model(tmp_path / "out", device="cpu")
@@ -164,8 +164,8 @@ def test_two_sessions_keep_their_own_ranks(tiny_models, glue_dir):
     for at, ratio in ((first, 0.1), (second, 0.5)):
         at.run().switch_page("pages/rank_editor.py").run()
         at.slider[0].set_value(ratio).run()
-        [b for b in at.button if b.label == "Fill from rank ratio"][0].click().run()
-        [b for b in at.button if b.label == "Recompress and evaluate"][0].click().run()
+        next(b for b in at.button if b.label == "Fill from rank ratio").click().run()
+        next(b for b in at.button if b.label == "Recompress and evaluate").click().run()
     name = next(iter(first.session_state["ranks"]))
     assert first.session_state["ranks"][name] == 3 and second.session_state["ranks"][name] == 16
     assert len(first.session_state["history"]) == len(second.session_state["history"]) == 1
@@ -202,7 +202,7 @@ def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_a_cancel_waits_
     assert not any(m.label == "Dense accuracy" for m in tab.metric)  # the page shows the job and nothing that waits
     other = make_app(str(tiny_models["bert"]), glue_dir, fisher_samples=64).run()  # a second tab, the same job
     assert any("Estimating the Fisher" in m.value for m in other.markdown) and len(calls) == 1
-    [b for b in tab.button if b.label == "Cancel"][0].click().run()
+    next(b for b in tab.button if b.label == "Cancel").click().run()
     for _ in range(100):
         tab.run()
         if tab.warning:
@@ -210,7 +210,7 @@ def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_a_cancel_waits_
     assert any("was cancelled" in w.value for w in tab.warning)
     assert not any(m.label == "Dense accuracy" for m in tab.metric)
     gate.set()
-    [b for b in tab.button if b.label.startswith("Start estimating the fisher again")][0].click().run()
+    next(b for b in tab.button if b.label.startswith("Start estimating the fisher again")).click().run()
     for _ in range(100):
         tab.run()
         if any(m.label == "Dense accuracy" for m in tab.metric):
@@ -225,12 +225,12 @@ def test_rank_editor_allocators_and_activation_methods(app):
     no_failure(app)
     app.radio[-1].set_value("spectral").run()
     app.slider[1].set_value(0.3).run()
-    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from parameter budget").click().run()
     no_failure(app)
     ranks = app.session_state["ranks"]
     assert len(set(ranks.values())) > 1  # the spectral allocator does not give every layer the same rank
     assert float({m.label: m.value for m in app.metric}["Parameter ratio (compressible layers)"]) <= 0.3
-    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     no_failure(app)
     assert app.session_state["history"][0]["method"] == "svd-llm"
 
@@ -243,7 +243,7 @@ def test_mismatch_page_shows_the_predictor_and_validates_it(app):
     app.radio(key="predictor_kind").set_value("full").run()
     no_failure(app)
     assert "(full;" in figures(app)[-1]["layout"]["title"]["text"]
-    [b for b in app.button if b.label.startswith("Validate both predictors")][0].click().run()
+    next(b for b in app.button if b.label.startswith("Validate both predictors")).click().run()
     no_failure(app)
     text = next(m.value for m in app.markdown if "Spearman rank correlation" in m.value)
     assert "**diagonal**" in text and "**full**" in text and "split-half reliability" in text
@@ -251,12 +251,12 @@ def test_mismatch_page_shows_the_predictor_and_validates_it(app):
 
 def test_a_model_loaded_in_bfloat16_is_scored_and_recompressed_in_bfloat16(tiny_models, glue_dir):
     at = make_app(str(tiny_models["bert"]), glue_dir).run()
-    [s for s in at.selectbox if s.label == "Weights' dtype"][0].set_value("bfloat16").run()
+    next(s for s in at.selectbox if s.label == "Weights' dtype").set_value("bfloat16").run()
     no_failure(at)
     assert at.session_state["choice"].dtype == "bfloat16"
     assert any("weights in bfloat16" in m.value for m in at.markdown)
     at.switch_page("pages/rank_editor.py").run()
-    [b for b in at.button if b.label == "Recompress and evaluate"][0].click().run()
+    next(b for b in at.button if b.label == "Recompress and evaluate").click().run()
     no_failure(at)  # float32 factors in a bfloat16 model failed here ("expected m1 and m2 to have the same dtype")
     assert len(at.session_state["history"]) == 1 and any(m.label.startswith("Measured accuracy") for m in at.metric)
 
@@ -264,11 +264,11 @@ def test_a_model_loaded_in_bfloat16_is_scored_and_recompressed_in_bfloat16(tiny_
 @pytest.mark.slow
 def test_mismatch_page_adds_the_kronecker_spectra_on_request(app):
     app.switch_page("pages/mismatch.py").run()
-    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", "")][0]
+    spectra = next(f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", ""))
     assert {t["name"] for t in spectra["data"]} == {"svd", "fwsvd-input", "fwsvd-output", "fwsvd-both"}
-    [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")][0].click().run()
+    next(b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")).click().run()
     no_failure(app)
-    spectra = [f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", "")][0]
+    spectra = next(f for f in figures(app) if "Singular value spectra" in f["layout"].get("title", {}).get("text", ""))
     assert {"kfac", "gfwsvd"} <= {t["name"] for t in spectra["data"]}
     assert any("L_B^T W L_A" in m.value and "Cholesky" in m.value for m in app.markdown)
     assert not [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")]
@@ -278,7 +278,7 @@ def test_rank_editor_compresses_with_gfwsvd(app):
     app.switch_page("pages/rank_editor.py").run()
     app.selectbox[0].set_value("gfwsvd").run()
     no_failure(app)
-    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     no_failure(app)
     assert any("gfwsvd" in str(df.value.to_dict()) for df in app.dataframe)
 
@@ -288,19 +288,19 @@ def test_rank_editor_predicts_the_score_before_evaluating_and_keeps_both_in_the_
     no_failure(app)
 
     def predicted() -> float:
-        return float([m for m in app.metric if m.label == "Predicted accuracy"][0].value)
+        return float(next(m for m in app.metric if m.label == "Predicted accuracy").value)
 
     def predicted_loss() -> float:
-        caption = [c.value for c in app.caption if c.value.startswith("Predicted loss increase")][0]
+        caption = next(c.value for c in app.caption if c.value.startswith("Predicted loss increase"))
         return float(caption.split()[3])
 
     before, loss_before = predicted(), predicted_loss()
     assert any("uncalibrated until the first run" in c.value for c in app.caption)
     app.slider[0].set_value(0.05).run()
-    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from rank ratio").click().run()
     assert predicted_loss() > loss_before > 0  # fewer ranks: a larger predicted loss ...
     assert predicted() <= before  # ... and no better predicted score
-    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     no_failure(app)
     history = app.dataframe[-1].value
     assert {"accuracy", "predicted accuracy", "predicted loss increase"} <= set(history.columns)
@@ -316,17 +316,17 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     app.button[0].click().run()  # the default sweep: three methods at four rank ratios
     app.switch_page("pages/rank_editor.py").run()
     no_failure(app)
-    frontier = [f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier")][0]
+    frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
     names = {t["name"] for t in frontier["data"]}
     assert {"svd / uniform", "fwsvd-input / uniform", "fwsvd-output / uniform", "current ranks (predicted)"} <= names
-    [b for b in app.button if b.label == "Fill from parameter budget"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from parameter budget").click().run()
     first = dict(app.session_state["ranks"])
-    [b for b in app.button if b.label == "Recompress and evaluate"][0].click().run()
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     app.slider[0].set_value(0.1).run()
-    [b for b in app.button if b.label == "Fill from rank ratio"][0].click().run()
+    next(b for b in app.button if b.label == "Fill from rank ratio").click().run()
     assert dict(app.session_state["ranks"]) != first
-    frontier = [f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier")][0]
-    run = [t for t in frontier["data"] if t["name"] == "fwsvd-output / uniform"][0]
+    frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
+    run = next(t for t in frontier["data"] if t["name"] == "fwsvd-output / uniform")
     assert ["run 1"] in run["customdata"]  # the run joined the sweep's line of the same method and allocator
     # choosing run 1's point loads its ranks and method again
     app.session_state["frontier"] = {"selection": {"points": [{"customdata": ["run 1"]}], "point_indices": [0],
@@ -352,7 +352,7 @@ def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
     assert float(at_one["Plain SVD: weighted error"]) == pytest.approx(expected["svd"].weighted_error, abs=1e-3)
     assert float(at_one["Weighted: weighted error"]) < float(at_one["Plain SVD: weighted error"])
     assert float(at_one["Weighted: plain error"]) > float(at_one["Plain SVD: plain error"])  # the mismatch
-    [s for s in app.slider if s.label == "Rank of the toy's reconstruction"][0].set_value(3).run()
+    next(s for s in app.slider if s.label == "Rank of the toy's reconstruction").set_value(3).run()
     at_three = shown()
     assert float(at_three["Plain SVD: plain error"]) < float(at_one["Plain SVD: plain error"])
     assert any("At rank 3" in c.value for c in app.caption)

@@ -19,7 +19,7 @@ LAYERS = [LayerInfo("a", 0, "query", 64, 64, "linear"), LayerInfo("b", 0, "FFN i
 
 def convex_curves(weights):
     return {l.name: w * np.exp(-np.arange(l.max_rank + 1) / 8.0) * (np.arange(l.max_rank + 1) < l.max_rank)
-            for l, w in zip(LAYERS, weights)}
+            for l, w in zip(LAYERS, weights, strict=True)}
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6, 0.95])

@@ -12,7 +12,8 @@ def mean_loss(loaded, data):
     enc = encode(loaded.tokenizer, data, 128, loaded.model)
     batch = collate(loaded.tokenizer, enc, np.arange(len(data)), torch.device("cpu"))
     with torch.no_grad():
-        return float(per_example_loss(loaded.model(**batch).logits, task_targets(data, loaded.model, np.arange(len(data))), False).mean())
+        targets = task_targets(data, loaded.model, np.arange(len(data)))
+        return float(per_example_loss(loaded.model(**batch).logits, targets, False).mean())
 
 
 def test_finetune_lowers_the_loss_and_is_seeded(tiny_models, sst2_small):
@@ -48,8 +49,8 @@ def test_finetuning_a_compressed_model_trains_its_factors_and_leaves_the_base_al
     tuned, result = finetune_compressed(compressed, loaded.tokenizer, data, steps=12, lr=1e-3, batch_size=16,
                                         factors_only=True)
     assert result.steps == 12 and mean_loss(Wrapped(tuned), data) < before
-    low = [m for m in tuned.modules() if isinstance(m, LowRankLinear)][0]
-    name = [n for n, m in tuned.named_modules() if m is low][0]
+    low = next(m for m in tuned.modules() if isinstance(m, LowRankLinear))
+    name = next(n for n, m in tuned.named_modules() if m is low)
     assert not torch.equal(low.left, view[f"{name}.left"])  # the factors moved
     assert torch.equal(tuned.bert.embeddings.word_embeddings.weight, base["bert.embeddings.word_embeddings.weight"])
     for k, v in loaded.model.state_dict().items():

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ def test_each_solver_lowers_the_weighted_objective_monotonically(problem, solver
     factors = factorize(w, start, fisher)
     result = solve(w, fisher, factors, 5, solver, max_iter=40, time_budget=None)
     steps = result.objective
-    assert all(b <= a * (1 + 1e-5) for a, b in zip(steps, steps[1:]))
+    assert all(b <= a * (1 + 1e-5) for a, b in pairwise(steps))
     assert steps[-1] < 0.8 * steps[0]  # a real improvement over FWSVD, not a rounding one
     assert weighted_objective(w, fisher, result.left, result.right) == pytest.approx(min(steps), rel=1e-5)
     assert result.left.shape == (40, 5) and result.right.shape == (5, 30)

@@ -54,7 +54,7 @@ def test_break_even_rank_is_the_last_rank_that_saves_parameters():
 
 def test_gpt2_conv1d_is_found_with_its_transposed_weight():
     model = AutoModelForSequenceClassification.from_config(tiny_config("gpt2"))
-    qkv = [l for l in find_layers(model) if l.role == "qkv"][0]
+    qkv = next(l for l in find_layers(model) if l.role == "qkv")
     assert qkv.kind == "conv1d" and qkv.shape == (96, 32)
 
 

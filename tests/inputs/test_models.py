@@ -1,3 +1,4 @@
+import re
 import time
 
 import pytest
@@ -17,7 +18,7 @@ def test_local_directory_loads_in_eval_mode_with_a_pad_token(tiny_models):
 def test_unknown_hub_id_offline_fails_fast_naming_local_options(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="offline mode is set.*demo:sst2"):
+    with pytest.raises(ModelLoadError, match=r"offline mode is set.*demo:sst2"):
         load_model("someone/not-a-model")
     assert time.perf_counter() - start < 5
 
@@ -34,7 +35,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
 
 
 def test_bad_paths(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=re.escape("no config.json")):
         load_model(tmp_path)
     (tmp_path / "f.bin").write_bytes(b"x")
     with pytest.raises(ModelLoadError, match="is a file"):
