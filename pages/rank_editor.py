@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from fwsvd_core.analysis.figures import frontier_figure, history_figure, ranks_figure
-from fwsvd_core.analysis.forecast import forecast
+from fwsvd_core.analysis.forecast import forecast, sweep_runs
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
@@ -86,9 +86,14 @@ curve_source = spectral_source(method)
 
 
 def calibration_runs() -> list[tuple[float, float]]:
-    """(predicted loss increase, measured score drop) of this method's runs: what the prediction is fitted on."""
-    return [(run["predicted loss increase"], dense.score - run[metric]) for run in st.session_state["history"]
+    """(predicted loss increase, measured score drop) of this method's runs here and its points in this model's
+    sweeps (the demo's stored one included): what the prediction is fitted on."""
+    runs = [(run["predicted loss increase"], dense.score - run[metric]) for run in st.session_state["history"]
             if run["method"] == method and "predicted loss increase" in run]
+    for key, table in sweeps_with_stored(state).items():
+        if key[0] == choice:
+            runs += sweep_runs(layers, curves, table, method, metric)
+    return runs
 
 
 def layer_frame(ranks: dict[str, int]) -> pd.DataFrame:
@@ -187,9 +192,9 @@ def rank_table() -> None:
     m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}")
     st.caption(f"Predicted loss increase {predicted.loss_increase:.4g} from the {curve_source} spectra; "
                + (f"score slope {predicted.slope:.3g} per unit of loss, fitted on {predicted.calibrated_on} measured "
-                  "run(s) of this method." if predicted.calibrated_on else
+                  "run(s) of this method (here and in the mismatch page's sweeps)." if predicted.calibrated_on else
                   "the score is uncalibrated until the first run of this method is measured (Recompress and "
-                  "evaluate)."))
+                  "evaluate, or a sweep with this method on the mismatch page)."))
     dense_layers = sum(layer_form(l, ranks[l.name]) == "dense" for l in layers)
     if dense_layers:
         st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "

@@ -316,6 +316,8 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     app.button[0].click().run()  # the default sweep: three methods at four rank ratios
     app.switch_page("pages/rank_editor.py").run()
     no_failure(app)
+    # the sweep's four points of the editor's method calibrate its prediction before any run here
+    assert any("fitted on 4 measured run(s)" in c.value for c in app.caption)
     frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
     names = {t["name"] for t in frontier["data"]}
     assert {"svd / uniform", "fwsvd-input / uniform", "fwsvd-output / uniform", "current ranks (predicted)"} <= names

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from fwsvd_core.compression.ranks import RankMap
+from fwsvd_core.compression.ranks import RankMap, uniform_ranks
 from fwsvd_core.inputs.layers import LayerInfo
 
 # score lost per unit of predicted loss increase before any run is measured: a placeholder the first
@@ -49,6 +50,20 @@ def fitted_slope(runs: Iterable[tuple[float, float]]) -> tuple[float, int]:
         return DEFAULT_SLOPE, 0
     x, y = np.array(pairs).T
     return max(float((x * y).sum() / (x * x).sum()), 0.0), len(pairs)
+
+
+def sweep_runs(layers: list[LayerInfo], curves: Mapping[str, np.ndarray], sweep: pd.DataFrame, method: str,
+               metric: str) -> list[tuple[float, float]]:
+    """(predicted loss increase, measured score drop) of a sweep's rows of `method` at uniform rank ratios, each
+    drop against the sweep's own dense row (scored on the same examples): measured runs the slope can be fitted on."""
+    dense = sweep[sweep["method"] == "dense"]
+    if dense.empty or "rank ratio" not in sweep:
+        return []
+    rows = sweep[(sweep["method"] == method) & (sweep.get("allocator", "uniform") == "uniform")
+                 & sweep["rank ratio"].notna()]
+    reference = float(dense[metric].iloc[0])  # the first dense row: the model as stored, which the rows compress
+    return [(predicted_loss_increase(layers, curves, uniform_ranks(layers, float(row["rank ratio"]))),
+             reference - float(row[metric])) for _, row in rows.iterrows()]
 
 
 def forecast(layers: list[LayerInfo], curves: Mapping[str, np.ndarray], ranks: RankMap, dense_score: float,

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from fwsvd_core.analysis.forecast import DEFAULT_SLOPE, fitted_slope, forecast, predicted_loss_increase
+from fwsvd_core.analysis.forecast import (
+    DEFAULT_SLOPE,
+    fitted_slope,
+    forecast,
+    predicted_loss_increase,
+    sweep_runs,
+)
 from fwsvd_core.compression.allocation import spectral_curves
 from fwsvd_core.compression.ranks import uniform_ranks
 
@@ -38,3 +44,24 @@ def test_the_forecast_follows_the_fitted_slope(tiny_session):
     assert uncalibrated.calibrated_on == 0 and uncalibrated.score == pytest.approx(0.9 - DEFAULT_SLOPE * loss)
     calibrated = forecast(layers, curves, ranks, 0.9, [(2 * loss, 0.1)])
     assert calibrated.calibrated_on == 1 and calibrated.score == pytest.approx(0.9 - 0.05)
+
+
+def test_a_sweeps_uniform_points_of_the_method_are_runs_measured_against_its_own_dense_row(tiny_session):
+    import pandas as pd
+
+    layers = tiny_session.layers
+    curves = spectral_curves(tiny_session, "fwsvd-input")
+    nan = float("nan")
+    sweep = pd.DataFrame([
+        {"method": "dense", "allocator": None, "rank ratio": 1.0, "accuracy": 0.9},
+        {"method": "fwsvd-input", "allocator": "uniform", "rank ratio": 0.2, "accuracy": 0.8},
+        {"method": "fwsvd-input", "allocator": "uniform", "rank ratio": 0.5, "accuracy": 0.85},
+        {"method": "fwsvd-input+ft", "allocator": "uniform", "rank ratio": 0.2, "accuracy": 0.88},  # fine-tuned
+        {"method": "fwsvd-input", "allocator": "spectral", "rank ratio": nan, "accuracy": 0.87},  # ranks not kept
+        {"method": "svd", "allocator": "uniform", "rank ratio": 0.2, "accuracy": 0.5},  # another method
+    ])
+    runs = sweep_runs(layers, curves, sweep, "fwsvd-input", "accuracy")
+    expected = [(predicted_loss_increase(layers, curves, uniform_ranks(layers, r)), drop)
+                for r, drop in ((0.2, 0.1), (0.5, 0.05))]
+    assert np.allclose(runs, expected)
+    assert sweep_runs(layers, curves, sweep[sweep["method"] != "dense"], "fwsvd-input", "accuracy") == []
