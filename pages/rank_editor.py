@@ -111,17 +111,21 @@ def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]
     for run in st.session_state["history"]:
         point = f"run {run['run']}"
         rows.append({"point": point, "method": run["method"], "allocator": run.get("allocator", "by hand"),
-                     "param ratio (layers)": run["param ratio (layers)"], metric: run[metric]})
+                     "param ratio (layers)": run["param ratio (layers)"], metric: run[metric],
+                     "examples": dense.n_examples, "dense score": dense.score})
         made_by[point] = (run["method"], run["ranks"])
     for key, table in sweeps_with_stored(state).items():
         if key[0] != choice:
             continue
+        examples = key[-1] or len(state.dev)  # the number of examples the sweep scored (0: all of them)
+        reference = float(table.loc[table["method"] == "dense", metric].iloc[0])
         for row in table.to_dict(orient="records"):
             if row["method"] == "dense" or row["method"].endswith("+ft") or row.get("allocator") != "uniform":
                 continue
             point = f"sweep {row['method']} rank ratio {row['rank ratio']}"
             rows.append({"point": point, "method": row["method"], "allocator": "uniform",
-                         "param ratio (layers)": row["param ratio (layers)"], metric: row[metric]})
+                         "param ratio (layers)": row["param ratio (layers)"], metric: row[metric],
+                         "examples": examples, "dense score": reference})
             made_by[point] = (row["method"], uniform_ranks(layers, float(row["rank ratio"])))
     return pd.DataFrame(rows), made_by
 
@@ -141,8 +145,8 @@ def budget_frontier(ranks: dict[str, int]) -> None:
         st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
                 "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
         return
-    event = st.plotly_chart(frontier_figure(points, metric, star(ranks), dense.score), width="stretch", key="frontier",
-                            on_select="rerun", selection_mode="points")
+    event = st.plotly_chart(frontier_figure(points, metric, star(ranks), dense.score, dense.n_examples),
+                            width="stretch", key="frontier", on_select="rerun", selection_mode="points")
     chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
     point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
     if point in made_by and point != st.session_state.get("frontier_loaded"):
@@ -152,7 +156,9 @@ def budget_frontier(ranks: dict[str, int]) -> None:
         st.session_state["table_version"] += 1
         st.rerun()  # the whole page: the table and the method change
     st.caption("Click a point to load its method and ranks into the editor above. Dotted lines: automatic allocators "
-               "and hand-edited ranks; dashed: the best score measured at or below each budget.")
+               "and hand-edited ranks; dashed: the best score measured at or below each budget; horizontal: the dense "
+               "score on the examples the points were scored on (a sweep scores a subsample, the runs here all of "
+               "the chosen examples), so read each point against its own.")
 
 
 @st.fragment
@@ -258,7 +264,7 @@ if history:
     shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score))
 points, _ = frontier_points()
 if not points.empty:
-    shown.append(frontier_figure(points, metric, star(ranks), dense.score))
+    shown.append(frontier_figure(points, metric, star(ranks), dense.score, dense.n_examples))
 tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
           "Current ranks": layer_frame(ranks)}
 # made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send

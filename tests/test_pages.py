@@ -329,9 +329,12 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     assert dict(app.session_state["ranks"]) != first
     frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
     run = next(t for t in frontier["data"] if t["name"] == "fwsvd-output / uniform")
-    assert ["run 1"] in run["customdata"]  # the run joined the sweep's line of the same method and allocator
+    assert "run 1" in [c[0] for c in run["customdata"]]  # the run joined the sweep's line of the same method
+    # the run and the sweep were scored on different examples: each has its dense line
+    dense_lines = {a["text"] for a in frontier["layout"]["annotations"]}
+    assert dense_lines == {f"dense on {n} examples" for n in {c[1] for c in run["customdata"]}}
     # choosing run 1's point loads its ranks and method again
-    app.session_state["frontier"] = {"selection": {"points": [{"customdata": ["run 1"]}], "point_indices": [0],
+    app.session_state["frontier"] = {"selection": {"points": [{"customdata": ["run 1", 100]}], "point_indices": [0],
                                                    "box": [], "lasso": []}}
     app.run()
     no_failure(app)

@@ -211,19 +211,25 @@ def pareto_front(points: pd.DataFrame, score_column: str, size_column: str = "pa
 
 
 def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[float, float] | None = None,
-                    dense: float | None = None) -> go.Figure:
+                    dense: float | None = None, dense_examples: int | None = None) -> go.Figure:
     """Score against the parameter ratio of the layers, one line per method and allocator, the best-so-far frontier
-    dashed, and the current rank map as a star at its predicted score. Each point's `point` id is its customdata."""
+    dashed, and the current rank map as a star at its predicted score. Each point's `point` id is its customdata.
+
+    Points scored on different examples (an `examples` column, with the `dense score` on those same examples) get
+    a dense line each, so that a sweep's subsample is not read against the full split's dense score."""
     fig = go.Figure()
     colors = method_color_map()
     x = "param ratio (layers)"
+    counted = "examples" in points
     for (method, allocator), part in points.groupby(["method", "allocator"], sort=False):
         part = part.sort_values(x)
         fig.add_trace(go.Scatter(
             x=part[x], y=part[score_column], mode="lines+markers", name=f"{method} / {allocator}",
-            customdata=part[["point"]].to_numpy(), marker={"size": 10, "color": colors.get(str(method))},
+            customdata=part[["point", "examples"] if counted else ["point"]].to_numpy(),
+            marker={"size": 10, "color": colors.get(str(method))},
             line={"dash": "solid" if allocator == "uniform" else "dot", "color": colors.get(str(method))},
-            hovertemplate=f"{method} / {allocator}<br>param ratio %{{x:.3f}}<br>{score_column} %{{y:.4f}}<extra></extra>"))
+            hovertemplate=f"{method} / {allocator}<br>param ratio %{{x:.3f}}<br>{score_column} %{{y:.4f}}"
+                          + (" on %{customdata[1]} examples" if counted else "") + "<extra></extra>"))
     if len(points) > 1:
         front = pareto_front(points, score_column).sort_values(x)
         fig.add_trace(go.Scatter(x=front[x], y=front[score_column], mode="lines", name="best so far",
@@ -231,8 +237,15 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
     if current is not None:
         fig.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="current ranks (predicted)",
                                  marker={"symbol": "star", "size": 16, "color": "#000000"}, hoverinfo="name"))
-    if dense is not None:
-        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
+    references = {} if dense is None else {dense_examples: dense}
+    if counted and "dense score" in points:
+        for n, score in points[["examples", "dense score"]].drop_duplicates().itertuples(index=False):
+            references.setdefault(int(n), float(score))
+    for i, (n, score) in enumerate(sorted(references.items(), key=lambda item: -item[1])):
+        label = "dense" if len(references) == 1 or n is None else f"dense on {n} examples"
+        # the highest line labelled above it, the others below, so that close lines keep readable labels
+        fig.add_hline(y=score, line_dash="dot", annotation_text=label,
+                      annotation_position="top right" if i == 0 else "bottom right")
     fig.update_layout(title="Budget frontier: score against kept parameters (click a point to load its ranks)",
                       xaxis_title="kept / original parameters of the compressible layers", yaxis_title=score_column,
                       height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
