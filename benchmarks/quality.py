@@ -121,26 +121,33 @@ def claims(table: pd.DataFrame, metric: str, ablation: pd.DataFrame) -> list[str
     return lines
 
 
+def _untuned(table: pd.DataFrame) -> pd.DataFrame:
+    """The compressed rows without fine-tuning (no dense row, no `+ft` row)."""
+    return table[~table["method"].str.endswith("+ft") & (table["method"] != "dense")]
+
+
+def _best(part: pd.DataFrame, mask: pd.Series, metric: str) -> tuple[str, float]:
+    """The best row of `part` under `mask`: 'method / allocator' and its score ('' and NaN when none)."""
+    chosen = part[mask]
+    if chosen.empty:
+        return "", float("nan")
+    row = chosen.loc[chosen[metric].idxmax()]
+    return f"{row['method']} / {row['allocator']}", float(row[metric])
+
+
 def kronecker_comparison(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per budget (no fine-tuning): GFWSVD as published (uniform ranks) against the best FWSVD and the best SVD-LLM
     (any allocator), our step (the Kronecker-factored methods with an allocator), and the best of all."""
-    plain = table[~table["method"].str.endswith("+ft") & (table["method"] != "dense")]
+    plain = _untuned(table)
     rows: list[dict] = []
     if not plain["method"].isin(method_names(needs=KRONECKER)).any():  # a report made before these methods
         return pd.DataFrame(rows)
     for budget, part in plain.groupby("target param ratio"):
-        def best(mask, part=part) -> tuple[str, float]:
-            chosen = part[mask]
-            if chosen.empty:
-                return "", float("nan")
-            row = chosen.loc[chosen[metric].idxmax()]
-            return f"{row['method']} / {row['allocator']}", float(row[metric])
-
-        fwsvd = best(part["method"].str.startswith("fwsvd"))
-        svd_llm = best(part["method"] == "svd-llm")
-        gfwsvd = best((part["method"] == "gfwsvd") & (part["allocator"] == "uniform"))
-        ours = best(part["method"].isin(method_names(needs=KRONECKER)) & (part["allocator"] != "uniform"))
-        top = best(part["method"].notna())
+        fwsvd = _best(part, part["method"].str.startswith("fwsvd"), metric)
+        svd_llm = _best(part, part["method"] == "svd-llm", metric)
+        gfwsvd = _best(part, (part["method"] == "gfwsvd") & (part["allocator"] == "uniform"), metric)
+        ours = _best(part, part["method"].isin(method_names(needs=KRONECKER)) & (part["allocator"] != "uniform"), metric)
+        top = _best(part, part["method"].notna(), metric)
         rows.append({"param ratio": budget, "best FWSVD": f"{fwsvd[0]} {fwsvd[1]:.4f}",
                      "best SVD-LLM": f"{svd_llm[0]} {svd_llm[1]:.4f}", "GFWSVD (uniform)": round(gfwsvd[1], 4),
                      "GFWSVD - FWSVD": round(gfwsvd[1] - fwsvd[1], 4), "GFWSVD - SVD-LLM": round(gfwsvd[1] - svd_llm[1], 4),
@@ -210,13 +217,13 @@ def across_tasks(data: dict) -> list[str]:
         metric = get_task(task_name).primary_metric
         table = pd.DataFrame(entry["rows"]).replace("", np.nan)
         table["allocator"] = table["allocator"].fillna("uniform")
-        plain = table[~table["method"].str.endswith("+ft") & (table["method"] != "dense")]
+        plain = _untuned(table)
         if not (plain["method"] == "gfwsvd").any():
             continue
         dense = float(table.loc[table["method"] == "dense", metric].iloc[0])
         for budget, part in plain.groupby("target param ratio"):
             def top(mask, part=part, metric=metric) -> float:
-                return float(part.loc[mask, metric].max()) if mask.any() else float("nan")
+                return _best(part, mask, metric)[1]
 
             uniform = part["allocator"] == "uniform"
             fwsvd, svd_llm = part["method"].str.startswith("fwsvd"), part["method"] == "svd-llm"

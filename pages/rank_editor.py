@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from fwsvd_core.analysis.figures import frontier_figure, history_figure, ranks_figure
-from fwsvd_core.analysis.forecast import forecast, sweep_runs
+from fwsvd_core.analysis.forecast import forecast, sweep_dense_score, sweep_runs
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
@@ -118,7 +118,7 @@ def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]
         if key[0] != choice:
             continue
         examples = key[-1] or len(state.dev)  # the number of examples the sweep scored (0: all of them)
-        reference = float(table.loc[table["method"] == "dense", metric].iloc[0])
+        reference = sweep_dense_score(table, metric)
         for row in table.to_dict(orient="records"):
             if row["method"] == "dense" or row["method"].endswith("+ft") or row.get("allocator") != "uniform":
                 continue
@@ -130,22 +130,17 @@ def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]
     return pd.DataFrame(rows), made_by
 
 
-def star(ranks: dict[str, int]) -> tuple[float, float]:
-    """Where the ranks sit on the frontier: their parameter ratio (compressible layers) and predicted score."""
-    kept = summarize(count_params(session.model), layers, ranks).compressible_param_ratio
-    return kept, forecast(layers, curves, ranks, dense.score, calibration_runs()).score
-
-
-def budget_frontier(ranks: dict[str, int]) -> None:
-    """The measured scores against kept parameters, with a star at the ranks' predicted score.
-    Drawn in the editor's fragment so that the star follows every edit; a click loads a point into the editor."""
+def budget_frontier(now: tuple[float, float]) -> None:
+    """The measured scores against kept parameters, with a star at `now` (the ranks' kept parameter ratio and
+    predicted score). Drawn in the editor's fragment so that the star follows every edit; a click loads a point
+    into the editor."""
     st.subheader("Budget frontier")
     points, made_by = frontier_points()
     if points.empty:
         st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
                 "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
         return
-    event = st.plotly_chart(frontier_figure(points, metric, star(ranks), dense.score, dense.n_examples),
+    event = st.plotly_chart(frontier_figure(points, metric, now, dense.score, dense.n_examples),
                             width="stretch", key="frontier", on_select="rerun", selection_mode="points")
     chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
     point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
@@ -206,7 +201,7 @@ def rank_table() -> None:
         st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
                    "rank, since two factors would hold more parameters.")
     st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
-    budget_frontier(ranks)
+    budget_frontier((summary.compressible_param_ratio, predicted.score))
 
 
 rank_table()
@@ -264,7 +259,8 @@ if history:
     shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score))
 points, _ = frontier_points()
 if not points.empty:
-    shown.append(frontier_figure(points, metric, star(ranks), dense.score, dense.n_examples))
+    now = (summary.compressible_param_ratio, forecast(layers, curves, ranks, dense.score, calibration_runs()).score)
+    shown.append(frontier_figure(points, metric, now, dense.score, dense.n_examples))
 tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
           "Current ranks": layer_frame(ranks)}
 # made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send

@@ -52,16 +52,22 @@ def fitted_slope(runs: Iterable[tuple[float, float]]) -> tuple[float, int]:
     return max(float((x * y).sum() / (x * x).sum()), 0.0), len(pairs)
 
 
+def sweep_dense_score(sweep: pd.DataFrame, metric: str) -> float | None:
+    """A sweep's dense score, on the examples its rows were scored on: its first dense row (the model as stored,
+    which the rows compress; a float32 copy may follow it). None for a sweep without one."""
+    dense = sweep.loc[sweep["method"] == "dense", metric]
+    return None if dense.empty else float(dense.iloc[0])
+
+
 def sweep_runs(layers: list[LayerInfo], curves: Mapping[str, np.ndarray], sweep: pd.DataFrame, method: str,
                metric: str) -> list[tuple[float, float]]:
     """(predicted loss increase, measured score drop) of a sweep's rows of `method` at uniform rank ratios, each
     drop against the sweep's own dense row (scored on the same examples): measured runs the slope can be fitted on."""
-    dense = sweep[sweep["method"] == "dense"]
-    if dense.empty or "rank ratio" not in sweep:
+    reference = sweep_dense_score(sweep, metric)
+    if reference is None or "rank ratio" not in sweep:
         return []
     rows = sweep[(sweep["method"] == method) & (sweep.get("allocator", "uniform") == "uniform")
                  & sweep["rank ratio"].notna()]
-    reference = float(dense[metric].iloc[0])  # the first dense row: the model as stored, which the rows compress
     return [(predicted_loss_increase(layers, curves, uniform_ranks(layers, float(row["rank ratio"]))),
              reference - float(row[metric])) for _, row in rows.iterrows()]
 
