@@ -38,7 +38,14 @@ from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS, FisherResult, estimate_fisher
 from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS, KroneckerFactors, estimate_kronecker
-from fwsvd_core.folders import check_writable
+from fwsvd_core.folders import (
+    RESULT_MARKER,
+    check_result_targets,
+    check_writable,
+    result_marker,
+    result_paths,
+    write_result_files,
+)
 from fwsvd_core.inputs.data import TaskData, load_task_data
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
@@ -219,8 +226,16 @@ def _kronecker(args, session: CompressionSession, fisher_data: TaskData) -> Kron
     return factors
 
 
+def _result_paths(args, default_name: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files --out names, refused now (before any work) when they cannot be written or are not the tool's."""
+    paths = result_paths(args.out, default_name, suffixes)
+    check_writable(paths[".json"])
+    check_result_targets(paths)
+    return paths
+
+
 def cmd_predictor(args) -> int:
-    check_writable(Path(args.out))
+    paths = _result_paths(args, "predictor", (".csv", ".json", ".md"))
     loaded, session, fisher_data, eval_data = _prepare(args)
     fisher = _fisher(args, session, fisher_data)
     session.set_kronecker(_kronecker(args, session, fisher_data), args.damping)  # the Kronecker predictors
@@ -229,16 +244,14 @@ def cmd_predictor(args) -> int:
                                       progress=_progress("layers", "layers"))
     print(table.round(5).to_string(index=False))
     print(json.dumps(stats.as_dict()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out.with_suffix(".csv"), index=False)
     command = args.command_line
-    out.with_suffix(".json").write_text(json.dumps({"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio,
-                                                    "fisher examples": fisher.n_examples,
-                                                    "fisher skipped": fisher.n_skipped,
-                                                    "weighted": args.weighted, "command": command, "stats": stats.as_dict(),
-                                                    "layers": table.to_dict(orient="records")}, indent=1))
-    out.with_suffix(".md").write_text(predictor_report(table, stats, loaded.source, eval_data, args, command))
+    meta = {"model": loaded.source, "task": args.task, "rank ratio": args.rank_ratio, "fisher examples": fisher.n_examples,
+            "fisher skipped": fisher.n_skipped, "weighted": args.weighted, "command": command, "stats": stats.as_dict(),
+            "layers": table.to_dict(orient="records"), RESULT_MARKER: result_marker(paths, "predictor")}
+    write_result_files({paths[".csv"]: table.to_csv(index=False), paths[".json"]: json.dumps(meta, indent=1),
+                        paths[".md"]: predictor_report(table, stats, loaded.source, eval_data, args, command)},
+                       paths[".json"])
+    log.info(f"wrote {paths['.csv']}, {paths['.json']} and {paths['.md']}")
     return 0
 
 
@@ -305,7 +318,7 @@ def cmd_layers(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    check_writable(Path(args.out))
+    paths = _result_paths(args, "sweep", (".csv", ".json"))
     loaded, session, fisher_data, eval_data = _prepare(args)
     methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
     _calibrate(args, session, fisher_data, methods, args.allocators)
@@ -317,17 +330,15 @@ def cmd_sweep(args) -> int:
                       subsample=args.eval_subsample, report=log.info,
                       train_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
     print(table.to_string(index=False))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out.with_suffix(".csv"), index=False)
     meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
             "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
             "estimator": args.estimator, "seed": args.seed,
             "fisher skipped": None if session.fisher is None else session.fisher.n_skipped,
             "seconds": round(time.perf_counter() - start, 1),
-            "rows": table.to_dict(orient="records")}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
-    log.info(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
+            "rows": table.to_dict(orient="records"), RESULT_MARKER: result_marker(paths, "sweep")}
+    write_result_files({paths[".csv"]: table.to_csv(index=False), paths[".json"]: json.dumps(meta, indent=1, default=str)},
+                       paths[".json"])
+    log.info(f"wrote {paths['.csv']} and {paths['.json']}")
     return 0
 
 
@@ -401,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated ('' for none)")
     p.add_argument("--param-ratios", default=None, help="parameter ratios (kept/original of the layers), comma-separated")
     p.add_argument("--allocators", default="uniform", help=f"for --param-ratios, comma-separated: {', '.join(ALLOCATORS)}")
-    p.add_argument("--out", default="results/sweep", help="output path without suffix: writes .csv and .json")
+    p.add_argument("--out", default="results/sweep",
+                   help="where the results go: .csv and .json are appended to this name (a folder receives sweep.csv "
+                        "and sweep.json); only files this tool wrote are replaced")
     p = command("compress", "compress and save a model", cmd_compress)
     _add_compression_args(p)
     p.add_argument("--method", default="fwsvd-output", help=", ".join(method_names()))
@@ -423,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
     _add_kronecker_args(p)
-    p.add_argument("--out", default="results/predictor", help="output path without suffix: writes .csv, .json, .md")
+    p.add_argument("--out", default="results/predictor",
+                   help="where the results go: .csv, .json and .md are appended to this name (a folder receives "
+                        "predictor.*); only files this tool wrote are replaced")
     return parser
 
 

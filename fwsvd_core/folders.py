@@ -5,7 +5,13 @@ it. Replacing an earlier folder swaps the two in one atomic exchange where the s
 so the destination always holds a complete folder; elsewhere it renames the old one aside, renames the
 new one in, then deletes the one aside, and a later run puts an aside folder back when a kill came
 between the two renames. Hidden staging and aside folders of dead processes are removed by a later run:
-their names, with the writer's process id, are made only here.
+their names, with the writer's process id, are made only here. A new folder gets the permissions the umask
+gives; a folder that is replaced keeps its own.
+
+Sets of result files (a sweep's CSV and JSON) are written the same way, file by file: every file goes to a
+hidden temporary file beside its destination first, so a full disk fails before anything is replaced, then
+all are renamed in together with Ctrl-C and termination held back. The JSON of the set names every file of
+it: that marker is how a later run knows which files it may replace.
 """
 from __future__ import annotations
 
@@ -15,15 +21,18 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from fwsvd_core.errors import ExportError
 
 MANIFEST_FILE = "fwsvd_manifest.json"
-_STAGING, _ASIDE = "fwsvd-staging", "fwsvd-old"
+_STAGING, _ASIDE, _TEMP = "fwsvd-staging", "fwsvd-old", "fwsvd-tmp"
+RESULT_MARKER = "written by"  # the key of a result set's JSON naming the files this tool wrote
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
@@ -167,9 +176,138 @@ def staged_directory(directory: str | Path, kind: str, may_replace=None) -> Iter
     clean_leftovers(directory)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.{_STAGING}-{os.getpid()}-"))
     try:
+        # mkdtemp makes 0700 folders: the result gets what mkdir would give it, or the mode of the folder it replaces
+        os.chmod(staging, _mode_of(directory) if directory.is_dir() else 0o777 & ~current_umask())
         yield staging
         _write_manifest(staging, kind)
         _swap_in(staging, directory, may_replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so no other thread sees it changed)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+# ---- sets of result files ------------------------------------------------------------------------------------
+
+
+def result_paths(out: str | Path, default_name: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The file for each suffix that an `--out` names: the suffix appended to `out` (dots in the name kept); a
+    folder (an existing one, or a path ending in a separator) receives them under `default_name`. A suffix that
+    `out` already ends with (sweep.csv) is not doubled."""
+    text = str(out)
+    base = Path(out)
+    if text.endswith(("/", os.sep)) or base.is_dir():
+        base = base / default_name
+    elif base.suffix.lower() in suffixes:
+        base = base.with_suffix("")
+    return {suffix: base.with_name(base.name + suffix) for suffix in suffixes}
+
+
+def result_marker(paths: Mapping[str, Path], kind: str) -> dict:
+    """What a result set's JSON holds under RESULT_MARKER: the tool, the kind of result, the names of its files."""
+    return {"tool": "fwsvd-studio", "kind": kind, "files": sorted(p.name for p in paths.values())}
+
+
+def _marked_files(json_path: Path) -> set[str]:
+    """The file names the tool's marker in `json_path` lists; empty when the file is not one the tool wrote."""
+    try:
+        content = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return set()
+    marker = content.get(RESULT_MARKER) if isinstance(content, dict) else None
+    if not isinstance(marker, dict) or marker.get("tool") != "fwsvd-studio" or not isinstance(marker.get("files"), list):
+        return set()
+    return {f for f in marker["files"] if isinstance(f, str)}
+
+
+def check_result_targets(paths: Mapping[str, Path], json_suffix: str = ".json") -> None:
+    """Raise ExportError unless every file of `paths` is new or one this tool wrote as part of this same set."""
+    ours = _marked_files(paths[json_suffix]) if paths[json_suffix].is_file() else set()
+    for path in paths.values():
+        if path.is_dir():
+            raise ExportError(f"{path} is a folder, not a file this tool can write. Choose another --out.")
+        if path.exists() and path.name not in ours:
+            raise ExportError(f"{path} exists and was not written by this tool, so it is left alone. Move or delete "
+                              f"it, or choose another --out (a folder given as --out receives files with default names).")
+
+
+def _clean_temp_files(path: Path) -> None:
+    """Remove the temporary files that killed writes of `path` left beside it."""
+    pattern = _sibling_pattern(path, _TEMP)
+    for temp in path.parent.glob(f".{path.name}.{_TEMP}-*"):
+        match = pattern.match(temp.name)
+        if match and not _pid_alive(int(match.group(1))):
+            temp.unlink(missing_ok=True)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` and flush it to the disk (a full disk fails here, not later)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and termination wait until the block is done (only the main thread can hold them)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def write_result_files(contents: Mapping[Path, str | bytes], json_path: Path) -> None:
+    """Write a set of result files together: all to temporary files, then all renamed in; nothing replaced on a failure.
+
+    Only files that are new or that this tool wrote (as `json_path`'s marker says) are replaced: check that
+    with `check_result_targets` before the work, and it is checked again here.
+    """
+    ours = _marked_files(json_path) if json_path.is_file() else set()
+    for path in contents:
+        if path.exists() and path.name not in ours:
+            raise ExportError(f"{path} appeared while the results were computed and was not written by this tool; "
+                              f"it is left alone and nothing was written. Choose another --out.")
+    temps: dict[Path, Path] = {}
+    try:
+        for path, data in contents.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _clean_temp_files(path)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TEMP}-{os.getpid()}-")
+            os.close(fd)
+            temps[path] = Path(name)
+            # mkstemp makes 0600 files: give the result the mode of the file it replaces, or what open() would give
+            os.chmod(name, _mode_of(path) if path.is_file() else 0o666 & ~current_umask())
+            try:
+                write_file(Path(name), data.encode() if isinstance(data, str) else data)
+            except OSError as exc:
+                raise ExportError(f"Could not write {path}: {exc.strerror or exc}. The earlier files were kept "
+                                  f"as they were; nothing was written.") from None
+        with _signals_held():
+            # the JSON, which says the set is the tool's, goes in last
+            for path, temp in sorted(temps.items(), key=lambda item: item[0] == json_path):
+                os.replace(temp, path)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)

@@ -184,3 +184,71 @@ def test_an_access_token_is_never_written_into_an_export(tiny_models, glue_dir, 
                  "--method", "svd", "--rank-ratio", "0.25", "--token", "hf_SECRET123", "--save", str(save)]) == 0
     written = "".join(p.read_text(errors="ignore") for p in save.iterdir() if p.is_file())
     assert "hf_SECRET123" not in written and "--token '***'" in (save / "README.md").read_text()
+
+
+def quick_sweep(tiny_models, glue_dir, out, *extra) -> list[str]:
+    """A sweep that needs no Fisher: svd at one ratio on a few examples."""
+    return ["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+            "--methods", "svd", "--ratios", "0.5", "--fisher-samples", "8", "--eval-subsample", "16",
+            "--out", str(out), *extra]
+
+
+def test_out_appends_the_suffixes_and_a_folder_receives_default_names(tiny_models, glue_dir, tmp_path):
+    # issue 21, item 6: with_suffix made sst2_ratio0.5 and sst2_ratio0.3 both sst2_ratio0.csv
+    assert main(quick_sweep(tiny_models, glue_dir, tmp_path / "sst2_ratio0.5")) == 0
+    assert main(quick_sweep(tiny_models, glue_dir, tmp_path / "sst2_ratio0.3")) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["sst2_ratio0.3.csv", "sst2_ratio0.3.json", "sst2_ratio0.5.csv", "sst2_ratio0.5.json"]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(quick_sweep(tiny_models, glue_dir, folder)) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["sweep.csv", "sweep.json"]
+    assert json.loads((folder / "sweep.json").read_text())["written by"]["files"] == ["sweep.csv", "sweep.json"]
+
+
+def test_out_never_replaces_a_file_the_tool_did_not_write(tiny_models, glue_dir, tmp_path, capsys):
+    # issue 21, item 6: --out proj/reviews.v2 overwrote the user's reviews.csv
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "reviews.csv").write_text("text,label\ngreat,1\n")
+    assert main(quick_sweep(tiny_models, glue_dir, proj / "reviews.v2")) == 0
+    assert (proj / "reviews.csv").read_text() == "text,label\ngreat,1\n" and (proj / "reviews.v2.csv").is_file()
+    capsys.readouterr()
+    assert main(quick_sweep(tiny_models, glue_dir, proj / "reviews")) == 3
+    err = capsys.readouterr().err
+    assert f"{proj / 'reviews.csv'} exists and was not written by this tool" in err and "choose another --out" in err
+    assert "model:" not in err  # refused before any work
+    assert (proj / "reviews.csv").read_text() == "text,label\ngreat,1\n" and not (proj / "reviews.json").exists()
+    # a JSON of the user's beside it is not the tool's either
+    (proj / "notes.json").write_text('{"mine": true}')
+    assert main(quick_sweep(tiny_models, glue_dir, proj / "notes")) == 3
+    assert (proj / "notes.json").read_text() == '{"mine": true}' and not (proj / "notes.csv").exists()
+    # the tool's own earlier results are replaced
+    first = (proj / "reviews.v2.json").read_text()
+    assert main(quick_sweep(tiny_models, glue_dir, proj / "reviews.v2", "--ratios", "0.25")) == 0
+    assert (proj / "reviews.v2.json").read_text() != first and "0.25" in (proj / "reviews.v2.csv").read_text()
+
+
+def test_a_full_disk_keeps_the_earlier_results_whole(tiny_models, glue_dir, tmp_path, monkeypatch, capsys):
+    # issue 21, item 7: results were written in place: a full disk cut the JSON and destroyed the earlier run
+    import errno
+
+    from fwsvd_core import folders
+
+    out = tmp_path / "sweep"
+    assert main(quick_sweep(tiny_models, glue_dir, out)) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_write = folders.write_file
+
+    def disk_fills(path, data):
+        if ".sweep.json." in path.name:  # the second file of the set: the CSV's temporary file is already written
+            path.write_bytes(data[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(folders, "write_file", disk_fills)
+    capsys.readouterr()
+    assert main(quick_sweep(tiny_models, glue_dir, out, "--ratios", "0.25")) == 3
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "earlier files were kept" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left, nothing changed
