@@ -158,11 +158,49 @@ def _column_names(header: list[str]) -> list[str]:
     return names
 
 
+_SPANS_LINES = ("an unclosed quote that takes in the lines after it: a text starting with a quote character opens a "
+                "quoted field up to the next quote anywhere below (quote the whole text and double its quotes)")
+_LONE_CR = ("a carriage return (\\r) alone inside a text, which ends the line there and splits the text (remove it, "
+            "or save the file with \\n or \\r\\n line endings)")
+
+
+def _physical_lines(text: str) -> tuple[list[int], list[bool]]:
+    """For each line the csv reader sees: its line number as an editor counts, and whether it ends in a lone \\r.
+
+    The reader also breaks lines at a \\r alone; an editor does not, unless the file has no \\n at all (old Mac files).
+    """
+    numbers, lone = [], []
+    number, cr_ends_lines = 1, "\n" not in text
+    for line in io.StringIO(text, newline="").readlines():
+        numbers.append(number)
+        lone.append(line.endswith("\r") and not cr_ends_lines)
+        number += 0 if lone[-1] else 1
+    return numbers, lone
+
+
+def _shortened(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _well_quoted(record: str, fields: list[str], delimiter: str) -> bool:
+    """True when a record over several lines is well-formed CSV: each quoted field closed right before a delimiter or
+    the line's end. A text that merely starts with a quote runs on to some later quote inside a text instead."""
+    try:
+        parsed = list(csv.reader(io.StringIO(record, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return parsed == [fields]
+
+
 def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, skip_bad_rows: bool) -> _Table:
-    """Rows of a CSV or TSV text; a row whose field count differs from the header's (or the first row's) is bad."""
+    """Rows of a CSV or TSV text; a row whose field count differs from the header's (or the first row's), a quoted
+    field over several lines that is not well-formed (a text that starts with a quote), or a row that a lone
+    carriage return splits, is bad."""
     # GLUE TSVs hold stray quote characters inside sentences, so quotes are not special in TSV files
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    numbers, lone_cr = _physical_lines(text)
+    physical = io.StringIO(text, newline="").readlines()
     header: list[str] | None = None
     width: int | None = None
     rows: list[list[str]] = []
@@ -175,6 +213,15 @@ def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, ski
             start, last_line = last_line + 1, reader.line_num
             if not fields:  # a blank line, which pandas skipped as well
                 continue
+            first, last = numbers[start - 1], numbers[last_line - 1]
+            if lone_cr[last_line - 1] or (start >= 2 and lone_cr[start - 2]):
+                bad.add(_LONE_CR, first)  # both pieces of the split line name the same line
+                continue
+            spanning = next((f for f in fields if "\n" in f or "\r" in f), None)
+            if spanning is not None and not _well_quoted("".join(physical[start - 1:last_line]), fields, delimiter):
+                for line in range(first, last + 1):  # every line taken in is a row lost: all are counted
+                    bad.add(_SPANS_LINES, line, _shortened(spanning))
+                continue
             if width is None:
                 width = len(fields)
                 if has_header:
@@ -182,17 +229,19 @@ def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, ski
                     continue
             if len(fields) != width:
                 reference = "the header has" if has_header else "the first line has"
-                bad.add(f"{len(fields)} field{'s' if len(fields) != 1 else ''} where {reference} {width}", start)
+                bad.add(f"{len(fields)} field{'s' if len(fields) != 1 else ''} where {reference} {width}", first)
                 continue
             rows.append(fields)
-            positions.append(start)
+            positions.append(first)
     except csv.Error as exc:
-        raise DataError(f"{label}: line {reader.line_num} cannot be read: {exc}.") from None
+        raise DataError(f"{label}: line {numbers[min(reader.line_num, len(numbers)) - 1]} cannot be read: {exc}.") from None
     if width is None:
         raise DataError(f"{label} is empty.")
     if bad and not skip_bad_rows:
+        ragged = set(bad.rows) - {_SPANS_LINES, _LONE_CR}
         cause = "a tab inside a text" if delimiter == "\t" else "a comma outside quotes or an unclosed quote"
-        raise _bad_rows_error(label, "line", bad, f"A wrong number of fields usually comes from {cause}.")
+        hint = f"A wrong number of fields usually comes from {cause}." if ragged else ""
+        raise _bad_rows_error(label, "line", bad, hint)
     columns = _column_names(header) if header is not None else list(range(width))
     frame = pd.DataFrame(rows, columns=columns, dtype=object)
     return _Table(frame, positions, "line", bad)

@@ -265,3 +265,52 @@ def test_regression_labels_must_be_finite_numbers(tmp_path):
     expected = r"(?s)line 3: the label is not a finite number.*line 4: the label is not a number"
     with pytest.raises(DataError, match=expected):
         load_file(get_task("stsb"), tmp_path / "d.csv", ["a", "b"], "s")
+
+
+def _reviews_with_an_unclosed_quote() -> bytes:
+    rows = ["sentence,label"] + [f"review number {i} is fine,{i % 2}" for i in range(39)]
+    rows[5] = '"Best film ever,1'  # the quote opens a field that only the quote of line 31 closes
+    rows[30] = 'it said "wow" twice,0'
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_a_text_starting_with_a_quote_that_swallows_rows_is_reported_with_its_lines():
+    # issue 21, item 5: 40 lines became 15 examples, one 26 lines long, and 0 were reported skipped
+    sst2 = get_task("sst2")
+    with pytest.raises(DataError) as error:
+        load_file(sst2, _reviews_with_an_unclosed_quote(), ["sentence"], "label", name="r.csv")
+    message = str(error.value)
+    assert "26 rows cannot be read" in message and "lines 6, 7, 8," in message and "and 16 more" in message
+    assert "an unclosed quote that takes in the lines after it" in message and "starting with a quote" in message
+    data = load_file(sst2, _reviews_with_an_unclosed_quote(), ["sentence"], "label", name="r.csv", skip_bad_rows=True)
+    assert len(data) == 13 and data.n_skipped_rows == 26 and len(data) + data.n_skipped_rows == 39
+    assert all("\n" not in text for text in data.text_a)
+    assert "Skipped 26 rows" in data.notes[0]
+
+
+def test_a_lone_carriage_return_is_named_as_such_not_as_a_tab():
+    # issue 21: a lone \r split the line in two and the message blamed "a tab inside a text"
+    sst2 = get_task("sst2")
+    for name, text in (("r.tsv", b"sentence\tlabel\ngood one\t1\nbad\rpiece\t0\nok\t1\n"),
+                       ("r.csv", b"sentence,label\ngood one,1\nbad\rpiece,0\nok,1\n")):
+        with pytest.raises(DataError) as error:
+            load_file(sst2, text, ["sentence"], "label", name=name)
+        message = str(error.value)
+        assert "line 3: a carriage return (\\r) alone inside a text" in message and "tab" not in message
+        # the piece after it ("piece", 0) is not taken for an example of its own
+        data = load_file(sst2, text, ["sentence"], "label", name=name, skip_bad_rows=True)
+        assert data.text_a == ["good one", "ok"] and data.n_skipped_rows == 1
+
+
+def test_line_endings_of_every_kind_still_read():
+    sst2 = get_task("sst2")
+    for ending in ("\n", "\r\n", "\r"):
+        text = ending.join(["sentence,label", "good one,1", "bad one,0", ""]).encode()
+        data = load_file(sst2, text, ["sentence"], "label", name="r.csv")
+        assert data.text_a == ["good one", "bad one"] and list(data.labels) == [1, 0]
+
+
+def test_a_well_quoted_text_over_several_lines_is_still_one_example():
+    data = load_file(get_task("sst2"), b'sentence,label\n"two\nlines, one ""quote""",1\nok,0\n', ["sentence"], "label",
+                     name="r.csv")
+    assert data.text_a == ['two\nlines, one "quote"', "ok"] and data.n_skipped_rows == 0
