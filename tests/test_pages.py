@@ -170,7 +170,7 @@ def test_two_sessions_keep_their_own_ranks(tiny_models, glue_dir):
     assert first.session_state["ranks"][name] == 3 and second.session_state["ranks"][name] == 16
     assert len(first.session_state["history"]) == len(second.session_state["history"]) == 1
     loaded = cached_model(str(tiny_models["bert"]))
-    assert model_fingerprint(loaded.model) == loaded.fingerprint  # the shared model was never modified
+    assert model_fingerprint(loaded.model, loaded.tokenizer) == loaded.fingerprint  # the shared model was never modified
 
 
 def blocking_fisher(monkeypatch, gate: threading.Event, calls: list):

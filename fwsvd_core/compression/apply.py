@@ -7,6 +7,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from fwsvd_core.compression.checkpoint import compressed_class, dense_class
 from fwsvd_core.compression.factorization import Factors
 from fwsvd_core.compression.lowrank import LowRankLinear
 from fwsvd_core.compression.rank_table import (
@@ -67,14 +68,19 @@ def compress(
 ) -> nn.Module:
     """A compressed view of `model`: layers below break-even become LowRankLinear, the rest are shared.
 
-    Ranks are slices of the cached factors: no SVD is computed here.
+    Ranks are slices of the cached factors: no SVD is computed here. A model compressed before keeps the layers
+    it factorized then, with their rows of its rank table, and the table records each step (`history`).
+    Its `save_pretrained` writes a factorized checkpoint (`checkpoint.SavesAsExport`).
     """
     ranks = validate_ranks(layers, ranks)
     compressed = structural_copy(model)
-    table: dict[str, LayerRank] = {}
+    previous = rank_table_of(model)
+    table: dict[str, LayerRank] = dict(previous.layers) if previous is not None else {}
     for layer in layers:
         rank = ranks[layer.name]
         form = layer_form(layer, rank)
+        if form == FORM_ORIGINAL and layer.name in table:
+            continue  # stored dense at an earlier step's rank, left as it is: that row still says what it holds
         table[layer.name] = LayerRank(rank, form, layer.in_features, layer.out_features)
         if form == FORM_ORIGINAL:
             continue
@@ -93,9 +99,27 @@ def compress(
         replace_module(compressed, layer.name, new)
     if getattr(compressed, "config", None) is not None:
         config = copy.deepcopy(cast(Any, model).config)
-        config.fwsvd_compression = RankTable(method, table).as_dict()  # plain JSON: the config is saved as it is
+        order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        rows = dict(sorted(table.items(), key=lambda item: order.get(item[0], len(order))))
+        extra = {"history": compression_history(previous)} if previous is not None else {}
+        config.fwsvd_compression = RankTable(method, rows, extra).as_dict()  # plain JSON: the config is saved as it is
         cast(Any, compressed).config = config
+        compressed.__class__ = compressed_class(type(compressed))
     return compressed.eval()
+
+
+HISTORY_KEYS = ("method", "source", "task", "ratio", "parameter ratio", "scores", "eval data")
+
+
+def compression_history(previous: RankTable) -> list[dict[str, Any]]:
+    """The steps that made an already compressed model, oldest first, each with what it factorized: what a second
+    compression's table and card carry about the first."""
+    earlier = list(previous.extra.get("history", []))
+    step = {key: previous.extra[key] for key in HISTORY_KEYS if key in previous.extra}
+    step["method"] = previous.method
+    done = {name for entry in earlier for name in entry.get("layers", [])}
+    step["layers"] = [name for name, row in previous.layers.items() if row.form != FORM_ORIGINAL and name not in done]
+    return [*earlier, step]
 
 
 def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
@@ -135,4 +159,5 @@ def merged_model(compressed: nn.Module) -> nn.Module:
             new = _dense_linear(weight, bias)
         replace_module(merged, name, new)
     cast(Any, merged).config = config
+    merged.__class__ = dense_class(type(merged))  # a standard checkpoint, saved as one
     return merged.eval()

@@ -1,14 +1,14 @@
 """Saving a compressed model with its rank table and model card, and loading it back.
 
 An export's config.json names the model type `fwsvd_compressed` and, in `auto_map`, the modeling file saved
-beside the weights: plain transformers loads it with `trust_remote_code=True` and refuses it loudly without
-(never filling the factorized layers with random weights). `load_compressed` (and `loading.load_model`) read
-it without running that file. A merged export is a standard checkpoint of the original architecture.
+beside the weights (`checkpoint`): plain transformers loads it with `trust_remote_code=True` and refuses it loudly
+without (never filling the factorized layers with random weights). `load_compressed` (and `loading.load_model`)
+read it without running that file, also when it was written by a compressed model's own `save_pretrained`. A
+merged export is a standard checkpoint of the original architecture.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +19,17 @@ from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
 from fwsvd_core.compression.apply import merged_model, replace_module
+from fwsvd_core.compression.checkpoint import (
+    AUTO_MAP,
+    BASE_TYPE_KEY,
+    CONFIG_FILE,
+    MODELING_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    compressed_class,
+    config_rank_table,
+    write_export_files,
+)
 from fwsvd_core.compression.lowrank import LowRankLinear
 from fwsvd_core.compression.model_card import MERGED_RANKS_FILE, RANKS_FILE, model_card
 from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTable, rank_table_of
@@ -27,29 +38,24 @@ from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
 from fwsvd_core.folders import check_writable, folder_files, staged_directory, written_by_tool
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
-from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token
+from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, require_model_tokenizer
 from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
-WEIGHTS_FILE = "model.safetensors"
-MODELING_FILE = "fwsvd_modeling.py"
-MODELING_SOURCE = Path(__file__).with_name("hf_modeling.py")  # copied, never imported: it is the export's own code
 CARD_FILE = "README.md"
-AUTO_MAP = {"AutoConfig": "fwsvd_modeling.FwsvdCompressedConfig",
-            "AutoModelForSequenceClassification": "fwsvd_modeling.FwsvdCompressedForSequenceClassification"}
-CONFIG_FILE = "config.json"
 EXPORT_KIND = "export"
-EXPORT_MODEL_TYPE = "fwsvd_compressed"
-BASE_TYPE_KEY = "fwsvd_base_model_type"
 # what exports written before the manifest existed could hold: such a folder still counts as an export
 _LEGACY_EXPORT_FILES = {
-    CONFIG_FILE, WEIGHTS_FILE, RANKS_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    CONFIG_FILE, WEIGHTS_FILE, RANKS_FILE, MODELING_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model", "spiece.model",
     "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json",
 }
 
 
 def is_compressed_dir(directory: str | Path) -> bool:
-    return (Path(directory) / RANKS_FILE).is_file()
+    """A folder holding a factorized model: an export (its rank file), or what a compressed model's
+    `save_pretrained` wrote (the rank table in its config.json)."""
+    directory = Path(directory)
+    return (directory / RANKS_FILE).is_file() or config_rank_table(directory) is not None
 
 
 def is_replaceable_export(directory: str | Path) -> bool:
@@ -111,33 +117,27 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
     config.fwsvd_compression = table.as_dict()
     dtype = model_dtype(model)
     config.dtype = dtype  # the dtype the weights are saved in, which a loader keeps by default
-    with staged_directory(directory, EXPORT_KIND, may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
-        if merge:
-            dense = merged_model(model)
-            cast(Any, dense).save_pretrained(staging)
-            (staging / MERGED_RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
-            saved_params = count_params(dense)
-        else:
-            config.save_pretrained(staging)
-            _mark_config_as_export(staging / CONFIG_FILE)
-            save_safetensors_from(model, str(staging / WEIGHTS_FILE))
-            shutil.copyfile(MODELING_SOURCE, staging / MODELING_FILE)
-            (staging / RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
-            saved_params = count_params(model)
-        tokenizer.save_pretrained(staging)
-        (staging / CARD_FILE).write_text(model_card(table, saved_params, dtype_name(dtype), merged=merge))
+    try:
+        with staged_directory(directory, EXPORT_KIND,
+                              may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
+            if merge:
+                dense = merged_model(model)
+                cast(Any, dense).save_pretrained(staging)
+                (staging / MERGED_RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
+                saved_params = count_params(dense)
+            else:
+                config.save_pretrained(staging)
+                save_safetensors_from(model, str(staging / WEIGHTS_FILE))
+                write_export_files(staging, table)
+                saved_params = count_params(model)
+            tokenizer.save_pretrained(staging)
+            (staging / CARD_FILE).write_text(model_card(table, saved_params, dtype_name(dtype), merged=merge))
+    except (OSError, SafetensorError) as exc:  # a full disk, a folder gone read-only: the staging folder is gone
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise ExportError(f"Could not write the export to {directory}: {reason}. Nothing was kept of the new export"
+                          f"{'; the earlier one is still there' if overwrite else ''}. Free some space (or choose "
+                          "another folder) and save again.") from None
     return directory
-
-
-def _mark_config_as_export(path: Path) -> None:
-    """Give the export a model type of its own, which plain transformers loads only through the modeling file
-    shipped beside it (so only with trust_remote_code=True), and which an older loader refuses."""
-    config = json.loads(path.read_text())
-    config[BASE_TYPE_KEY] = config["model_type"]
-    config["model_type"] = EXPORT_MODEL_TYPE
-    config["auto_map"] = AUTO_MAP
-    config["architectures"] = [AUTO_MAP["AutoModelForSequenceClassification"].rpartition(".")[2]]
-    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _export_config(directory: Path, trust_remote_code: bool):
@@ -173,11 +173,9 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
     config = _export_config(directory, trust_remote_code)
     dtype = as_dtype(dtype) or config_dtype(config)
     check_model_load(config, resolve_device(device), dtype)
-    try:
-        table = RankTable.from_dict(json.loads((directory / RANKS_FILE).read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelLoadError(f"{directory}: the rank table {RANKS_FILE} is unreadable ({exc}).") from None
+    table = _rank_table(directory)
     model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    model.__class__ = compressed_class(type(model))  # its save_pretrained writes an export again
     try:
         for name, row in table.layers.items():
             bias = model.get_submodule(name).bias is not None
@@ -188,22 +186,74 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
                 replace_module(model, name, nn.Linear(row.in_features, row.out_features, bias=bias, dtype=dtype))
     except (AttributeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{directory}: the rank table does not fit the model ({exc}).") from None
-    try:
-        missing, unexpected = load_safetensors_into(model, str(directory / WEIGHTS_FILE), strict=False)
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(f"{directory}: {WEIGHTS_FILE} is missing or damaged ({str(exc).splitlines()[0]}); "
-                             "export the model again.") from None
-    if unexpected or [k for k in missing if not _is_tied(model, k)]:
-        raise ModelLoadError(f"{directory}: weights do not match the rank table (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}).")
+    _load_weights(model, directory)
     model.config.fwsvd_compression = table.as_dict()
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{directory}: the tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
     ensure_pad_token(model, tokenizer)
+    require_model_tokenizer(model, tokenizer, f"compressed model {directory}", directory)
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, tokenizer, f"compressed model {directory}")
+
+
+def _rank_table(directory: Path) -> RankTable:
+    """The export's rank table: from its rank file and its config, which must agree when both are there."""
+    try:
+        in_file = json.loads((directory / RANKS_FILE).read_text()) if (directory / RANKS_FILE).is_file() else None
+        in_config = config_rank_table(directory)
+        tables = [RankTable.from_dict(t) for t in (in_file, in_config) if t is not None]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(f"{directory}: the rank table is unreadable ({exc}).") from None
+    if len(tables) == 2 and tables[0].layers != tables[1].layers:
+        first, second = tables[0].layers, tables[1].layers
+        differ = sorted(name for name in first.keys() | second.keys() if first.get(name) != second.get(name))
+        raise ModelLoadError(f"{directory}: the rank tables in {RANKS_FILE} and {CONFIG_FILE} disagree (first on "
+                             f"{differ[0]}); the folder was edited or mixed from two exports. Export it again.")
+    return tables[0]
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The safetensors files holding an export's weights: one file, or the shards save_pretrained lists."""
+    if (directory / WEIGHTS_FILE).is_file() or not (directory / WEIGHTS_INDEX_FILE).is_file():
+        return [directory / WEIGHTS_FILE]
+    try:
+        shards = json.loads((directory / WEIGHTS_INDEX_FILE).read_text())["weight_map"].values()
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise ModelLoadError(f"{directory}: {WEIGHTS_INDEX_FILE} is unreadable ({exc}); export the model again.") from None
+    return [directory / name for name in dict.fromkeys(shards)]
+
+
+def _load_weights(model: nn.Module, directory: Path) -> None:
+    """Fill the model from the export's weights; a clear error when any tensor is missing, extra or of another
+    shape than the rank table says (the layers would otherwise keep their random initial values)."""
+    missing: set[str] | None = None
+    unexpected: set[str] = set()
+    for path in _weight_files(directory):
+        try:
+            gone, extra = load_safetensors_into(model, str(path), strict=False)
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{directory}: {path.name} is missing or damaged ({str(exc).splitlines()[0]}); "
+                                 "export the model again.") from None
+        except RuntimeError as exc:  # a tensor of another shape than the rank table's layer
+            raise ModelLoadError(f"{directory}: the weights do not match the rank table: "
+                                 f"{_first_mismatch(str(exc))} Export the model again.") from None
+        missing = set(gone) if missing is None else missing & set(gone)
+        unexpected |= set(extra)
+    missing = {k for k in missing or () if not _is_tied(model, k)}
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{directory}: the weights do not match the rank table: "
+            + "; ".join(f"{what} {', '.join(sorted(keys)[:3])}{' and more' if len(keys) > 3 else ''}"
+                        for what, keys in (("the table expects", missing), ("the file has unlisted", unexpected)) if keys)
+            + ". The folder was edited, or written by another tool; export the model again.")
+
+
+def _first_mismatch(message: str) -> str:
+    """The first 'size mismatch' line of torch's load_state_dict error, for a person."""
+    lines = [line.strip() for line in message.splitlines() if "size mismatch" in line]
+    return (lines[0] if lines else message.splitlines()[0]).rstrip(".") + "."
 
 
 def _is_tied(model: nn.Module, key: str) -> bool:

@@ -68,5 +68,19 @@ class FwsvdCompressedForSequenceClassification(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Every weight comes from the export."""
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loading, refusing weights that do not match the rank table: a layer left at its random
+        initial values would give wrong outputs without a word."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        wrong = {what: sorted(map(str, info.get(what) or ())) for what in ("missing_keys", "unexpected_keys",
+                                                                          "mismatched_keys")}
+        if any(wrong.values()):
+            shown = "; ".join(f"{what.replace('_', ' ')}: {', '.join(keys[:3])}" for what, keys in wrong.items() if keys)
+            raise ValueError(f"The weights of this FWSVD Studio export do not match its rank table ({shown}). The "
+                             "folder was edited or mixed from two exports: export the model again.")
+        return (model, info) if want_info else model
+
     def forward(self, *args, **kwargs):
         return self.__dict__["_inner"](*args, **kwargs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fwsvd_core.compression.rank_table import FORM_LOWRANK, RankTable
+from fwsvd_core.compression.rank_table import FORM_LOWRANK, FORM_ORIGINAL, RankTable
 
 RANKS_FILE = "fwsvd_ranks.json"  # beside a compressed export's weights
 MERGED_RANKS_FILE = "fwsvd_merged_ranks.json"  # beside a merged one's: not a compressed export to the loader
@@ -52,6 +52,8 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
         lines += [f"| {name} | " + " | ".join(f"{v:.4f}" for v in values.values()) + " |" for name, values in scores.items()]
         if data := extra.get("eval data"):
             lines += ["", f"Scored on {data}."]
+    if history := extra.get("history"):
+        lines += _history_lines(history, table)
     lines += ["", "## Loading", ""]
     if merged:
         lines += ["```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
@@ -68,6 +70,21 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
     lines += ["", "## Ranks per layer", ""]
     lines += _rank_lines(table, MERGED_RANKS_FILE if merged else RANKS_FILE)
     return "\n".join(lines) + "\n"
+
+
+def _history_lines(history: list[dict], table: RankTable) -> list[str]:
+    """What each step of a model compressed more than once factorized, oldest first."""
+    done = {name for step in history for name in step.get("layers", [])}
+    now = [name for name, row in table.layers.items() if row.form != FORM_ORIGINAL and name not in done]
+    steps = [*history, {"method": table.method, "source": table.extra.get("source"), "layers": now}]
+    lines = ["", f"## Compressed in {len(steps)} steps", ""]
+    for number, step in enumerate(steps, 1):
+        names = step.get("layers", [])
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        origin = f" of {step['source']}" if step.get("source") else ""
+        lines.append(f"{number}. {step.get('method') or 'method not recorded'}{origin}: {len(names)} layers"
+                     + (f" ({shown})" if names else ""))
+    return lines
 
 
 def _rank_lines(table: RankTable, table_file: str) -> list[str]:

@@ -19,6 +19,7 @@ from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.exclusive import model_lock
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
 from fwsvd_core.inputs.models import model_fingerprint
 
@@ -79,17 +80,18 @@ def collect_activation_stats(
         return hook
 
     modules = dict(model.named_modules())
-    handles = [modules[l.name].register_forward_hook(hook_for(l.name)) for l in layers]
-    try:
-        encoded = encode(tokenizer, data, max_length, model)
-        with torch.inference_mode():
-            for _, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
-                mask["tokens"] = batch["attention_mask"].bool()
-                read_by.clear()
-                model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with model_lock(model):  # these hooks must see this pass's forward calls only
+        handles = [modules[l.name].register_forward_hook(hook_for(l.name)) for l in layers]
+        try:
+            encoded = encode(tokenizer, data, max_length, model)
+            with torch.inference_mode():
+                for _, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+                    mask["tokens"] = batch["attention_mask"].bool()
+                    read_by.clear()
+                    model(**batch)
+        finally:
+            for h in handles:
+                h.remove()
     if missing := [l.name for l in layers if l.name not in sums and l.name not in shared_with]:
         raise FwsvdError(f"No input reached {missing[:3]} during the calibration pass.")
     sum_over_processes(sums)
@@ -128,7 +130,7 @@ def estimate_activation_stats(
     """Statistics over a seeded sample of `n_examples`, read from the on-disk cache when computed before."""
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
-    key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model), task=data.task.name,
+    key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers], shared=True)
     path = cache_root() / "activations" / f"{key}.safetensors"
     if use_cache and (hit := load_tensors(path, _cache_check(layers))) is not None:

@@ -242,7 +242,7 @@ def estimate_fisher(
     if form not in FISHER_FORMS:
         raise FwsvdError(f"Unknown Fisher form {form!r}; choose from auto, {', '.join(FISHER_FORMS)}.")
     key = cache_key(
-        kind="fisher", model=fingerprint or model_fingerprint(model), task=data.task.name,
+        kind="fisher", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
         examples=part.content_digest(), estimator=estimator, max_length=max_length,
         batch_size=batch_size if estimator == "batch" else None, layers=[l.name for l in layers],
         **({"form": form} if form != "full" else {}),  # full-form keys stay those of earlier versions

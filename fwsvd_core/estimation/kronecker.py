@@ -198,7 +198,7 @@ def estimate_kronecker(
     """Kronecker factors over a seeded sample of `n_examples` (the Fisher's sample for the same seed), cached on disk."""
     layers = layers or require_layers(model)
     part = data.sample(n_examples, seed)
-    key = cache_key(kind="kronecker", model=fingerprint or model_fingerprint(model), task=data.task.name,
+    key = cache_key(kind="kronecker", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, iterations=iterations,
                     layers=[l.name for l in layers])
     path = cache_root() / "kronecker" / f"{key}.safetensors"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -39,12 +40,13 @@ class LoadedModel:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
+            self._fingerprint = model_fingerprint(self.model, self.tokenizer)
         return self._fingerprint
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of the config and every weight: two models share it only if they compute the same."""
+def model_fingerprint(model: nn.Module, tokenizer=None) -> str:
+    """A hash of the config, every weight and the tokenizer: two models share it only if they compute the same
+    from the same text (a tokenizer fixed in place changes every statistic taken through it)."""
     digest = hashlib.blake2b(digest_size=16)
     config = getattr(model, "config", None)
     if config is not None:
@@ -52,7 +54,52 @@ def model_fingerprint(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    if tokenizer is not None:
+        digest.update(tokenizer_fingerprint(tokenizer).encode())
     return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what decides how a text becomes ids: the vocabulary and the pipeline around it (normaliser,
+    pre-tokeniser, special tokens, lengths and sides); not where the tokenizer was read from."""
+    digest = hashlib.blake2b(digest_size=16)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    described = {
+        "class": type(tokenizer).__name__,
+        "pipeline": _pipeline(backend) if backend is not None else None,
+        "vocab": None if backend is not None else sorted(tokenizer.get_vocab().items()),
+        "special": getattr(tokenizer, "special_tokens_map", {}),
+        "lengths": [getattr(tokenizer, "model_max_length", None), getattr(tokenizer, "padding_side", None),
+                    getattr(tokenizer, "truncation_side", None)],
+    }
+    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _pipeline(backend) -> dict:
+    """A fast tokenizer's definition, without the padding and truncation state each call leaves behind."""
+    pipeline = json.loads(backend.to_str())
+    return {key: value for key, value in pipeline.items() if key not in ("padding", "truncation")}
+
+
+# a tokenizer knowing fewer tokens than this share of the embedding rows is not the model's own (transformers falls
+# back to a few-token tokenizer when a folder has none, and then reads every word as unknown)
+MIN_TOKENIZER_SHARE = 0.5
+
+
+def require_model_tokenizer(model: nn.Module, tokenizer, origin: str, folder: Path | None = None) -> None:
+    """Refuse a tokenizer far smaller than the model's embedding table: every result through it would be noise."""
+    embeddings = cast(Any, model).get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    known = len(tokenizer)
+    if rows is None or known >= MIN_TOKENIZER_SHARE * rows:
+        return
+    where = folder if folder is not None else "the model's folder"
+    raise ModelLoadError(
+        f"{origin} has no tokenizer of its own: the tokenizer found knows {known} tokens, while the model's embedding "
+        f"table has {rows} rows, so nearly every word would be read as unknown. Nothing was computed. Save the "
+        f"tokenizer the model was trained with into {where} (for example "
+        "`AutoTokenizer.from_pretrained(BASE_MODEL).save_pretrained(FOLDER)`), then load it again.")
 
 
 def ensure_pad_token(model: nn.Module, tokenizer) -> None:
@@ -102,8 +149,6 @@ def load_pretrained(
     if device_map is not None:
         # what fits on no device goes to the disk, into a folder of the tool's cache (rewritten at each load)
         kwargs.update(device_map=device_map, offload_folder=str(offload_folder()))
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
     if local.is_dir():
         where, origin, files_only = str(local), f"local directory {local}", True
         if not (local / "config.json").is_file():
@@ -121,11 +166,23 @@ def load_pretrained(
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code,
                                             **hub)
+        if num_labels is not None:
+            config.num_labels = num_labels
         if device_map is None:  # with a device map, accelerate places what fits and offloads the rest
             check_model_load(config, resolve_device(device), chosen)  # refuse what would not fit, before reading weights
+        if chosen is None:
+            # "auto" keeps the dtype the weights are stored in: transformers would follow the config's `dtype`
+            # first, which can disagree with the files (a float32 checkpoint whose config says bfloat16)
+            config.dtype = None
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code,
                                                   **hub)
-        model = AutoModelForSequenceClassification.from_pretrained(where, local_files_only=files_only, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(where, config=config, local_files_only=files_only,
+                                                                   **kwargs)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"Refused to load {origin}: its weights file is a pickle that holds more than tensors (code or objects to "
+            "run when read). FWSVD Studio reads only weights and ran nothing. Convert the checkpoint to safetensors "
+            "where you trust its origin, or ask its author for a safetensors file.") from None
     except ImportError as exc:  # device_map needs accelerate
         raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} (pip install accelerate)") from None
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
@@ -133,6 +190,7 @@ def load_pretrained(
             raise ModelLoadError(f"Model {source!r} is not in the local cache and {offline_reason}. {LOCAL_MODEL_HINT}") from None
         raise ModelLoadError(f"Could not load {origin}: {str(exc).splitlines()[0]} {LOCAL_MODEL_HINT}") from None
     ensure_pad_token(model, tokenizer)
+    require_model_tokenizer(model, tokenizer, origin, local if local.is_dir() else None)
     require_finite_weights(model, origin)
     if device_map is None:
         model.to(resolve_device(device))

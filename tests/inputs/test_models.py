@@ -48,8 +48,17 @@ def test_fingerprint_changes_with_any_weight(tiny_models):
     import torch
 
     loaded = load_model(tiny_models["bert"], device="cpu")
-    before = model_fingerprint(loaded.model)
-    assert before == loaded.fingerprint
+    before = model_fingerprint(loaded.model, loaded.tokenizer)
+    assert before == loaded.fingerprint != model_fingerprint(loaded.model)  # the tokenizer is part of it
     with torch.no_grad():
         loaded.model.classifier.bias[0] += 1e-3
-    assert model_fingerprint(loaded.model) != before
+    assert model_fingerprint(loaded.model, loaded.tokenizer) != before
+
+
+def test_tokenizer_fingerprint_ignores_the_state_a_call_leaves(tiny_models):
+    from fwsvd_core.inputs.models import tokenizer_fingerprint
+
+    tokenizer = load_model(tiny_models["bert"], device="cpu").tokenizer
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer(["a text"], truncation=True, max_length=7, padding="max_length")
+    assert tokenizer_fingerprint(tokenizer) == before
