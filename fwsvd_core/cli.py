@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -26,10 +27,12 @@ from fwsvd_core.compression.finetune import finetune_compressed
 from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, KRONECKER, canonical_method, get_method, method_names
 from fwsvd_core.compression.ranks import read_rank_file
 from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.demo import is_demo, needs_build
 from fwsvd_core.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_MEMORY,
+    EXIT_USAGE,
     FwsvdError,
     InsufficientMemoryError,
 )
@@ -55,8 +58,48 @@ from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+class UsageError(FwsvdError):
+    """An option's value that cannot work with this model or machine: the command line is wrong (exit 2)."""
+
+
+def _whole_number(minimum: int, why: str = ""):
+    """An argparse type: a whole number of at least `minimum` (`why` says what needs it)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more{why}, got {value}")
+        return value
+    return parse
+
+
+def _non_negative_number(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
+    return value
+
+
+def _ratio_list(text: str) -> list[float]:
+    """An argparse type: comma-separated ratios, each in (0, 1]; '' gives none."""
+    values = []
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,0.3, got {part!r}") from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"each ratio must be in (0, 1], got {part}")
+        values.append(value)
+    return values
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -84,7 +127,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                         "instead of stopping with their line numbers")
     p.add_argument("--fisher-split", default="train", help="the split the Fisher and calibration statistics come from")
     p.add_argument("--eval-split", default="dev", help="the split that is scored")
-    p.add_argument("--fisher-samples", type=int, default=256, help="training examples for the Fisher (seeded sample)")
+    p.add_argument("--fisher-samples", type=_whole_number(1), default=256,
+                   help="training examples for the Fisher (seeded sample)")
     p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS,
                    help="per-sample: each example's squared gradient (the definition); batch: squared mini-batch "
                         "gradients, cheaper and biased low")
@@ -95,15 +139,16 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-degenerate-fisher", action="store_true",
                    help="continue when the Fisher is all zero or most examples gave no finite gradient "
                         "(Fisher-weighted methods then behave like plain SVD)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the example samples")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per example; longer ones are cut")
-    p.add_argument("--eval-subsample", type=int, default=None,
+    p.add_argument("--seed", type=_whole_number(0), default=0, help="seed of the example samples")
+    p.add_argument("--max-length", type=_whole_number(1), default=128,
+                   help="tokens per example; longer ones are cut (at most the model's positions)")
+    p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
-    p.add_argument("--batch-size", type=int, default=64, help="examples per batch when scoring")
+    p.add_argument("--batch-size", type=_whole_number(1), default=64, help="examples per batch when scoring")
 
 
 def _add_compression_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--finetune-steps", type=int, default=0,
+    p.add_argument("--finetune-steps", type=_whole_number(0), default=0,
                    help="fine-tune each compressed model this many steps on the Fisher split (the paper's 'with "
                         "fine-tuning')")
     p.add_argument("--finetune-lr", type=float, default=5e-5, help="learning rate of that fine-tuning")
@@ -115,10 +160,10 @@ def _add_compression_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_kronecker_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kronecker-iterations", type=int, default=DEFAULT_ITERATIONS,
+    p.add_argument("--kronecker-iterations", type=_whole_number(0), default=DEFAULT_ITERATIONS,
                    help="Kronecker-factored methods (kfac, gfwsvd): power iterations from K-FAC to the Kronecker "
                         "product nearest to the Fisher, one pass over the --fisher-samples each (0: K-FAC only)")
-    p.add_argument("--damping", type=float, default=KRONECKER_DAMPING,
+    p.add_argument("--damping", type=_non_negative_number, default=KRONECKER_DAMPING,
                    help="Kronecker-factored methods: added to each factor, relative to the mean of its diagonal")
 
 
@@ -162,11 +207,44 @@ def _hub_args(args) -> dict:
     return {"revision": args.revision, "token": args.token, "device_map": args.device_map}
 
 
+def _load(args) -> LoadedModel:
+    """The model of --model; building a demo first says so (it fine-tunes for minutes) and shows its progress."""
+    data_dir = getattr(args, "data_dir", None)
+    if is_demo(args.model) and needs_build(args.model, data_dir):
+        log.info(f"{args.model} is not built yet: fine-tuning it once (minutes on a CPU); later runs load it from the "
+                 f"cache")
+    return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
+                      progress=_progress("building the demo (once)", "steps"), data_dir=data_dir, **_hub_args(args))
+
+
+def model_positions(config) -> int | None:
+    """The most tokens the model takes in one example (its position embeddings); None where it has no such bound."""
+    if getattr(config, "position_biased_input", True) is False:
+        return None  # relative positions only (DeBERTa v2/v3): no table to run past
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_max_length(max_length: int, loaded: LoadedModel, pair: bool) -> None:
+    """Raise UsageError when --max-length leaves no room for text, or runs past the model's positions."""
+    # below the special tokens transformers turns truncation off without a word, and longer texts then break the batch
+    special = loaded.tokenizer.num_special_tokens_to_add(pair=pair)
+    if max_length <= special:
+        raise UsageError(f"--max-length {max_length} leaves no room for text: this tokenizer adds {special} special "
+                         f"tokens to each {'pair' if pair else 'example'}. Use at least {special + 1} (the default is 128).")
+    positions = model_positions(loaded.model.config)
+    if positions is not None and max_length > positions:
+        raise UsageError(f"--max-length {max_length} is more than this model takes: it has {positions} positions. "
+                         f"Use --max-length {positions} or less.")
+
+
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
     task = get_task(args.task)
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
-                        progress=_progress("building the demo (once)", "steps"), data_dir=args.data_dir,
-                        **_hub_args(args))
+    loaded = _load(args)
+    check_max_length(args.max_length, loaded, task.is_pair)
     eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
     fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
     log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")
@@ -311,8 +389,7 @@ def _join_process_group(args) -> None:
 
 
 def cmd_layers(args) -> int:
-    loaded = load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
-                        **_hub_args(args))
+    loaded = _load(args)
     print(layer_table(CompressionSession(loaded).layers).to_string(index=False))
     return 0
 
@@ -323,8 +400,7 @@ def cmd_sweep(args) -> int:
     methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
     _calibrate(args, session, fisher_data, methods, args.allocators)
     start = time.perf_counter()
-    table = run_sweep(session, eval_data, methods, _floats(args.ratios) if args.ratios else None,
-                      _floats(args.param_ratios) if args.param_ratios else None, batch_size=args.batch_size,
+    table = run_sweep(session, eval_data, methods, args.ratios or None, args.param_ratios or None, batch_size=args.batch_size,
                       max_length=args.max_length,
                       allocators=[a.strip() for a in args.allocators.split(",") if a.strip()],
                       subsample=args.eval_subsample, report=log.info,
@@ -342,10 +418,41 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def rank_file_method(path: str | Path) -> str | None:
+    """The method a rank file names (the rank editor's JSON does), canonical; None when it names none."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # read_rank_file says what is wrong with the file
+    method = content.get("method") if isinstance(content, dict) else None
+    if method is None:
+        return None
+    try:
+        return canonical_method(str(method))
+    except FwsvdError as exc:
+        raise UsageError(f"The rank file {path} names the method {method!r}, which this tool does not know ({exc}). "
+                         f"Give --method.") from None
+
+
+def _compress_method(args) -> str:
+    """--method, or the rank file's method when --method is not given (a disagreement between them is refused)."""
+    from_file = rank_file_method(args.ranks) if args.ranks else None
+    if args.method is None:
+        if from_file is not None:
+            log.info(f"method: {from_file}, as the rank file {args.ranks} says")
+        return from_file or DEFAULT_METHOD
+    chosen = canonical_method(args.method)
+    if from_file is not None and from_file != chosen:
+        raise UsageError(f"--method {args.method} disagrees with the rank file {args.ranks}, whose ranks were chosen for "
+                         f"{from_file}. Leave --method out to use {from_file}, or give --method {from_file}.")
+    return chosen
+
+
 def cmd_compress(args) -> int:
     # what can be refused without the model is refused before any heavy work
     check_export_target(args.save, args.overwrite, args.model)
     file_ranks = read_rank_file(args.ranks) if args.ranks else None
+    args.method = _compress_method(args)
     loaded, session, fisher_data, eval_data = _prepare(args)
     _calibrate(args, session, fisher_data, [canonical_method(args.method)], args.allocator)
     if file_ranks is not None:
@@ -379,18 +486,47 @@ def cmd_compress(args) -> int:
     return 0
 
 
+DEFAULT_METHOD = "fwsvd-output"
+
+
+def check_device(device: str | None) -> None:
+    """Raise UsageError, before any work, when --device names no device this machine has."""
+    if device is None:
+        return
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N (none given: cuda when "
+                         f"present).") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "a PyTorch built without CUDA" if torch.version.cuda is None else "no usable CUDA GPU or driver"
+            raise UsageError(f"--device {device}: this machine has {built}. Leave --device out or use --device cpu.")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: Apple's MPS is not available here. Leave --device out or use --device cpu.")
+
+
+def _noise_options(parser: argparse.ArgumentParser, default) -> None:
+    """-v and -q; the subcommands take them too (default SUPPRESS there, so they do not undo the main parser's)."""
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", default=default, help="also print debugging messages")
+    noise.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print only results, warnings and errors (no progress bars)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.",
                                      epilog=EXIT_CODES, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"fwsvd-studio {__version__}")
-    noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true", help="also print debugging messages")
-    noise.add_argument("-q", "--quiet", action="store_true", help="print only results, warnings and errors (no "
-                                                                   "progress bars)")
+    _noise_options(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, func, task: bool = True):
         p = sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+        _noise_options(p, argparse.SUPPRESS)
         _add_model_args(p)
         if task:
             _add_task_args(p)
@@ -403,21 +539,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activations", action="store_true",
                    help="also the input statistics that asvd and svd-llm need")
     p.add_argument("--kronecker", action="store_true", help="also the Kronecker factors that kfac and gfwsvd need")
-    p.add_argument("--kronecker-iterations", type=int, default=DEFAULT_ITERATIONS,
+    p.add_argument("--kronecker-iterations", type=_whole_number(0), default=DEFAULT_ITERATIONS,
                    help="power iterations of the Kronecker factors (see sweep --help)")
     p = command("sweep", "score every method at every ratio", cmd_sweep)
     _add_compression_args(p)
     p.add_argument("--methods", default="svd,fwsvd-input,fwsvd-output",
                    help=f"comma-separated: {', '.join(method_names())}")
-    p.add_argument("--ratios", default="0.5,0.3,0.15", help="rank ratios r/min(out,in), comma-separated ('' for none)")
-    p.add_argument("--param-ratios", default=None, help="parameter ratios (kept/original of the layers), comma-separated")
+    p.add_argument("--ratios", type=_ratio_list, default="0.5,0.3,0.15",
+                   help="rank ratios r/min(out,in), comma-separated ('' for none)")
+    p.add_argument("--param-ratios", type=_ratio_list, default=None,
+                   help="parameter ratios (kept/original of the layers), comma-separated")
     p.add_argument("--allocators", default="uniform", help=f"for --param-ratios, comma-separated: {', '.join(ALLOCATORS)}")
     p.add_argument("--out", default="results/sweep",
                    help="where the results go: .csv and .json are appended to this name (a folder receives sweep.csv "
                         "and sweep.json); only files this tool wrote are replaced")
     p = command("compress", "compress and save a model", cmd_compress)
     _add_compression_args(p)
-    p.add_argument("--method", default="fwsvd-output", help=", ".join(method_names()))
+    p.add_argument("--method", default=None,
+                   help=f"{', '.join(method_names())} (default: the one a --ranks file names, else {DEFAULT_METHOD})")
     p.add_argument("--allocator", default="uniform", choices=ALLOCATORS, help="how --param-ratio is met")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--rank-ratio", type=float, help="one rank ratio r/min(out,in) for every layer")
@@ -444,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 EXIT_CODES = f"""exit codes:
   0   done
-  2   the command line is wrong (unknown option, missing argument)
+  2   the command line is wrong (unknown option, missing argument, a value out of range or that this model
+      or machine cannot take: --max-length, --device)
   {EXIT_ERROR}   a problem with the input or the run, explained in one line: model, data, ranks, folder, Fisher
   {EXIT_MEMORY}   not enough memory (estimated before the work, or run out of during it)
   {EXIT_INTERRUPTED} interrupted (Ctrl-C)"""
@@ -460,7 +600,10 @@ def _without_secrets(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose and args.quiet:  # one before the command, the other after it
+        parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
     args.command_line = "python -m fwsvd_core " + shlex.join(_without_secrets(sys.argv[1:] if argv is None else argv))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LogFormatter())
@@ -471,10 +614,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         hf_logging.disable_progress_bar()  # transformers' own bars (loading weights) too
     try:
+        check_device(args.device)
         _join_process_group(args)
         if process_group()[0] != 0:
             logger.setLevel(logging.WARNING)  # one process speaks for the group
         return args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except InsufficientMemoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MEMORY

@@ -1,0 +1,156 @@
+"""Bad input at the command line and in data files (issue 21): clear messages before any work, nothing lost.
+
+To be merged into tests/test_bad_input.py.
+"""
+import os
+import stat
+
+import pytest
+
+from fwsvd_core import folders
+from fwsvd_core.cli import main
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_a_written_folder_follows_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path, umask_022):
+    # issue 21: export folders were 0700 whatever the umask, and an existing empty folder's mode was replaced
+    new = tmp_path / "new"
+    with folders.staged_directory(new, "test") as staging:
+        (staging / "a.txt").write_text("a")
+    assert mode(new) == 0o755
+    empty = tmp_path / "shared"
+    empty.mkdir()
+    os.chmod(empty, 0o775)
+    with folders.staged_directory(empty, "test") as staging:
+        (staging / "a.txt").write_text("a")
+    assert mode(empty) == 0o775 and (empty / "a.txt").read_text() == "a"
+    os.umask(0o077)
+    with folders.staged_directory(new, "test") as staging:  # the tool's own folder, replaced: its mode is kept
+        (staging / "b.txt").write_text("b")
+    assert mode(new) == 0o755 and (new / "b.txt").is_file()
+
+
+def test_result_files_follow_the_umask(tmp_path, umask_022):
+    paths = folders.result_paths(tmp_path / "r.v2", "sweep", (".csv", ".json"))
+    folders.write_result_files({paths[".csv"]: "a\n1\n", paths[".json"]: '{"x": 1}'}, paths[".json"])
+    assert mode(paths[".csv"]) == 0o644 and mode(paths[".json"]) == 0o644
+
+
+def sweep_args(tiny_models, glue_dir, tmp_path, *extra) -> list[str]:
+    return ["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir), "--methods",
+            "svd", "--ratios", "0.5", "--fisher-samples", "8", "--eval-subsample", "16", "--out", str(tmp_path / "s"),
+            *extra]
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--max-length", "-1", "must be 1 or more, got -1"),
+    ("--max-length", "0", "must be 1 or more, got 0"),
+    ("--finetune-steps", "-1", "must be 0 or more, got -1"),
+    ("--damping", "nan", "must be a finite number of 0 or more, got nan"),
+    ("--damping", "-1", "must be a finite number of 0 or more, got -1"),
+    ("--eval-subsample", "1", "must be 2 or more (a confidence interval needs two examples), got 1"),
+    ("--seed", "-1", "must be 0 or more, got -1"),
+    ("--ratios", "abc", "expected comma-separated numbers such as 0.5,0.3, got 'abc'"),
+    ("--ratios", "0.5,2", "each ratio must be in (0, 1], got 2"),
+])
+def test_an_option_out_of_range_is_a_usage_error_naming_it(tiny_models, glue_dir, tmp_path, capsys, option, value, said):
+    # issue 21: OverflowError, IndexError after all other work, LinAlgError, a scipy message, exit 3 for --ratios abc
+    with pytest.raises(SystemExit) as exit_info:
+        main(sweep_args(tiny_models, glue_dir, tmp_path, option, value))
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {said}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, said", [
+    ("1", "--max-length 1 leaves no room for text: this tokenizer adds 2 special tokens to each example. Use at least 3"),
+    ("100000", "--max-length 100000 is more than this model takes: it has 512 positions. Use --max-length 512 or less."),
+])
+def test_max_length_is_checked_against_the_model_before_any_work(tiny_models, glue_dir, tmp_path, capsys, value, said):
+    # issue 21: truncation silently off below the special tokens, and a size mismatch past the positions
+    assert main(sweep_args(tiny_models, glue_dir, tmp_path, "--max-length", value, "--methods", "fwsvd-input")) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Fisher" not in err and not (tmp_path / "s.csv").exists()
+
+
+def test_device_cuda_without_cuda_is_a_clear_usage_error(tiny_models, glue_dir, tmp_path, capsys, monkeypatch):
+    # issue 21: an AssertionError from torch
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(sweep_args(tiny_models, glue_dir, tmp_path, "--device", "cuda")) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has" in err and "use --device cpu" in err and "Traceback" not in err
+    assert main(["layers", "--model", str(tiny_models["bert"]), "--device", "gpu"]) == 2
+    assert "--device 'gpu' is not a device: use cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_quiet_and_verbose_are_taken_after_the_command_too(tiny_models, glue_dir, tmp_path, capsys):
+    # issue 21: `sweep ... -q` was rejected
+    assert main(sweep_args(tiny_models, glue_dir, tmp_path, "-q")) == 0
+    err = capsys.readouterr().err
+    assert "model: local directory" not in err and "%|" not in err
+    assert main(["layers", "--model", str(tiny_models["bert"]), "-v"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-v", "layers", "--model", str(tiny_models["bert"]), "-q"])
+    assert exit_info.value.code == 2 and "not allowed with argument -v/--verbose" in capsys.readouterr().err
+
+
+def test_building_a_demo_says_so_and_shows_its_progress(monkeypatch, capsys):
+    # issue 21: `layers --model demo:stsb` fine-tuned for 14 minutes without a word
+    from fwsvd_core import demo
+    from fwsvd_core.errors import ModelLoadError
+
+    def build(name, data_dir=None, progress=None, cancel=None, **budget):
+        for step in range(1, 6):
+            progress(step, 5)
+        raise ModelLoadError("stopped here by the test")
+
+    monkeypatch.setattr(demo, "build_demo", build)
+    assert main(["layers", "--model", "demo:stsb"]) == 3
+    err = capsys.readouterr().err
+    assert "demo:stsb is not built yet: fine-tuning it once" in err and "building the demo (once)" in err
+    assert "5/5" in err
+    assert main(["-q", "layers", "--model", "demo:stsb"]) == 3
+    assert capsys.readouterr().err.strip() == "error: stopped here by the test"
+
+
+def rank_file(tiny_models, path, method: str | None) -> str:
+    import json
+
+    from fwsvd_core.compression.ranks import uniform_ranks
+    from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.loading import load_model
+
+    ranks = uniform_ranks(CompressionSession(load_model(tiny_models["bert"], device="cpu")).layers, 0.5)
+    path.write_text(json.dumps({"ranks": ranks} if method is None else {"method": method, "ranks": ranks}))
+    return str(path)
+
+
+def test_compress_takes_the_method_a_rank_file_names(tiny_models, glue_dir, tmp_path, capsys):
+    # issue 21, item 11: the rank editor's JSON names its method; compress used the default method without a word
+    from fwsvd_core.compression.rank_table import rank_table_of
+    from fwsvd_core.loading import load_model
+
+    ranks = rank_file(tiny_models, tmp_path / "ranks.json", "svd")
+    base = ["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+            "--fisher-samples", "8", "--ranks", ranks]
+    assert main([*base, "--save", str(tmp_path / "a")]) == 0
+    assert rank_table_of(load_model(tmp_path / "a", device="cpu").model).method == "svd"
+    assert "method: svd, as the rank file" in capsys.readouterr().err
+    assert main([*base, "--method", "fwsvd-output", "--save", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--method fwsvd-output disagrees with the rank file" in err and "chosen for svd" in err
+    assert "model:" not in err and not (tmp_path / "b").exists()  # refused before any work
+    plain = rank_file(tiny_models, tmp_path / "plain.json", None)  # a file without a method: the default, as before
+    assert main([*base[:-1], plain, "--save", str(tmp_path / "c")]) == 0
+    assert rank_table_of(load_model(tmp_path / "c", device="cpu").model).method == "fwsvd-output"
