@@ -154,3 +154,19 @@ def test_compress_takes_the_method_a_rank_file_names(tiny_models, glue_dir, tmp_
     plain = rank_file(tiny_models, tmp_path / "plain.json", None)  # a file without a method: the default, as before
     assert main([*base[:-1], plain, "--save", str(tmp_path / "c")]) == 0
     assert rank_table_of(load_model(tmp_path / "c", device="cpu").model).method == "fwsvd-output"
+
+
+def test_a_config_with_text_keys_in_id2label_is_named_before_loading(tiny_models, tmp_path, capsys):
+    # issue 21: "invalid literal for int() with base 10: 'negative'" from transformers' config parsing
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert"], model)
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"] = {"negative": 0, "positive": 1}
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["layers", "--model", str(model)]) == 3
+    err = capsys.readouterr().err
+    assert "id2label keys that are not output numbers ('negative', 'positive')" in err and "invalid literal" not in err
+    assert "Fix id2label in the model's config.json" in err

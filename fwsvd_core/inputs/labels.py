@@ -1,8 +1,10 @@
 """Matching a model's output labels to a task's label order."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from fwsvd_core.errors import LabelMappingError
 from fwsvd_core.inputs.tasks import TaskSpec
@@ -56,6 +58,35 @@ def _label2id_conflicts(model_config, names: list[str]) -> str:
     return ""
 
 
+def id2label_problem(id2label: object) -> str | None:
+    """Why a config's id2label cannot map output numbers to names (keys that are not whole numbers); None if it can.
+
+    Keys may be numbers or numeric strings, as config.json writes them ({"0": "negative"})."""
+    if not isinstance(id2label, dict):
+        return f"The model's id2label must map output numbers to names ({{\"0\": \"negative\"}}), not {id2label!r}."
+    wrong = [k for k in id2label if not str(k).strip().lstrip("-").isdigit() or isinstance(k, bool)]
+    if not wrong:
+        return None
+    swapped = all(isinstance(v, int) or str(v).strip().isdigit() for v in id2label.values())
+    example = ", ".join(f'"{v}": "{k}"' for k, v in id2label.items()) if swapped else '"0": "negative", "1": "positive"'
+    return (f"The model's config gives id2label keys that are not output numbers ({', '.join(map(repr, wrong[:5]))})"
+            + ("; it looks like label2id written under id2label" if swapped else "")
+            + f". id2label maps each output number to its label's name: {{{example}}}. Fix id2label in the model's "
+              "config.json.")
+
+
+def saved_labels_problem(folder: str | Path) -> str | None:
+    """What is wrong with the id2label of a saved model's config.json (transformers stops with "invalid literal for
+    int()" on it); None when it is fine, or there is no such file to read."""
+    try:
+        config = json.loads((Path(folder).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("id2label") is None:
+        return None
+    return id2label_problem(config["id2label"])
+
+
 def _join(*sentences: str) -> str:
     return " ".join(s for s in sentences if s)
 
@@ -105,7 +136,10 @@ def map_labels(model_config, task: TaskSpec) -> LabelMapping:
             f"The model has {n_model} output labels but task {task.name} has {task.num_labels} "
             f"({', '.join(task.label_names)})."
         )
-    id2label = {int(k): str(v) for k, v in (getattr(model_config, "id2label", None) or {}).items()}
+    raw = getattr(model_config, "id2label", None) or {}
+    if problem := id2label_problem(raw):
+        raise LabelMappingError(problem)
+    id2label = {int(str(k).strip()): str(v) for k, v in raw.items()}
     names = [id2label.get(i, f"LABEL_{i}") for i in range(n_model)]
     conflict = _label2id_conflicts(model_config, names)
     if all(_generic_number(n) is not None for n in names):

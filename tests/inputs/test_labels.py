@@ -65,3 +65,23 @@ def test_label2id_that_disagrees_with_id2label_is_reported():
     swapped = BertConfig(num_labels=2)
     swapped.id2label = {0: "LABEL_1", 1: "LABEL_0"}
     assert "label2id disagrees" in map_labels(swapped, get_task("sst2")).warning
+
+
+def test_id2label_with_text_keys_is_a_clear_message_and_numeric_strings_are_accepted():
+    # issue 21: "invalid literal for int() with base 10: 'negative'"
+    from types import SimpleNamespace
+
+    from fwsvd_core.inputs.labels import id2label_problem
+
+    sst2 = get_task("sst2")
+    numeric = SimpleNamespace(num_labels=2, id2label={"1": "positive", " 0": "negative"}, label2id={})
+    assert map_labels(numeric, sst2).model_to_task == (0, 1)
+    swapped = SimpleNamespace(num_labels=2, id2label={"negative": 0, "positive": 1}, label2id={})
+    with pytest.raises(LabelMappingError) as error:
+        map_labels(swapped, sst2)
+    message = str(error.value)
+    assert "id2label keys that are not output numbers ('negative', 'positive')" in message
+    assert "looks like label2id written under id2label" in message and '{"0": "negative", "1": "positive"}' in message
+    assert "invalid literal" not in message
+    assert "not output numbers ('first')" in id2label_problem({"first": "negative", "1": "positive"})
+    assert id2label_problem({0: "negative", "1": "positive"}) is None
