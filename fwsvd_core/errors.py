@@ -46,3 +46,7 @@ class ExportError(FwsvdError):
 
 class InsufficientMemoryError(FwsvdError):
     """The estimated memory of a step exceeds what the machine or the GPU has."""
+
+
+class OutsideAllowedFolders(FwsvdError):
+    """A path outside the folders a dashboard served to others may use."""

@@ -3,6 +3,10 @@
 The dashboard starts the demo build and the Fisher here, so that closing the browser tab stops nothing and a
 second tab sees the same job where it is. A job reports progress as (done, total) and stops at its next
 progress check once cancelled, like every long function of the library (`progress=`, `cancel=`).
+
+A job remembers who asked for it (`needed_by`: the dashboard's browser sessions). One of them letting go
+(`release`) cancels it only when no one else still needs it: a visitor cannot stop another's computation, and a
+job nobody waits for any more is stopped and its result freed.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Job:
     result: Any = None
     error: BaseException | None = None
     finished: float | None = None
+    needed_by: set[str] = field(default_factory=set)  # who asked for it and still waits for it
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -49,6 +54,7 @@ class Job:
         return self._stop.is_set()
 
     def cancel(self) -> None:
+        """Stop at the next progress check, whoever else needs it (`Jobs.release` cancels only for the last one)."""
         self._stop.set()
 
     @property
@@ -82,24 +88,31 @@ StagedWork = Callable[[ProgressFn, CancelFn, Callable[[str], None]], Any]
 
 
 class Jobs:
-    """The jobs of one process, by key. A finished job stays (its result is what the asker wants) until forgotten."""
+    """The jobs of one process, by key. A finished job stays (its result is what the asker wants) until forgotten,
+    released by everyone who asked for it, or pushed out by newer finished jobs (`max_finished`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_finished: int = 16) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self.max_finished = max_finished
 
-    def submit(self, key: str, label: str, work: Work) -> Job:
+    def submit(self, key: str, label: str, work: Work, owner: str | None = None) -> Job:
         """The job under `key`: the one there already, however it ended (`forget` it to start again), else `work`
-        started on a new thread."""
-        return self.submit_staged(key, label, lambda progress, cancel, stage: work(progress, cancel))
+        started on a new thread. `owner` (who asks) is added to those who need it."""
+        return self.submit_staged(key, label, lambda progress, cancel, stage: work(progress, cancel), owner)
 
-    def submit_staged(self, key: str, label: str, work: StagedWork) -> Job:
+    def submit_staged(self, key: str, label: str, work: StagedWork, owner: str | None = None) -> Job:
         """`submit` for a job of several steps: `work` also gets a callback that names the step starting."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None:
+                if owner is not None:
+                    job.needed_by.add(owner)
                 return job
+            self._drop_oldest_finished()
             job = Job(key, label)
+            if owner is not None:
+                job.needed_by.add(owner)
             job._thread = threading.Thread(target=self._run, args=(job, work), name=f"job {label}", daemon=True)
             self._jobs[key] = job
             job._thread.start()
@@ -123,6 +136,28 @@ class Jobs:
     def forget(self, key: str) -> None:
         with self._lock:
             self._jobs.pop(key, None)
+
+    def release(self, key: str, owner: str, present: Callable[[str], bool] | None = None) -> bool:
+        """`owner` no longer needs the job under `key`. When nobody else does (those for whom `present` says False
+        are gone and do not count), the job is cancelled if it runs and forgotten: True. False while others need it,
+        or when there is no such job."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                return False
+            job.needed_by.discard(owner)
+            job.needed_by = {o for o in job.needed_by if present is None or present(o)}
+            if job.needed_by:
+                return False
+            job.cancel()  # stops at its next progress check; a finished job ignores it
+            del self._jobs[key]
+            return True
+
+    def _drop_oldest_finished(self) -> None:
+        # results nobody picked up (their asker moved on or closed the tab) must not pile up for the server's lifetime
+        finished = sorted((j for j in self._jobs.values() if j.status != RUNNING), key=lambda j: j.finished or 0.0)
+        for job in finished[: max(0, len(finished) - self.max_finished + 1)]:
+            del self._jobs[job.key]
 
     def running(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.status == RUNNING]

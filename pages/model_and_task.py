@@ -20,6 +20,7 @@ from studio.state import (
     save_upload,
     set_choice,
     uploaded,
+    uploaded_split,
 )
 
 st.title("Model and task")
@@ -101,6 +102,9 @@ if loaded is not None:
         st.markdown(f"**Data:** {dev.source} — the Fisher uses {min(choice.fisher_samples, len(train))} of "
                     f"{len(train)} training examples; {choice.eval_subsample or len(dev)} of {len(dev)} "
                     f"{dev.split} examples are scored")
+        if choice.data_source == "Uploaded file":
+            st.caption(f"The uploaded file was {uploaded_split(choice)[2]}: the Fisher reads the train part, the "
+                       "dev part is scored.")
         if warning := same_split_warning(train, dev):
             st.warning(warning)
         for note in dict.fromkeys(train.notes + dev.notes):

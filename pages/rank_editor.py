@@ -25,6 +25,7 @@ from fwsvd_core.compression.ranks import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.screens import DEFAULTS
+from studio.serving import writable
 from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
 
 st.title("Rank editor")
@@ -278,7 +279,7 @@ merge = st.checkbox("Merge into the original architecture",
                          "trust_remote_code=True.")
 if st.button("Save compressed model", disabled=not folder):
     try:
-        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(folder).expanduser(),
+        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, writable(folder),
                                 {"source": state.loaded.source, "task": choice.task}, overwrite=overwrite,
                                 source=None if choice.model.startswith("demo:") else choice.model, merge=merge)
         how = "" if merge else ", trust_remote_code=True"

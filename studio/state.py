@@ -10,7 +10,7 @@ import streamlit as st
 
 from fwsvd_core.compression.methods import ACTIVATIONS, KRONECKER, get_method
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, is_demo, needs_build
+from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, is_demo, needs_build
 from fwsvd_core.errors import DataError, FisherError, FwsvdError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.evaluation import EvalResult
@@ -19,6 +19,8 @@ from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.data import TaskData, load_file, load_glue_folder, load_hub
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import LoadedModel
+from fwsvd_core.inputs.splits import train_dev_split
+from fwsvd_core.inputs.stamps import Stamp, files_stamp
 from fwsvd_core.inputs.synthetic import synthetic_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.jobs import DONE, FAILED, RUNNING, Job, Jobs, StagedWork
@@ -31,6 +33,7 @@ from fwsvd_core.screens import (
     prepare_first_screens,
     stored_sweep,
 )
+from studio.serving import allowed_model, readable, session_owner, session_present
 
 # what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/first_screens.py`
 # (docs/first_screens.md)
@@ -106,9 +109,21 @@ def set_choice(**changes) -> Choice:
     return new
 
 
-@st.cache_resource(max_entries=3, show_spinner=False)
+def model_stamp(source: str) -> Stamp:
+    """Size and modification time of the model's files (a demo's too): a model saved again in place is loaded again."""
+    if is_demo(source):
+        return files_stamp(demo_dir(source)) if source in DEMOS else ()
+    return files_stamp(source)  # a hub id names no local folder: ()
+
+
 def cached_model(source: str, dtype: str = "auto") -> LoadedModel:
-    """Shared between browser sessions and never modified: compression works on structural copies."""
+    """Shared between browser sessions and never modified: compression works on structural copies. The files'
+    stamp, taken on every use, is part of the key."""
+    return _cached_model(source, dtype, model_stamp(source))
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def _cached_model(source: str, dtype: str, stamp: Stamp) -> LoadedModel:
     return load_model(source, dtype=dtype)
 
 
@@ -116,6 +131,29 @@ def cached_model(source: str, dtype: str = "auto") -> LoadedModel:
 def background_jobs() -> Jobs:
     """One registry per server process: a job outlives the browser tab that started it, and every tab finds it."""
     return Jobs()
+
+
+def cancelled_here() -> set:
+    """The jobs this browser session cancelled (others may still run them): it shows them as cancelled."""
+    return st.session_state.setdefault("cancelled jobs", set())
+
+
+def cancel_here(key: str) -> None:
+    """This session's Cancel: it lets go of the job, which stops only when no other session still needs it."""
+    cancelled_here().add(key)
+    background_jobs().release(key, session_owner(), session_present)
+
+
+def supersede(slot: str, key: str) -> None:
+    """This session now wants `key` in `slot` (its Fisher, its dense score): the job it wanted there before is let
+    go (cancelled and freed when nobody else needs it), and its remembered result dropped."""
+    slots = st.session_state.setdefault("job slots", {})
+    previous = slots.get(slot)
+    if previous is not None and previous != key:
+        background_jobs().release(previous, session_owner(), session_present)
+        st.session_state.pop(previous, None)
+        cancelled_here().discard(previous)
+    slots[slot] = key
 
 
 def show_job(job: Job, stop: bool = True) -> None:
@@ -132,7 +170,8 @@ def show_job(job: Job, stop: bool = True) -> None:
 
         poll()
         st.caption("This runs on the server: closing the tab stops nothing, and any tab opened later shows it here.")
-        st.button("Cancel", key=f"cancel {job.key}", on_click=job.cancel)
+        st.button("Cancel", key=f"cancel {job.key}", on_click=cancel_here, args=(job.key,),
+                  help="stops it for you; it runs on while another session still waits for it")
     if stop:
         st.stop()
 
@@ -155,19 +194,34 @@ def job_outcome(job: Job, what: str, stop: bool = True) -> bool:
     if job.status == FAILED and job.error is not None:
         background_jobs().forget(job.key)  # the next visit tries again
         raise job.error
-    st.warning(f"{what} was cancelled; nothing half-done was kept.")
-    if st.button(f"Start {what.lower()} again", type="primary", key=f"restart {job.key}"):
-        background_jobs().forget(job.key)
-        st.rerun()
+    show_cancelled(job.key, what)
     return False
 
 
-def in_background(key: str, label: str, work: StagedWork, what: str, stop: bool = True, remember: bool = True):
+def show_cancelled(key: str, what: str) -> None:
+    """A cancelled job: said so, with a button to start it again."""
+    st.warning(f"{what} was cancelled; nothing half-done was kept.")
+    if st.button(f"Start {what.lower()} again", type="primary", key=f"restart {key}"):
+        cancelled_here().discard(key)
+        job = background_jobs().get(key)
+        if job is not None and job.status != RUNNING:
+            background_jobs().forget(key)
+        st.rerun()
+
+
+def in_background(key: str, label: str, work: StagedWork, what: str, stop: bool = True, remember: bool = True,
+                  slot: str | None = None):
     """The result of `work`, run as a background job that every tab shares; None while it runs (its progress is
-    shown) or after a cancel. With `remember`, this browser session keeps a finished result under `key`."""
+    shown) or after this session cancelled it. With `remember`, this browser session keeps a finished result under
+    `key`. A job in a `slot` replaces this session's previous job there (`supersede`)."""
+    if slot is not None:
+        supersede(slot, key)
     if remember and key in st.session_state:
         return st.session_state[key]
-    job = background_jobs().submit_staged(key, label, work)
+    if key in cancelled_here():
+        show_cancelled(key, what)
+        return None
+    job = background_jobs().submit_staged(key, label, work, owner=session_owner())
     if not job_outcome(job, what, stop):
         return None
     background_jobs().forget(job.key)  # the registry keeps only what runs
@@ -186,18 +240,22 @@ def build_demo_with_progress(choice: Choice) -> bool:
     """A demo not built yet is built in the background, with progress and cancel (a few minutes, once), and so are
     its first screens."""
     name = choice.model
-    if name not in DEMOS or not needs_build(name, choice.data_dir or None):
+    data_dir = allowed_data_dir(choice)
+    if name not in DEMOS or not needs_build(name, data_dir):
         return True
     try:
         train, dev = load_split(choice, "train"), load_split(choice, "dev")
     except FwsvdError:
         train = dev = None  # the page says what is wrong with the data; the model is built all the same
+    key = f"demo {name} {choice.data_key}"
+    if key in cancelled_here():
+        show_cancelled(key, "Building the demo")
+        return False
     job = background_jobs().submit_staged(
-        f"demo {name} {choice.data_key}", f"Building the demo model {name} and its first screens (once; "
-        f"{DEMO_BUILD_TIME} on 2 CPU cores)",
+        key, f"Building the demo model {name} and its first screens (once; {DEMO_BUILD_TIME} on 2 CPU cores)",
         lambda progress, cancel, stage: build_demo_and_screens(
-            name, train if first_screens_wanted(choice) else None, dev, choice.data_dir or None, choice.dtype,
-            progress=progress, cancel=cancel, stage=stage))
+            name, train if first_screens_wanted(choice) else None, dev, data_dir, choice.dtype,
+            progress=progress, cancel=cancel, stage=stage), owner=session_owner())
     if not job_outcome(job, "Building the demo"):
         return False
     background_jobs().forget(job.key)  # built: the demo cache has it now
@@ -220,6 +278,7 @@ def first_screens_with_progress(choice: Choice, loaded: LoadedModel, train: Task
 def model_or_error(choice: Choice) -> LoadedModel | None:
     """The model, or None after showing why it could not be loaded."""
     try:
+        allowed_model(choice.model)  # before anything looks at the path
         if not build_demo_with_progress(choice):
             return None
         return cached_model(choice.model, choice.dtype)
@@ -228,8 +287,25 @@ def model_or_error(choice: Choice) -> LoadedModel | None:
         return None
 
 
+def allowed_data_dir(choice: Choice) -> str | None:
+    """The GLUE folder of the choice, when one is named and (served to others) allowed; else None."""
+    if not choice.data_dir:
+        return None
+    try:
+        return str(readable(choice.data_dir))
+    except FwsvdError:
+        return None
+
+
+def glue_split(task: str, folder: str, split: str, skip_bad_rows: bool) -> TaskData:
+    """One split of a local GLUE folder, read again when its file changed (size or modification time)."""
+    spec = get_task(task).glue_file
+    stamp = files_stamp(Path(folder) / spec.folder / spec.split_files[split]) if split in spec.split_files else ()
+    return _glue(task, folder, split, skip_bad_rows, stamp)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _glue(task: str, folder: str, split: str, skip_bad_rows: bool) -> TaskData:
+def _glue(task: str, folder: str, split: str, skip_bad_rows: bool, stamp: Stamp) -> TaskData:
     return load_glue_folder(get_task(task), folder, split, skip_bad_rows)
 
 
@@ -255,25 +331,35 @@ def uploaded(digest: str) -> tuple[str, bytes] | None:
 
 
 def load_split(choice: Choice, split: str) -> TaskData:
-    """One split of the chosen task from the chosen source (an uploaded file is cut 80/20 into train/dev)."""
+    """One split of the chosen task from the chosen source (an uploaded file is cut into train/dev by
+    `uploaded_split`)."""
     if choice.data_source == "Local GLUE folder":
         if not choice.data_dir:
             raise DataError("Name a local GLUE folder (or set FWSVD_DATA_DIR), or choose another data source.")
-        return _glue(choice.task, choice.data_dir, split, choice.skip_bad_rows)
+        return glue_split(choice.task, str(readable(choice.data_dir)), split, choice.skip_bad_rows)
     if choice.data_source == "Hugging Face hub":
         return _hub(choice.task, split, choice.skip_bad_rows)
     if choice.data_source == "Synthetic (generated)":
         return synthetic_task_data(choice.task, split, 2000 if split == "train" else 500)
+    train, dev, _ = uploaded_split(choice)
+    return train if split == "train" else dev
+
+
+def uploaded_split(choice: Choice) -> tuple[TaskData, TaskData, str]:
+    """The uploaded file's train and dev parts and how it was split (a seeded shuffle, stratified by label),
+    kept in this browser session for its choice."""
+    kept = st.session_state.get("upload split")
+    if kept is not None and kept[0] == choice.data_key:
+        return kept[1]
     upload = uploaded(choice.upload_digest)
     if upload is None:
         raise DataError("Upload a CSV, TSV or JSON file first.")
     name, content = upload
-    data = load_file(get_task(choice.task), content, choice.text_columns, choice.label_column, split, name=name,
+    data = load_file(get_task(choice.task), content, choice.text_columns, choice.label_column, "file", name=name,
                      skip_bad_rows=choice.skip_bad_rows)
-    cut = int(0.8 * len(data))
-    if cut == 0 or cut == len(data):
-        raise DataError("The uploaded file needs at least 2 rows to give a Fisher part and a scored part.")
-    return data.subset(range(cut)) if split == "train" else data.subset(range(cut, len(data)))
+    parts = train_dev_split(data)
+    st.session_state["upload split"] = (choice.data_key, parts)
+    return parts
 
 
 def data_or_error(choice: Choice, split: str) -> TaskData | None:
@@ -300,8 +386,8 @@ def compression_session(choice: Choice, loaded: LoadedModel, fisher: FisherResul
 
 def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -> FisherResult | None:
     """The Fisher of the choice: from the disk cache, or estimated in the background with progress and cancel."""
-    key = repr(("fisher", choice.model_key, choice.data_key, choice.fisher_samples, choice.estimator,
-                choice.allow_degenerate_fisher))
+    key = repr(("fisher", choice.model_key, loaded.fingerprint, train.content_digest(), choice.fisher_samples,
+                choice.estimator, choice.allow_degenerate_fisher))
     try:
         return in_background(
             key, f"Estimating the Fisher on {choice.fisher_samples} training examples",
@@ -309,7 +395,7 @@ def fisher_with_progress(choice: Choice, loaded: LoadedModel, train: TaskData) -
                 loaded.model, loaded.tokenizer, train, choice.fisher_samples, choice.estimator,
                 fingerprint=loaded.fingerprint, allow_degenerate=choice.allow_degenerate_fisher, progress=progress,
                 cancel=cancel),
-            "Estimating the Fisher")
+            "Estimating the Fisher", slot="fisher")
     except FisherError as exc:
         st.error(str(exc))
         st.button("Use this Fisher anyway", key="allow_degenerate_fisher", on_click=set_choice,
@@ -323,10 +409,10 @@ def dense_score(choice: Choice, loaded: LoadedModel, dev: TaskData) -> EvalResul
     """The dense model's score: stored on disk, else computed in the background; None while it runs."""
     subsample = choice.eval_subsample or None
     return in_background(
-        repr(("dense", choice.model_key, choice.data_key, subsample)),
+        repr(("dense", choice.model_key, loaded.fingerprint, dev.content_digest(), subsample)),
         f"Scoring the dense model on {subsample or len(dev)} {dev.split} examples",
         lambda progress, cancel, stage: dense_evaluation(loaded, dev, subsample, progress=progress, cancel=cancel),
-        "Scoring the dense model")
+        "Scoring the dense model", slot="dense")
 
 
 @dataclass

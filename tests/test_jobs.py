@@ -94,3 +94,41 @@ def test_a_job_of_several_steps_names_the_step_and_counts_time_left_from_its_sta
     assert text.startswith("Building (the sweep): 1/5") and "s left in this step" in text
     gate.set()
     assert job.wait(5) and job.status == DONE and job.result == "ready"
+
+
+def test_a_shared_job_runs_on_when_one_asker_lets_go_and_stops_when_the_last_does():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    job = jobs.submit("fisher", "Fisher", stepping(3, gate, calls), owner="alice")
+    assert jobs.submit("fisher", "Fisher", stepping(3, gate, calls), owner="bob") is job
+    assert job.needed_by == {"alice", "bob"}
+    assert jobs.release("fisher", "bob") is False  # alice still waits for it: bob's cancel stops nothing of hers
+    assert not job.wait(0.1) and job.status == RUNNING and jobs.get("fisher") is job
+    assert jobs.release("fisher", "alice") is True  # the last one: cancelled, and the registry lets go of it
+    assert job.wait(5) and job.status == CANCELLED and jobs.get("fisher") is None
+    assert len(calls) == 1
+
+
+def test_askers_who_are_gone_do_not_keep_a_job_alive():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    job = jobs.submit("k", "k", stepping(1, gate, calls), owner="alice")
+    jobs.submit("k", "k", stepping(1, gate, calls), owner="closed tab")
+    assert jobs.release("k", "alice", present=lambda owner: owner != "closed tab") is True
+    assert job.wait(5) and job.status == CANCELLED
+
+
+def test_a_job_nobody_asked_for_by_name_is_cancelled_by_whoever_lets_go():
+    jobs, gate, calls = Jobs(), threading.Event(), []
+    job = jobs.submit("k", "k", stepping(1, gate, calls))
+    assert jobs.release("k", "anyone") is True and job.wait(5) and job.status == CANCELLED
+    assert jobs.release("k", "anyone") is False  # gone already
+
+
+def test_a_finished_job_released_by_everyone_is_freed_and_unclaimed_results_do_not_pile_up():
+    jobs = Jobs(max_finished=3)
+    done = jobs.submit("a", "a", lambda progress, cancel: "result", owner="alice")
+    assert done.wait(5) and done.status == DONE
+    assert jobs.release("a", "alice") is True and jobs.get("a") is None and done.status == DONE
+    for i in range(10):  # results nobody came back for (the asker moved the slider on, or closed the tab)
+        assert jobs.submit(f"k{i}", "k", lambda progress, cancel: bytearray(10), owner="gone").wait(5)
+    assert len([j for j in (jobs.get(f"k{i}") for i in range(10)) if j is not None]) <= 3
+    assert jobs.get("k9") is not None  # the newest stays

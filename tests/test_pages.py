@@ -191,8 +191,17 @@ def blocking_fisher(monkeypatch, gate: threading.Event, calls: list):
     monkeypatch.setenv("FWSVD_JOB_SETTLE", "0.2")
 
 
+def fisher_job():
+    """The one Fisher job of the registry."""
+    from studio.state import background_jobs
+
+    jobs = [j for j in background_jobs().running() if "Fisher" in j.label]
+    assert len(jobs) == 1, [j.label for j in jobs]
+    return jobs[0]
+
+
 @pytest.mark.slow
-def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_a_cancel_waits_for_the_user(
+def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_only_the_last_one_needing_it_cancels_it(
         tiny_models, glue_dir, monkeypatch):
     gate, calls = threading.Event(), []
     blocking_fisher(monkeypatch, gate, calls)
@@ -200,17 +209,42 @@ def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_a_cancel_waits_
     no_failure(tab)
     assert any("Estimating the Fisher" in m.value for m in tab.markdown)
     assert not any(m.label == "Dense accuracy" for m in tab.metric)  # the page shows the job and nothing that waits
-    other = make_app(str(tiny_models["bert"]), glue_dir, fisher_samples=64).run()  # a second tab, the same job
+    other = make_app(str(tiny_models["bert"]), glue_dir, fisher_samples=64).run()  # another visitor, the same job
     assert any("Estimating the Fisher" in m.value for m in other.markdown) and len(calls) == 1
-    next(b for b in tab.button if b.label == "Cancel").click().run()
-    for _ in range(100):
-        tab.run()
-        if tab.warning:
-            break
+    job = fisher_job()
+    assert len(job.needed_by) == 2
+    next(b for b in tab.button if b.label == "Cancel").click().run()  # the first visitor cancels...
     assert any("was cancelled" in w.value for w in tab.warning)
     assert not any(m.label == "Dense accuracy" for m in tab.metric)
+    assert job.status == "running" and not job.cancel_requested()  # ...for herself: the other still needs it
+    other.run()
+    assert any("Estimating the Fisher" in m.value for m in other.markdown) and not other.warning
+    next(b for b in other.button if b.label == "Cancel").click().run()  # the last one needing it: really cancelled
+    assert job.wait(10) and job.status == "cancelled"
+    assert any("was cancelled" in w.value for w in other.warning)
     gate.set()
     next(b for b in tab.button if b.label.startswith("Start estimating the fisher again")).click().run()
+    for _ in range(100):
+        tab.run()
+        if any(m.label == "Dense accuracy" for m in tab.metric):
+            break
+    no_failure(tab)
+    assert any(m.label == "Dense accuracy" for m in tab.metric) and len(calls) == 2
+
+
+def test_a_fisher_superseded_by_new_settings_is_cancelled_and_freed(tiny_models, glue_dir, monkeypatch):
+    from studio.state import background_jobs
+
+    gate, calls = threading.Event(), []
+    blocking_fisher(monkeypatch, gate, calls)
+    tab = make_app(str(tiny_models["bert"]), glue_dir, fisher_samples=64).run()
+    first = fisher_job()
+    samples = next(s for s in tab.select_slider if s.label.startswith("Training examples for the Fisher"))
+    samples.set_value(128).run()  # the slider moved while the first Fisher runs
+    assert first.wait(10) and first.status == "cancelled" and background_jobs().get(first.key) is None
+    second = fisher_job()
+    assert second is not first and "128" in second.label
+    gate.set()
     for _ in range(100):
         tab.run()
         if any(m.label == "Dense accuracy" for m in tab.metric):

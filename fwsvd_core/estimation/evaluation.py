@@ -12,6 +12,7 @@ from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.estimation.metrics import bootstrap_interval, compute_metrics
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.exclusive import model_lock
 from fwsvd_core.inputs.labels import LabelMapping, map_labels
 from fwsvd_core.inputs.precision import autocast_to, model_dtype
 
@@ -56,19 +57,20 @@ def predict_with_loss(
     out = np.empty(len(data), dtype=np.float32 if data.task.is_regression else np.int64)
     losses = np.empty(len(data), dtype=np.float64)
     to_task = torch.tensor(mapping.model_to_task, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
-                with autocast_to(device, dtype):
-                    logits = model(**batch).logits
-                pred = logits[:, 0] if data.task.is_regression else to_task[logits.argmax(dim=-1)]
-                out[idx] = pred.float().cpu().numpy() if data.task.is_regression else pred.cpu().numpy()
-                targets = task_targets(data, model, idx).to(device)
-                losses[idx] = per_example_loss(logits, targets, data.task.is_regression).double().cpu().numpy()
-    finally:
-        model.train(was_training)
+    with model_lock(model):  # another pass's hooks would record these forward calls
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
+                    with autocast_to(device, dtype):
+                        logits = model(**batch).logits
+                    pred = logits[:, 0] if data.task.is_regression else to_task[logits.argmax(dim=-1)]
+                    out[idx] = pred.float().cpu().numpy() if data.task.is_regression else pred.cpu().numpy()
+                    targets = task_targets(data, model, idx).to(device)
+                    losses[idx] = per_example_loss(logits, targets, data.task.is_regression).double().cpu().numpy()
+        finally:
+            model.train(was_training)
     return out, losses
 
 

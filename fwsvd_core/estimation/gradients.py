@@ -15,6 +15,7 @@ from torch import nn
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.exclusive import model_lock
 from fwsvd_core.inputs.layers import LayerInfo
 
 
@@ -84,7 +85,16 @@ def gradient_batches(
 
     One backward pass of the summed loss per batch: each example's loss reaches only its own rows, so
     the output gradients are per example. Examples whose loss or gradients are not finite are dropped.
+    The model's lock is held throughout: its hooks and flags are this pass's alone.
     """
+    with model_lock(model):
+        yield from _gradient_batches(model, tokenizer, data, layers, batch_size, max_length, progress, cancel)
+
+
+def _gradient_batches(
+    model: nn.Module, tokenizer, data: TaskData, layers: list[LayerInfo], batch_size: int, max_length: int,
+    progress: ProgressFn | None, cancel: CancelFn | None,
+) -> Iterator[GradientBatch]:
     modules = dict(model.named_modules())
     weights = {id(modules[l.name].weight) for l in layers}
     saved_flags = [(p, p.requires_grad) for p in model.parameters()]
