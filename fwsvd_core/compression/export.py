@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model as load_safetensors_into
+from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
@@ -30,7 +30,7 @@ from fwsvd_core.compression.checkpoint import (
     config_rank_table,
     write_export_files,
 )
-from fwsvd_core.compression.lowrank import LowRankLinear
+from fwsvd_core.compression.lowrank import LowRankLinear, legacy_factor_names
 from fwsvd_core.compression.model_card import MERGED_RANKS_FILE, RANKS_FILE, model_card
 from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTable, rank_table_of
 from fwsvd_core.compression.ranks import count_params
@@ -226,28 +226,41 @@ def _weight_files(directory: Path) -> list[Path]:
 
 
 def _load_weights(model: nn.Module, directory: Path) -> None:
-    """Fill the model from the export's weights; a clear error when any tensor is missing, extra or of another
-    shape than the rank table says (the layers would otherwise keep their random initial values)."""
-    missing: set[str] | None = None
-    unexpected: set[str] = set()
+    """Fill the model from the export's weights (also those of exports whose factors were two raw tensors); a clear
+    error when any tensor is missing, extra or of another shape than the rank table says (the layers would
+    otherwise keep their random initial values)."""
+    expected = set(model.state_dict())
+    missing, unexpected = set(expected), set()
     for path in _weight_files(directory):
         try:
-            gone, extra = load_safetensors_into(model, str(path), strict=False)
+            weights = load_safetensors_file(path)
         except (SafetensorError, OSError) as exc:
             raise ModelLoadError(f"{directory}: {path.name} is missing or damaged ({str(exc).splitlines()[0]}); "
                                  "export the model again.") from None
+        weights = {_current_name(key, expected): tensor for key, tensor in weights.items()}
+        try:
+            model.load_state_dict(weights, strict=False)
         except RuntimeError as exc:  # a tensor of another shape than the rank table's layer
             raise ModelLoadError(f"{directory}: the weights do not match the rank table: "
                                  f"{_first_mismatch(str(exc))} Export the model again.") from None
-        missing = set(gone) if missing is None else missing & set(gone)
-        unexpected |= set(extra)
-    missing = {k for k in missing or () if not _is_tied(model, k)}
+        missing -= weights.keys()
+        unexpected |= weights.keys() - expected
+    missing = {k for k in missing if not _is_tied(model, k)}
     if missing or unexpected:
         raise ModelLoadError(
             f"{directory}: the weights do not match the rank table: "
             + "; ".join(f"{what} {', '.join(sorted(keys)[:3])}{' and more' if len(keys) > 3 else ''}"
                         for what, keys in (("the table expects", missing), ("the file has unlisted", unexpected)) if keys)
             + ". The folder was edited, or written by another tool; export the model again.")
+
+
+def _current_name(key: str, expected: set[str]) -> str:
+    """A parameter's name in this version's model: exports written before the factors were nn.Linear modules
+    named them `NAME.right`, `NAME.left` and `NAME.bias`."""
+    if key in expected:
+        return key
+    layer, _, _ = key.rpartition(".")
+    return legacy_factor_names(layer).get(key, key)
 
 
 def _first_mismatch(message: str) -> str:

@@ -9,7 +9,6 @@ before the weights are read. The parameter names are those of the dense architec
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
 
@@ -17,17 +16,20 @@ _NOT_BASE_KEYS = ("model_type", "auto_map", "architectures", "transformers_versi
 
 
 class FwsvdLowRankLinear(nn.Module):
-    """y = (x @ right.T) @ left.T + bias, with right [rank, in] and left [out, rank]."""
+    """y = up(down(x)): `down` an nn.Linear in -> rank without bias, `up` an nn.Linear rank -> out with the bias."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.right = nn.Parameter(torch.empty(rank, in_features))
-        self.left = nn.Parameter(torch.empty(out_features, rank))
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=bias)
+
+    @property
+    def bias(self):
+        return self.up.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.right), self.left, self.bias)
+        return self.up(self.down(x))
 
 
 class FwsvdCompressedConfig(PretrainedConfig):
@@ -68,6 +70,15 @@ class FwsvdCompressedForSequenceClassification(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Every weight comes from the export."""
 
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        """The dense model's forward. Its inputs are named as in transformers' sequence classifiers, so that tools
+        reading the signature (Trainer's column filter, torch.export's named dynamic shapes) find them; only those
+        given are passed on (DistilBERT, for one, takes no token_type_ids)."""
+        named = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                 "position_ids": position_ids, "inputs_embeds": inputs_embeds, "labels": labels}
+        return self.__dict__["_inner"](**{k: v for k, v in named.items() if v is not None}, **kwargs)
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """transformers' loading, refusing weights that do not match the rank table: a layer left at its random
@@ -82,5 +93,3 @@ class FwsvdCompressedForSequenceClassification(PreTrainedModel):
                              "folder was edited or mixed from two exports: export the model again.")
         return (model, info) if want_info else model
 
-    def forward(self, *args, **kwargs):
-        return self.__dict__["_inner"](*args, **kwargs)

@@ -117,8 +117,11 @@ def find_layers(model: nn.Module, include_other: bool = False) -> list[LayerInfo
     are left out unless `include_other` is set.
     """
     found = []
-    for name, module in model.named_modules():  # named_modules yields a shared module once
-        if not _is_linear(module):
+    factorized: list[str] = []  # the parts of a factorized layer are not layers of their own
+    for name, module in model.named_modules():  # named_modules yields a shared module once, parents first
+        if getattr(module, "holds_factors", False):
+            factorized.append(name + ".")
+        if not _is_linear(module) or name.startswith(tuple(factorized)):
             continue
         block = block_of(name)
         role = role_of(name) if block is not None else "other"
