@@ -124,8 +124,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    help="auto: the local GLUE folder when one is set, else the hub")
     p.add_argument("--data-dir", default=None, help="a GLUE-format folder (none given: $FWSVD_DATA_DIR)")
     p.add_argument("--skip-bad-rows", action="store_true",
-                   help="leave out (and count) data rows with a wrong number of fields or a missing text or label, "
-                        "instead of stopping with their line numbers")
+                   help="leave out (and count) data rows with a wrong number of fields, a missing text or label, an "
+                        "unclosed quote that takes in the lines after it, or a lone carriage return, instead of "
+                        "stopping with their line numbers")
     p.add_argument("--fisher-split", default="train", help="the split the Fisher and calibration statistics come from")
     p.add_argument("--eval-split", default="dev", help="the split that is scored")
     p.add_argument("--fisher-samples", type=_whole_number(1), default=256,
