@@ -170,3 +170,28 @@ def test_a_config_with_text_keys_in_id2label_is_named_before_loading(tiny_models
     err = capsys.readouterr().err
     assert "id2label keys that are not output numbers ('negative', 'positive')" in err and "invalid literal" not in err
     assert "Fix id2label in the model's config.json" in err
+
+
+def test_a_result_set_fails_whole_and_leftovers_of_killed_writes_are_removed(tmp_path, monkeypatch):
+    # issue 21, item 7: a failure on the last file of a set keeps every earlier file; temporary files never stay
+    import errno
+
+    from fwsvd_core.errors import ExportError
+
+    paths = folders.result_paths(tmp_path / "pred", "predictor", (".csv", ".json", ".md"))
+    first = {paths[".csv"]: "a\n1\n", paths[".json"]: '{"written by": {"tool": "fwsvd-studio", "files": '
+             '["pred.csv", "pred.json", "pred.md"]}}', paths[".md"]: "# one"}
+    folders.write_result_files(first, paths[".json"])
+    dead = tmp_path / ".pred.csv.fwsvd-tmp-999999999-x"  # a temporary file of a killed write (no such process)
+    dead.write_text("half")
+    real = folders.write_file
+
+    def fails_on_the_report(path, data):
+        if ".pred.md." in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(folders, "write_file", fails_on_the_report)
+    with pytest.raises(ExportError, match="Could not write .*pred.md: No space left on device"):
+        folders.write_result_files({p: "new" for p in first}, paths[".json"])
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {p.name: text for p, text in first.items()}
