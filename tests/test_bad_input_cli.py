@@ -192,6 +192,6 @@ def test_a_result_set_fails_whole_and_leftovers_of_killed_writes_are_removed(tmp
         real(path, data)
 
     monkeypatch.setattr(folders, "write_file", fails_on_the_report)
-    with pytest.raises(ExportError, match="Could not write .*pred.md: No space left on device"):
+    with pytest.raises(ExportError, match=r"Could not write .*pred\.md: No space left on device"):
         folders.write_result_files({p: "new" for p in first}, paths[".json"])
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {p.name: text for p, text in first.items()}
