@@ -6,13 +6,14 @@ import streamlit as st
 from fwsvd_core.errors import FwsvdError
 from studio.state import get_choice
 
-# emoji icons: drawn by the browser itself (a :material/ favicon is fetched from a font server)
-st.set_page_config(page_title="FWSVD Studio", page_icon="🗜️", layout="wide")
+# emoji icons, drawn by the browser itself (a :material/ favicon is fetched from Google's font server); these
+# older symbols are in common text fonts too, for a browser without a colour emoji font
+st.set_page_config(page_title="FWSVD Studio", page_icon="✂️", layout="wide")
 
 pages = [
-    st.Page("pages/model_and_task.py", title="Model and task", icon="🎛️", default=True),
-    st.Page("pages/fisher.py", title="Fisher importance", icon="🔬"),
-    st.Page("pages/mismatch.py", title="The SVD mismatch", icon="📐"),
+    st.Page("pages/model_and_task.py", title="Model and task", icon="⚙️", default=True),
+    st.Page("pages/fisher.py", title="Fisher importance", icon="⚖️"),
+    st.Page("pages/mismatch.py", title="The SVD mismatch", icon="✂️"),
     st.Page("pages/rank_editor.py", title="Rank editor", icon="✏️"),
 ]
 navigation = st.navigation(pages)

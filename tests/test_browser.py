@@ -158,6 +158,71 @@ def test_saving_into_a_folder_with_someone_elses_files_is_refused_in_the_browser
     assert (mine / "thesis.tex").read_text() == "three years of work"
 
 
+def test_no_page_asks_anything_of_a_server_other_than_the_dashboard(server, page):
+    from urllib.parse import urlparse
+
+    requests: list[str] = []
+    tab = page.context.browser.new_page(viewport={"width": 1400, "height": 2400})
+    tab.set_default_timeout(120_000)
+    tab.on("request", lambda request: requests.append(request.url))
+    try:
+        tab.goto(server[0])
+        tab.get_by_text("Dense accuracy").wait_for()
+        for title in ("Fisher importance", "The SVD mismatch", "Rank editor", "Model and task"):
+            open_page(tab, title)
+        tab.wait_for_timeout(1500)  # the favicon and the icons are set after the first render
+    finally:
+        tab.close()
+    hosts = {urlparse(url).hostname for url in requests if not url.startswith(("data:", "blob:"))}
+    assert requests and hosts <= {"127.0.0.1", "localhost"}, sorted(hosts)
+
+
+def test_served_to_others_paths_outside_the_allowed_folders_are_refused_without_a_hint(page, tmp_path, glue_dir,
+                                                                                     minilm_dir, monkeypatch):
+    root, private = tmp_path / "allowed", tmp_path / "private"
+    make_tiny_model("bert", root / "bert", minilm_dir)
+    make_tiny_model("bert", private / "bert", minilm_dir)
+    (private / "notes.txt").write_text("private")
+    monkeypatch.setenv("FWSVD_SERVE", "1")
+    monkeypatch.setenv("FWSVD_ALLOWED_DIRS", str(root))
+    proc, url = start_app(str(tmp_path / "cache"), glue_dir, str(root / "bert"))
+    tab = page.context.browser.new_page(viewport={"width": 1400, "height": 2400})
+    tab.set_default_timeout(120_000)
+    refusal = "This dashboard is served to others"
+    try:
+        shown = []
+        for typed in (private / "bert", private / "notes.txt", private / "missing", root / ".." / "private" / "bert"):
+            tab.goto(url)  # a new visitor each time
+            tab.get_by_text("Dense accuracy").wait_for()
+            settle(tab)
+            tab.get_by_text("Local directory", exact=True).click()
+            settle(tab)
+            box = tab.get_by_role("textbox", name="Directory")
+            box.fill(str(typed))
+            box.press("Enter")
+            alert = tab.locator('[data-testid="stAlertContentError"]', has_text=refusal).first
+            alert.wait_for()
+            settle(tab)
+            shown.append(alert.inner_text())
+            assert tab.get_by_text("Dense accuracy").count() == 0
+        assert len(set(shown)) == 1 and "private" not in shown[0] and "config.json" not in shown[0]
+        tab.goto(url)  # the allowed model
+        tab.get_by_text("Dense accuracy").wait_for()
+        settle(tab)
+        open_page(tab, "Rank editor")
+        save = tab.get_by_role("textbox", name="Save the compressed model to a folder")
+        save.fill(str(private / "export"))
+        save.press("Enter")
+        settle(tab)
+        tab.get_by_role("button", name="Save compressed model").click()
+        tab.get_by_text(f"Could not save: {shown[0]}"[:60]).wait_for()
+        shot(tab, "6-served-refused")
+        assert sorted(p.name for p in private.iterdir()) == ["bert", "notes.txt"]
+    finally:
+        tab.close()
+        stop_app(proc)
+
+
 def test_the_demo_build_runs_on_when_its_tab_closes_and_a_new_tab_shows_it(page, tmp_path, glue_dir):
     cache = tmp_path / "cache"
     proc, url = start_app(str(cache), glue_dir, "demo:sst2")  # a first visit: the demo is not built yet

@@ -155,3 +155,16 @@ def test_an_uploaded_file_sorted_by_label_is_split_stratified_and_the_page_says_
     train, dev, _ = at.session_state["upload split"][1]
     assert set(dev.labels.tolist()) == {0, 1} and set(train.labels.tolist()) == {0, 1}
     assert any("stratified by label" in c.value and "seed 0" in c.value for c in at.caption)
+
+
+def test_the_dashboard_listens_on_this_machine_only_unless_told_otherwise(monkeypatch):
+    import tomllib
+    from conftest import REPO
+
+    from fwsvd_core.access import served_to_others
+
+    monkeypatch.delenv("FWSVD_SERVE", raising=False)
+    address = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]["address"]
+    assert address == "localhost" and not served_to_others(address)
+    assert served_to_others("0.0.0.0")  # `--server.address 0.0.0.0`, as README's "Serving it to others" says
+    assert "--server.address 0.0.0.0" in (REPO / "README.md").read_text()
