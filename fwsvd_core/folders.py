@@ -180,6 +180,7 @@ def staged_directory(directory: str | Path, kind: str, may_replace=None) -> Iter
         os.chmod(staging, _mode_of(directory) if directory.is_dir() else 0o777 & ~current_umask())
         yield staging
         _write_manifest(staging, kind)
+        _files_follow_umask(staging)
         _swap_in(staging, directory, may_replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -197,6 +198,14 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _files_follow_umask(folder: Path) -> None:
+    """Give each file under `folder` the mode open() would (some writers, safetensors' among them, make 0600 files)."""
+    mask = current_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, (0o666 | (path.stat().st_mode & 0o111)) & ~mask)
 
 
 def _mode_of(path: Path) -> int:
