@@ -221,6 +221,11 @@ def _load(args) -> LoadedModel:
                       progress=_progress("building the demo (once)", "steps"), data_dir=data_dir, **_hub_args(args))
 
 
+# models whose position numbers start after the padding index, as RoBERTa's do
+_POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet", "data2vec-text",
+                            "roberta-prelayernorm", "xmod", "ibert"}
+
+
 def model_positions(config) -> int | None:
     """The most tokens the model takes in one example (its position embeddings); None where it has no such bound."""
     if getattr(config, "position_biased_input", True) is False:
@@ -228,6 +233,8 @@ def model_positions(config) -> int | None:
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
+            if getattr(config, "model_type", "") in _POSITIONS_AFTER_PADDING:
+                value -= (getattr(config, "pad_token_id", None) or 0) + 1  # 514 positions take 512 tokens
             return value
     return None
 

@@ -196,3 +196,13 @@ def test_a_result_set_fails_whole_and_leftovers_of_killed_writes_are_removed(tmp
     with pytest.raises(ExportError, match=r"Could not write .*pred\.md: No space left on device"):
         folders.write_result_files({p: "new" for p in first}, paths[".json"])
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {p.name: text for p, text in first.items()}
+
+
+def test_the_positions_a_model_takes_come_from_its_config():
+    from transformers import BertConfig, DebertaV2Config, GPT2Config, RobertaConfig
+
+    from fwsvd_core.cli import model_positions
+
+    assert model_positions(BertConfig()) == 512 and model_positions(GPT2Config()) == 1024
+    assert model_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    assert model_positions(DebertaV2Config(position_biased_input=False)) is None  # relative positions only
