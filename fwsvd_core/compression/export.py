@@ -19,6 +19,7 @@ from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
 from fwsvd_core.compression.apply import merged_model, replace_module
+from fwsvd_core.compression.card_metadata import base_model_of, card_data, without_local_paths
 from fwsvd_core.compression.checkpoint import (
     AUTO_MAP,
     BASE_TYPE_KEY,
@@ -113,7 +114,9 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
     directory = check_export_target(directory, overwrite, source)
     if extra:
         table = table.with_extra(extra)
+    table = RankTable(table.method, table.layers, without_local_paths(table.extra))  # the export is for sharing
     config = cast(Any, model).config
+    base = base_model_of(str(getattr(config, "name_or_path", "") or ""))
     config.fwsvd_compression = table.as_dict()
     dtype = model_dtype(model)
     config.dtype = dtype  # the dtype the weights are saved in, which a loader keeps by default
@@ -131,7 +134,9 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
                 write_export_files(staging, table)
                 saved_params = count_params(model)
             tokenizer.save_pretrained(staging)
-            (staging / CARD_FILE).write_text(model_card(table, saved_params, dtype_name(dtype), merged=merge))
+            header = card_data(table, base, merge).to_yaml()
+            (staging / CARD_FILE).write_text(f"---\n{header}\n---\n\n"
+                                             + model_card(table, saved_params, dtype_name(dtype), merged=merge))
     except (OSError, SafetensorError) as exc:  # a full disk, a folder gone read-only: the staging folder is gone
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise ExportError(f"Could not write the export to {directory}: {reason}. Nothing was kept of the new export"
