@@ -252,8 +252,9 @@ def check_result_targets(paths: Mapping[str, Path], json_suffix: str = ".json") 
         if path.is_dir():
             raise ExportError(f"{path} is a folder, not a file this tool can write. Choose another --out.")
         if path.exists() and path.name not in ours:
-            raise ExportError(f"{path} exists and was not written by this tool, so it is left alone. Move or delete "
-                              f"it, or choose another --out (a folder given as --out receives files with default names).")
+            raise ExportError(f"{path} exists and was not written by this tool (results of earlier versions were not "
+                              f"marked as the tool's), so it is left alone. Move or delete it, or choose another "
+                              f"--out (a folder given as --out receives files with default names).")
 
 
 def _clean_temp_files(path: Path) -> None:
