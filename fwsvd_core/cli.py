@@ -10,6 +10,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -242,7 +243,7 @@ def model_positions(config) -> int | None:
 def check_max_length(max_length: int, loaded: LoadedModel, pair: bool) -> None:
     """Raise UsageError when --max-length leaves no room for text, or runs past the model's positions."""
     # below the special tokens transformers turns truncation off without a word, and longer texts then break the batch
-    special = loaded.tokenizer.num_special_tokens_to_add(pair=pair)
+    special = cast(Any, loaded.tokenizer).num_special_tokens_to_add(pair=pair)
     if max_length <= special:
         raise UsageError(f"--max-length {max_length} leaves no room for text: this tokenizer adds {special} special "
                          f"tokens to each {'pair' if pair else 'example'}. Use at least {special + 1} (the default is 128).")
