@@ -164,18 +164,19 @@ _LONE_CR = ("a carriage return (\\r) alone inside a text, which ends the line th
             "or save the file with \\n or \\r\\n line endings)")
 
 
-def _physical_lines(text: str) -> tuple[list[int], list[bool]]:
-    """For each line the csv reader sees: its line number as an editor counts, and whether it ends in a lone \\r.
+def _physical_lines(text: str) -> tuple[list[str], list[int], list[bool]]:
+    """The lines the csv reader sees, each one's number as an editor counts, and whether it ends in a lone \\r.
 
     The reader also breaks lines at a \\r alone; an editor does not, unless the file has no \\n at all (old Mac files).
     """
+    lines = io.StringIO(text, newline="").readlines()
     numbers, lone = [], []
     number, cr_ends_lines = 1, "\n" not in text
-    for line in io.StringIO(text, newline="").readlines():
+    for line in lines:
         numbers.append(number)
         lone.append(line.endswith("\r") and not cr_ends_lines)
         number += 0 if lone[-1] else 1
-    return numbers, lone
+    return lines, numbers, lone
 
 
 def _shortened(text: str, limit: int = 40) -> str:
@@ -199,8 +200,7 @@ def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, ski
     # GLUE TSVs hold stray quote characters inside sentences, so quotes are not special in TSV files
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    numbers, lone_cr = _physical_lines(text)
-    physical = io.StringIO(text, newline="").readlines()
+    physical, numbers, lone_cr = _physical_lines(text)
     header: list[str] | None = None
     width: int | None = None
     rows: list[list[str]] = []
