@@ -234,7 +234,8 @@ def _read_delimited(text: str, delimiter: str, has_header: bool, label: str, ski
             rows.append(fields)
             positions.append(first)
     except csv.Error as exc:
-        raise DataError(f"{label}: line {numbers[min(reader.line_num, len(numbers)) - 1]} cannot be read: {exc}.") from None
+        line = numbers[min(max(reader.line_num, 1), len(numbers)) - 1] if numbers else reader.line_num
+        raise DataError(f"{label}: line {line} cannot be read: {exc}.") from None
     if width is None:
         raise DataError(f"{label} is empty.")
     if bad and not skip_bad_rows:
