@@ -34,14 +34,15 @@ def load_model(
     dtype they are stored in. `revision`, `token` and `device_map` (accelerate's placement over GPUs, CPU and disk)
     go to transformers' from_pretrained for saved models. `data_dir` is the GLUE folder a demo is built from
     when the hub is out of reach (default: FWSVD_DATA_DIR)."""
-    if device_map is not None and (is_demo(str(source)) or is_compressed_dir(Path(source).expanduser())):
-        raise ModelLoadError("device_map applies to saved models (a hub id or a directory); the built-in demos and "
-                             "compressed exports are loaded whole on --device.")
+    if device_map is not None and is_demo(str(source)):
+        raise ModelLoadError("device_map applies to saved models (a hub id, a directory or a compressed export); the "
+                             "built-in demos are loaded whole on --device.")
     if is_demo(str(source)):
         return load_demo(str(source), device, data_dir, progress=progress, dtype=dtype)
     local = Path(source).expanduser()
     if local.is_dir() and is_compressed_dir(local):
-        loaded = load_compressed(local, device, trust_remote_code=trust_remote_code, dtype=dtype)
+        loaded = load_compressed(local, device, trust_remote_code=trust_remote_code, dtype=dtype,
+                                 device_map=device_map)
         require_finite_weights(loaded.model, f"compressed model {local}")
         return loaded
     return load_pretrained(source, num_labels, device, trust_remote_code, dtype, revision, token, device_map)

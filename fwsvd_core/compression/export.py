@@ -39,7 +39,7 @@ from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
 from fwsvd_core.folders import check_writable, folder_files, staged_directory, written_by_tool
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
-from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, require_model_tokenizer
+from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, offload_folder, require_model_tokenizer
 from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
 CARD_FILE = "README.md"
@@ -168,17 +168,47 @@ def _export_config(directory: Path, trust_remote_code: bool):
 
 
 def load_compressed(directory: str | Path, device: str | torch.device | None = None,
-                    trust_remote_code: bool = False, dtype: str | torch.dtype | None = None) -> LoadedModel:
-    """Rebuild the architecture from the config, put the factorized layers in place, load the weights."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                    trust_remote_code: bool = False, dtype: str | torch.dtype | None = None,
+                    device_map: str | dict | None = None) -> LoadedModel:
+    """Rebuild the architecture from the config, put the factorized layers in place, load the weights.
+
+    `device_map` ('auto', or a module -> device mapping) lets accelerate place the layers over the GPUs, the CPU
+    and the disk as it reads them, instead of loading the whole model on `device` first."""
+    from transformers import AutoTokenizer
 
     directory = Path(directory)
     if not is_compressed_dir(directory):
         raise ModelLoadError(f"{directory} holds no compressed model ({RANKS_FILE} is missing).")
     config = _export_config(directory, trust_remote_code)
     dtype = as_dtype(dtype) or config_dtype(config)
-    check_model_load(config, resolve_device(device), dtype)
     table = _rank_table(directory)
+    if device_map is None:
+        check_model_load(config, resolve_device(device), dtype)
+        model = _compressed_skeleton(config, table, dtype, directory)
+        _load_weights(model, directory)
+    else:
+        model = _dispatched(config, table, dtype, directory, device_map)
+    model.config.fwsvd_compression = table.as_dict()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{directory}: the tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
+    ensure_pad_token(model, tokenizer)
+    require_model_tokenizer(model, tokenizer, f"compressed model {directory}", directory)
+    notes = []
+    if device_map is None:
+        model.to(resolve_device(device))
+    else:
+        placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()})
+        notes.append(f"layers placed by device_map={device_map!r}: {', '.join(placed) or 'one device'}")
+    model.eval()
+    return LoadedModel(model, tokenizer, f"compressed model {directory}", notes)
+
+
+def _compressed_skeleton(config, table: RankTable, dtype: torch.dtype, directory: Path) -> Any:
+    """The architecture with every layer of the rank table in its stored form, weights not read yet."""
+    from transformers import AutoModelForSequenceClassification
+
     model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
     model.__class__ = compressed_class(type(model))  # its save_pretrained writes an export again
     try:
@@ -191,16 +221,45 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
                 replace_module(model, name, nn.Linear(row.in_features, row.out_features, bias=bias, dtype=dtype))
     except (AttributeError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{directory}: the rank table does not fit the model ({exc}).") from None
-    _load_weights(model, directory)
-    model.config.fwsvd_compression = table.as_dict()
+    return model
+
+
+def _dispatched(config, table: RankTable, dtype: torch.dtype, directory: Path, device_map: str | dict) -> Any:
+    """The model read straight into accelerate's placement (GPUs, then the CPU, then the disk), layer by layer."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory}: the tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
-    ensure_pad_token(model, tokenizer)
-    require_model_tokenizer(model, tokenizer, f"compressed model {directory}", directory)
-    model.to(resolve_device(device)).eval()
-    return LoadedModel(model, tokenizer, f"compressed model {directory}")
+        from accelerate import init_empty_weights, load_checkpoint_and_dispatch
+    except ImportError:
+        raise ModelLoadError("device_map needs accelerate (pip install accelerate).") from None
+    with init_empty_weights():
+        model = _compressed_skeleton(config, table, dtype, directory)
+    _check_weight_names(model, directory)
+    cast(Any, model).tie_weights()
+    files = _weight_files(directory)
+    checkpoint = files[0] if len(files) == 1 else directory / WEIGHTS_INDEX_FILE
+    return load_checkpoint_and_dispatch(
+        model, str(checkpoint), device_map=device_map, dtype=dtype, offload_folder=str(offload_folder()),
+        no_split_module_classes=list(getattr(model, "_no_split_modules", None) or []))
+
+
+def _check_weight_names(model: nn.Module, directory: Path) -> None:
+    """The export's tensors against the model's, by name and shape, from the files' headers alone."""
+    from safetensors import safe_open
+
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    stored: dict[str, tuple[int, ...]] = {}
+    for path in _weight_files(directory):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                stored.update({key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()})
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(f"{directory}: {path.name} is missing or damaged ({str(exc).splitlines()[0]}); "
+                                 "export the model again.") from None
+    if any(_current_name(key, set(expected)) != key for key in stored):
+        raise ModelLoadError(f"{directory} was written by an earlier version (factors stored as two raw tensors): "
+                             "load it without device_map and save it again to place it with device_map.")
+    wrong = sorted(k for k in stored.keys() & expected.keys() if stored[k] != expected[k])
+    _refuse_mismatch(directory, expected.keys() - stored.keys(), stored.keys() - expected.keys(), model,
+                     f"; of another shape {', '.join(wrong[:3])}" if wrong else "")
 
 
 def _rank_table(directory: Path) -> RankTable:
@@ -250,13 +309,18 @@ def _load_weights(model: nn.Module, directory: Path) -> None:
                                  f"{_first_mismatch(str(exc))} Export the model again.") from None
         missing -= weights.keys()
         unexpected |= weights.keys() - expected
+    _refuse_mismatch(directory, missing, unexpected, model)
+
+
+def _refuse_mismatch(directory: Path, missing, unexpected, model: nn.Module, more: str = "") -> None:
+    """A clear error when tensors the rank table expects are missing (tied ones aside) or extra ones are stored."""
     missing = {k for k in missing if not _is_tied(model, k)}
-    if missing or unexpected:
+    if missing or unexpected or more:
         raise ModelLoadError(
             f"{directory}: the weights do not match the rank table: "
             + "; ".join(f"{what} {', '.join(sorted(keys)[:3])}{' and more' if len(keys) > 3 else ''}"
                         for what, keys in (("the table expects", missing), ("the file has unlisted", unexpected)) if keys)
-            + ". The folder was edited, or written by another tool; export the model again.")
+            + more + ". The folder was edited, or written by another tool; export the model again.")
 
 
 def _current_name(key: str, expected: set[str]) -> str:

@@ -133,3 +133,23 @@ def test_an_export_written_before_the_factors_were_linear_modules_still_loads(ex
     save_file(old, exported / "model.safetensors")
     back = load_model(exported, device="cpu")
     assert torch.allclose(logits(back.model, back.tokenizer), logits(model, tokenizer), atol=1e-6)
+
+
+@pytest.mark.parametrize("device_map", ["auto", {"bert.embeddings": "cpu", "bert.encoder.layer.0": "disk",
+                                                 "bert.encoder.layer.1": "cpu", "bert.pooler": "cpu", "classifier": "cpu",
+                                                 "dropout": "cpu"}])
+def test_load_model_places_an_export_with_a_device_map(exported, compressed, device_map):
+    model, tokenizer = compressed
+    back = load_model(exported, device_map=device_map)
+    assert any("device_map" in note for note in back.notes)
+    assert torch.allclose(logits(back.model, back.tokenizer), logits(model, tokenizer), atol=1e-5)
+
+
+def test_a_device_map_refuses_weights_that_do_not_match_the_table(exported):
+    from fwsvd_core.errors import ModelLoadError
+
+    weights = load_file(exported / "model.safetensors")
+    del weights[next(k for k in weights if k.endswith(".up.weight"))]
+    save_file(weights, exported / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="do not match the rank table"):
+        load_model(exported, device_map="auto")

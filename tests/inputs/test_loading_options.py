@@ -38,7 +38,7 @@ def test_device_map_auto_places_the_layers_and_the_statistics_follow(tiny_models
     assert evaluate(mapped.model, mapped.tokenizer, dev).score == evaluate(plain.model, plain.tokenizer, dev).score
 
 
-def test_device_map_is_refused_for_demos_and_exports_with_a_reason():
+def test_device_map_is_refused_for_demos_with_a_reason():
     with pytest.raises(ModelLoadError, match="device_map applies to saved models"):
         load_model("demo:sst2", device_map="auto")
 
