@@ -74,3 +74,29 @@ def test_the_dashboard_listens_on_this_machine_only_unless_told_otherwise(monkey
     assert address == "localhost" and not served_to_others(address)
     assert served_to_others("0.0.0.0")  # `--server.address 0.0.0.0`, as README's "Serving it to others" says
     assert "--server.address 0.0.0.0" in (REPO / "README.md").read_text()
+
+
+def test_a_closed_tab_no_longer_counts_as_needing_a_job(monkeypatch):
+    import studio.serving
+
+    connected = {"runtime-a"}
+
+    class FakeRuntime:  # the server's sessions: a tab closed is no longer an active session
+        @staticmethod
+        def exists():
+            return True
+
+        @staticmethod
+        def instance():
+            return FakeRuntime
+
+        @staticmethod
+        def is_active_session(session_id):
+            return session_id in connected
+
+    monkeypatch.setattr(studio.serving, "Runtime", FakeRuntime)
+    monkeypatch.setitem(studio.serving._runtime_ids, "owner-a", "runtime-a")
+    assert studio.serving.session_present("owner-a")
+    assert studio.serving.session_present("owner-never-seen")  # a session this server did not run: kept
+    connected.clear()  # the tab is closed
+    assert not studio.serving.session_present("owner-a")
