@@ -36,7 +36,6 @@ from fwsvd_core.errors import (
     EXIT_USAGE,
     FwsvdError,
     InsufficientMemoryError,
-    ModelLoadError,
 )
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.distributed import process_group
@@ -52,7 +51,7 @@ from fwsvd_core.folders import (
     write_result_files,
 )
 from fwsvd_core.inputs.data import TaskData, load_task_data
-from fwsvd_core.inputs.labels import map_labels, saved_labels_problem
+from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
@@ -213,8 +212,6 @@ def _hub_args(args) -> dict:
 def _load(args) -> LoadedModel:
     """The model of --model; building a demo first says so (it fine-tunes for minutes) and shows its progress."""
     data_dir = getattr(args, "data_dir", None)
-    if problem := saved_labels_problem(args.model):
-        raise ModelLoadError(f"Could not load {args.model}: {problem}")
     if is_demo(args.model) and needs_build(args.model, data_dir):
         log.info(f"{args.model} is not built yet: fine-tuning it once (minutes on a CPU); later runs load it from the "
                  f"cache")

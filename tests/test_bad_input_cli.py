@@ -9,6 +9,8 @@ import pytest
 
 from fwsvd_core import folders
 from fwsvd_core.cli import main
+from fwsvd_core.errors import ModelLoadError
+from fwsvd_core.loading import load_model
 
 
 def mode(path) -> int:
@@ -171,6 +173,8 @@ def test_a_config_with_text_keys_in_id2label_is_named_before_loading(tiny_models
     err = capsys.readouterr().err
     assert "id2label keys that are not output numbers ('negative', 'positive')" in err and "invalid literal" not in err
     assert "Fix id2label in the model's config.json" in err
+    with pytest.raises(ModelLoadError, match="id2label keys that are not output numbers"):  # the dashboard's door too
+        load_model(model, device="cpu")
 
 
 def test_a_result_set_fails_whole_and_leftovers_of_killed_writes_are_removed(tmp_path, monkeypatch):

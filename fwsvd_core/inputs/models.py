@@ -19,6 +19,7 @@ from fwsvd_core.cache import cache_root
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ModelLoadError
 from fwsvd_core.inputs.hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
+from fwsvd_core.inputs.labels import saved_labels_problem
 from fwsvd_core.inputs.memory import check_model_load
 from fwsvd_core.inputs.precision import as_dtype
 
@@ -153,6 +154,8 @@ def load_pretrained(
         where, origin, files_only = str(local), f"local directory {local}", True
         if not (local / "config.json").is_file():
             raise ModelLoadError(f"{local} has no config.json: it is not a saved model directory.")
+        if problem := saved_labels_problem(local):  # transformers would stop with "invalid literal for int()"
+            raise ModelLoadError(f"Could not load {origin}: {problem}")
     elif local.exists():
         raise ModelLoadError(f"{local} is a file; give the directory a model was saved to.")
     else:
