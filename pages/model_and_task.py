@@ -9,6 +9,7 @@ from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import TASKS, get_task
+from studio.serving import example_path
 from studio.state import (
     DATA_SOURCES,
     data_or_error,
@@ -37,7 +38,8 @@ with left:
         model = st.selectbox("Demo", names, index=names.index(choice.model) if choice.model in names else 0,
                              help="MiniLM-L6 fine-tuned by FWSVD Studio itself; built on first use")
     else:
-        placeholder = "/path/to/saved/model" if kind == "Local directory" else "textattack/bert-base-uncased-SST-2"
+        placeholder = (example_path("saved-model", "/path/to/saved/model") if kind == "Local directory"
+                       else "textattack/bert-base-uncased-SST-2")
         model = st.text_input("Directory" if kind == "Local directory" else "Hub id",
                               value="" if choice.model.startswith("demo:") else choice.model, placeholder=placeholder)
     if model and model != choice.model:

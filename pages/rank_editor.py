@@ -25,7 +25,7 @@ from fwsvd_core.compression.ranks import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.screens import DEFAULTS
-from studio.serving import writable
+from studio.serving import example_path, writable
 from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
 
 st.title("Rank editor")
@@ -270,7 +270,8 @@ st.download_button("Session summary (HTML)",
                                         tables), "fwsvd-session.html", "text/html",
                    help="one file that opens offline: the model, the settings, the figures and every run of this session")
 
-folder = st.text_input("Save the compressed model to a folder", placeholder="/path/to/compressed-model",
+folder = st.text_input("Save the compressed model to a folder",
+                       placeholder=example_path("compressed-model", "/path/to/compressed-model"),
                        help="a new or empty folder; a folder holding anything else is refused")
 overwrite = st.checkbox("Replace an earlier export", help="only an earlier export of this tool is ever replaced")
 merge = st.checkbox("Merge into the original architecture",

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from fwsvd_core.access import check_model_source, readable_path, served_to_others, writable_path
+from fwsvd_core.access import allowed_roots, check_model_source, readable_path, served_to_others, writable_path
 
 # a job owner (this module's id of a browser session) -> Streamlit's id of that session, for the sessions a server
 # runs (a test's session is no server session: its owner is taken to be present)
@@ -35,6 +35,11 @@ def readable(path: str) -> Path:
 def writable(path: str) -> Path:
     """The folder to write to, refused outside the allowed folders when served."""
     return writable_path(path) if served() else Path(path).expanduser()
+
+
+def example_path(name: str, default: str) -> str:
+    """A placeholder for a path field: `default`, or when served a path under the first allowed folder."""
+    return str(allowed_roots()[0] / name) if served() else default
 
 
 def session_owner() -> str:
