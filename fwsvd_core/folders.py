@@ -30,7 +30,10 @@ from pathlib import Path
 
 from fwsvd_core.errors import ExportError
 
-MANIFEST_FILE = "fwsvd_manifest.json"
+# where huggingface_hub keeps its own bookkeeping of a local folder, which its uploads leave out by default (any other
+# `.cache/` path makes an upload fail): a user who uploads an export folder does not publish the tool's by accident
+MANIFEST_FILE = ".cache/huggingface/fwsvd_studio_manifest.json"
+LEGACY_MANIFEST_FILE = "fwsvd_manifest.json"  # where folders written by earlier versions keep it
 _STAGING, _ASIDE, _TEMP = "fwsvd-staging", "fwsvd-old", "fwsvd-tmp"
 RESULT_MARKER = "written by"  # the key of a result set's JSON naming the files this tool wrote
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -53,7 +56,8 @@ def _pid_alive(pid: int) -> bool:
 def listed_files(directory: Path, kind: str | None = None) -> set[str] | None:
     """The files the manifest of `directory` says the tool wrote; None without a readable manifest (of `kind`)."""
     try:
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        manifest = json.loads(next((directory / name for name in (MANIFEST_FILE, LEGACY_MANIFEST_FILE)
+                                    if (directory / name).is_file()), directory / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or (kind is not None and manifest.get("kind") != kind):
@@ -70,7 +74,7 @@ def folder_files(directory: Path) -> set[str]:
 def written_by_tool(directory: Path, kind: str | None = None) -> bool:
     """True when `directory` has a manifest (of `kind`, if given) and holds nothing the manifest does not list."""
     listed = listed_files(directory, kind)
-    return listed is not None and not folder_files(directory) - listed - {MANIFEST_FILE}
+    return listed is not None and not folder_files(directory) - listed - {MANIFEST_FILE, LEGACY_MANIFEST_FILE}
 
 
 def _restore_or_drop_aside(directory: Path) -> None:
@@ -121,6 +125,7 @@ def check_writable(directory: Path) -> None:
 
 def _write_manifest(staging: Path, kind: str) -> None:
     files = sorted(folder_files(staging) - {MANIFEST_FILE})
+    (staging / MANIFEST_FILE).parent.mkdir(parents=True, exist_ok=True)
     (staging / MANIFEST_FILE).write_text(json.dumps({"tool": "fwsvd-studio", "kind": kind, "files": files}, indent=1))
 
 

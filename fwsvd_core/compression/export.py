@@ -37,13 +37,22 @@ from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTabl
 from fwsvd_core.compression.ranks import count_params
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
-from fwsvd_core.folders import check_writable, folder_files, staged_directory, written_by_tool
+from fwsvd_core.folders import (
+    LEGACY_MANIFEST_FILE,
+    MANIFEST_FILE,
+    check_writable,
+    folder_files,
+    listed_files,
+    staged_directory,
+    written_by_tool,
+)
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
 from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, offload_folder, require_model_tokenizer
 from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
 CARD_FILE = "README.md"
 EXPORT_KIND = "export"
+MANIFEST_FILES = {MANIFEST_FILE, LEGACY_MANIFEST_FILE}
 # what exports written before the manifest existed could hold: such a folder still counts as an export
 _LEGACY_EXPORT_FILES = {
     CONFIG_FILE, WEIGHTS_FILE, RANKS_FILE, MODELING_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -87,10 +96,13 @@ def check_export_target(directory: str | Path, overwrite: bool = False, source: 
         raise ExportError(f"{target} is a file; name a new or empty folder to save to.")
     if target.is_dir() and any(target.iterdir()):
         if not is_replaceable_export(target):
-            shown = sorted(p.name for p in target.iterdir())
+            # an earlier export with someone's file added: name that file, the reason, not the tool's own ones
+            shown = sorted(folder_files(target) - (listed_files(target, EXPORT_KIND) or set()) - MANIFEST_FILES)
             more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-            raise ExportError(f"{target} is not empty ({', '.join(shown[:5])}{more}) and is not an earlier export of "
-                              "this tool: nothing was written. Name a new or empty folder.")
+            what = ("holds files this tool did not write" if listed_files(target, EXPORT_KIND) is not None
+                    else "is not empty")
+            raise ExportError(f"{target} {what} ({', '.join(shown[:5])}{more}) and is not an earlier export of "
+                              "this tool alone: nothing was written. Name a new or empty folder.")
         if not overwrite:
             raise ExportError(f"{target} holds an earlier export; pass --overwrite (in the dashboard: tick "
                               "'Replace an earlier export') to replace it.")

@@ -27,13 +27,13 @@ def test_local_paths_are_cut_to_their_last_part(text, expected):
 
 
 def export(model_dir: Path, folder: Path, extra: dict | None = None, name_or_path: str | None = None,
-           merge: bool = False) -> Path:
+           merge: bool = False, overwrite: bool = False) -> Path:
     loaded = load_model(model_dir, device="cpu")
     session = CompressionSession(loaded)
     compressed = session.compress("svd", uniform_ranks(session.layers, 0.25))
     if name_or_path is not None:
         compressed.config.name_or_path = name_or_path
-    return save_compressed(compressed, loaded.tokenizer, folder, extra, merge=merge)
+    return save_compressed(compressed, loaded.tokenizer, folder, extra, merge=merge, overwrite=overwrite)
 
 
 def test_the_card_carries_the_hub_metadata_and_the_measured_scores(tiny_models, tmp_path):
@@ -65,3 +65,25 @@ def test_a_model_from_the_hub_is_named_as_the_base_model(tiny_models, tmp_path):
     assert data.base_model == "textattack/bert-base-uncased-SST-2"
     merged = export(tiny_models["bert"], tmp_path / "merged", {"task": "sst2"}, merge=True)
     assert "merged" in ModelCard.load(merged / "README.md").data.tags
+
+
+def test_an_uploaded_export_leaves_the_tools_bookkeeping_out(tiny_models, tmp_path):
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+
+    from fwsvd_core.folders import folder_files, written_by_tool
+
+    folder = export(tiny_models["bert"], tmp_path / "out", {"task": "sst2"})
+    assert written_by_tool(folder, "export")
+    uploaded = set(filter_repo_objects(sorted(folder_files(folder)), ignore_patterns=DEFAULT_IGNORE_PATTERNS))
+    assert {"config.json", "model.safetensors", "README.md", "fwsvd_ranks.json"} <= uploaded
+    assert not [name for name in uploaded if "manifest" in name or name.startswith(".")]
+
+
+def test_an_export_written_with_the_earlier_manifest_is_still_the_tools(tiny_models, tmp_path):
+    from fwsvd_core.folders import LEGACY_MANIFEST_FILE, MANIFEST_FILE, written_by_tool
+
+    folder = export(tiny_models["bert"], tmp_path / "out", {"task": "sst2"})
+    (folder / MANIFEST_FILE).rename(folder / LEGACY_MANIFEST_FILE)
+    assert written_by_tool(folder, "export")
+    save_compressed_again = export(tiny_models["bert"], folder, {"task": "sst2"}, overwrite=True)
+    assert (save_compressed_again / MANIFEST_FILE).is_file() and not (folder / LEGACY_MANIFEST_FILE).exists()
