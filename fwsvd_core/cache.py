@@ -6,17 +6,24 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from fwsvd_core.errors import Cancelled
 from fwsvd_core.folders import probe_writable
 
 CACHE_ENV = "FWSVD_CACHE_DIR"
+# the longest wait for another process's computation of an entry; past it this process computes the entry too
+LOCK_WAIT_SECONDS = 3 * 3600.0
 log = logging.getLogger("fwsvd_core")
 
 
@@ -29,6 +36,62 @@ def cache_root() -> Path:
 def cache_key(**parts) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the cache entry at `path`: held while one process looks the entry up, computes and stores it."""
+    return path.with_name(f"{path.name}.lock")
+
+
+@contextmanager
+def computing(path: Path | None, enabled: bool = True, timeout: float = LOCK_WAIT_SECONDS,
+              cancel: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Hold the entry's lock around look-up, compute and store: a second process (or thread) asking for the same
+    entry waits for the first one's result and then reads it from the cache instead of computing it again.
+
+    The lock is an OS file lock (fcntl on Unix): the lock of a process that was killed is released with it. Without a
+    writable cache folder, inside a data-parallel group (its processes compute each entry together) or past `timeout`
+    seconds of waiting, the work goes on unlocked, as before: entries are written atomically either way. No `path`
+    (nothing is stored for these inputs): no lock.
+    """
+    if path is None or not enabled or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield
+        return
+    lock = FileLock(lock_path(path), is_singleton=True)  # one lock object per path: a thread may take it again
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        held = _acquire(lock, path, timeout, cancel)
+    except OSError as exc:  # a read-only cache: nothing will be stored, so there is nothing to share either
+        log.debug("no lock for the cache entry %s (%s)", path, exc)
+        held = False
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
+
+
+def _acquire(lock: FileLock, path: Path, timeout: float, cancel: Callable[[], bool] | None) -> bool:
+    """Take `lock`, saying once that this process waits; False (and a warning) when `timeout` passes first."""
+    try:
+        lock.acquire(timeout=0)
+        return True
+    except Timeout:
+        pass
+    log.info(f"waiting for another process that is computing the same {path.parent.name} entry (lock {lock.lock_file}):"
+             " its result is read from the cache when it is done")
+    deadline = time.monotonic() + timeout
+    while True:
+        if cancel is not None and cancel():
+            raise Cancelled("Cancelled by the user while waiting for another process's computation.")
+        try:
+            lock.acquire(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            return True
+        except Timeout:
+            if time.monotonic() >= deadline:
+                log.warning(f"waited {timeout:.0f} s for another process holding {lock.lock_file}: computing the "
+                            "entry here as well")
+                return False
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 from fwsvd_core.analysis.ablation import group_ablation
 from fwsvd_core.analysis.predictor import svd_failure_scores
 from fwsvd_core.analysis.sweep import run_sweep
-from fwsvd_core.cache import cache_key, cache_root, store_bytes
+from fwsvd_core.cache import cache_key, cache_root, computing, store_bytes
 from fwsvd_core.compression.methods import FISHER, get_method, method_names
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import load_demo
@@ -86,13 +86,14 @@ def _frame_at(path: Path | None) -> pd.DataFrame | None:
 
 
 def _kept_frame(path: Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The table stored at `path`, else `compute`'s, stored there."""
-    if (hit := _frame_at(path)) is not None:
-        return hit
-    table = compute()
-    if path is not None:
-        _store(path, table.to_json(orient="split"))
-    return table
+    """The table stored at `path`, else `compute`'s, stored there (another process computing it: its table, awaited)."""
+    with computing(path):
+        if (hit := _frame_at(path)) is not None:
+            return hit
+        table = compute()
+        if path is not None:
+            _store(path, table.to_json(orient="split"))
+        return table
 
 
 def _scored(dev: TaskData, subsample: int | None) -> int | None:
@@ -121,11 +122,12 @@ def dense_evaluation(loaded: LoadedModel, dev: TaskData, subsample: int | None =
                      progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> EvalResult:
     """The dense model's score on `dev` (a seeded subsample of it), stored on disk."""
     path = _dense_path(loaded, dev, subsample)
-    if (hit := _dense_at(path)) is not None:
-        return hit
-    result = evaluate(loaded.model, loaded.tokenizer, dev, subsample=subsample, progress=progress, cancel=cancel)
-    _store(path, asdict(result))
-    return result
+    with computing(path, cancel=cancel):  # another process scoring the same: its score, awaited
+        if (hit := _dense_at(path)) is not None:
+            return hit
+        result = evaluate(loaded.model, loaded.tokenizer, dev, subsample=subsample, progress=progress, cancel=cancel)
+        _store(path, asdict(result))
+        return result
 
 
 def _sweep_path(session: CompressionSession, dev: TaskData, methods: Sequence[str], ratios: Sequence[float],

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from fwsvd_core.cache import cache_key, cache_root, store_bytes
+from fwsvd_core.cache import cache_key, cache_root, computing, store_bytes
 from fwsvd_core.compression.methods import canonical_method, get_method
 from fwsvd_core.compression.ranks import (
     RankMap,
@@ -114,26 +114,27 @@ def sensitivity_table(
                     fisher=None if session.fisher is None else session.fisher.key, ratios=list(ratios),
                     examples=part.content_digest(), layers=[l.name for l in session.layers])
     path = cache_root() / "sensitivity" / f"{key}.json"
-    if path.is_file():
-        try:
-            return pd.DataFrame(json.loads(path.read_text()))
-        except ValueError:
-            path.unlink(missing_ok=True)  # a corrupt entry is measured again
-    tokenizer = session.loaded.tokenizer
-    dense = evaluate(session.model, tokenizer, part, cancel=cancel).loss
-    rows, total, done = [], len(session.layers) * len(ratios), 0
-    ranks_at = {ratio: uniform_ranks(session.layers, ratio) for ratio in ratios}
-    for layer in session.layers:
-        for ratio in ratios:
-            rank = ranks_at[ratio][layer.name]
-            model = session.compress(method, {layer.name: rank})
-            loss = evaluate(model, tokenizer, part, cancel=cancel).loss
-            rows.append({"layer": layer.name, "rank ratio": ratio, "rank": rank, "loss increase": loss - dense})
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    store_bytes(path, json.dumps(rows).encode())
-    return pd.DataFrame(rows)
+    with computing(path, cancel=cancel):  # one process measures, the others read its table
+        if path.is_file():
+            try:
+                return pd.DataFrame(json.loads(path.read_text()))
+            except ValueError:
+                path.unlink(missing_ok=True)  # a corrupt entry is measured again
+        tokenizer = session.loaded.tokenizer
+        dense = evaluate(session.model, tokenizer, part, cancel=cancel).loss
+        rows, total, done = [], len(session.layers) * len(ratios), 0
+        ranks_at = {ratio: uniform_ranks(session.layers, ratio) for ratio in ratios}
+        for layer in session.layers:
+            for ratio in ratios:
+                rank = ranks_at[ratio][layer.name]
+                model = session.compress(method, {layer.name: rank})
+                loss = evaluate(model, tokenizer, part, cancel=cancel).loss
+                rows.append({"layer": layer.name, "rank ratio": ratio, "rank": rank, "loss increase": loss - dense})
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        store_bytes(path, json.dumps(rows).encode())
+        return pd.DataFrame(rows)
 
 
 def sensitivity_curves(layers: list[LayerInfo], table: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fwsvd_core.cache import Check, cache_key, cache_root, load_tensors, store_tensors
+from fwsvd_core.cache import Check, cache_key, cache_root, computing, load_tensors, store_tensors
 from fwsvd_core.compression.apply import compress
 from fwsvd_core.compression.factorization import KRONECKER_DAMPING, Factors, reconstruction_errors
 from fwsvd_core.compression.methods import (
@@ -163,19 +163,22 @@ class CompressionSession:
             inputs = {l.name: self._inputs(chosen, l.name) for l in self.layers}
             key = self._disk_key(chosen)
             path = cache_root() / "factors" / f"{key}.safetensors" if key else None
-            cached = load_tensors(path, factors_check(self.layers)) if path else None
-            if cached is not None:
-                out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device) for l in self.layers}
-            else:
-                report = progress or (self.progress_for(f"factorizing ({method})", "layers") if self.progress_for else None)
-                out = {}
-                for i, l in enumerate(self.layers):
-                    out[l.name] = chosen.factorize(self.weight(l.name).float(), inputs[l.name])
-                    if report is not None:
-                        report(i + 1, len(self.layers))
-                if path:
-                    store_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()},
-                                  {"method": method})
+            with computing(path):  # another process factorizing the same: wait for its result and read it
+                cached = load_tensors(path, factors_check(self.layers)) if path else None
+                if cached is not None:
+                    out = {l.name: Factors.from_tensors(cached[0], l.name, method, self.loaded.device)
+                           for l in self.layers}
+                else:
+                    report = progress or (self.progress_for(f"factorizing ({method})", "layers") if self.progress_for
+                                          else None)
+                    out = {}
+                    for i, l in enumerate(self.layers):
+                        out[l.name] = chosen.factorize(self.weight(l.name).float(), inputs[l.name])
+                        if report is not None:
+                            report(i + 1, len(self.layers))
+                    if path:
+                        store_tensors(path, {k: v for n, f in out.items() for k, v in f.to_tensors(n).items()},
+                                      {"method": method})
             self._factors[method] = out
             return out
 
@@ -197,18 +200,19 @@ class CompressionSession:
                 key = cache_key(kind="solved", model=self.loaded.fingerprint, source=source, method=chosen.name,
                                 layer=name, rank=rank, settings=self.tfwsvd_settings)
                 path = cache_root() / "solved" / f"{key}.safetensors"
-                if (hit := load_tensors(path, factors_check([self._layer(name)]))) is not None:
+            with computing(path):  # another process solving the same: wait for its result and read it
+                if path is not None and (hit := load_tensors(path, factors_check([self._layer(name)]))) is not None:
                     self._solved[memo] = Factors.from_tensors(hit[0], name, chosen.name, self.loaded.device)
                     return self._solved[memo]
-            weight = self.weight(name).float()
-            importance = torch.ones_like(weight) if inputs.fisher is None else inputs.fisher.to(weight.device)
-            start = min((self.factors(m)[name] for m in chosen.starts_from or ("svd",)),
-                        key=lambda f: weighted_objective(weight, importance, f.left[:, :rank], f.right[:rank]))
-            result = chosen.solve(weight, inputs, start, rank, **self.tfwsvd_settings)
-            factors = result.as_factors(chosen.name)
-            if path is not None:
-                store_tensors(path, factors.to_tensors(name),
-                              {"objective": json.dumps(result.objective), "stopped": result.stopped})
+                weight = self.weight(name).float()
+                importance = torch.ones_like(weight) if inputs.fisher is None else inputs.fisher.to(weight.device)
+                start = min((self.factors(m)[name] for m in chosen.starts_from or ("svd",)),
+                            key=lambda f: weighted_objective(weight, importance, f.left[:, :rank], f.right[:rank]))
+                result = chosen.solve(weight, inputs, start, rank, **self.tfwsvd_settings)
+                factors = result.as_factors(chosen.name)
+                if path is not None:
+                    store_tensors(path, factors.to_tensors(name),
+                                  {"objective": json.dumps(result.objective), "stopped": result.stopped})
             self._solved[memo] = factors
             return factors
 

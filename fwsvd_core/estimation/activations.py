@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fwsvd_core.cache import Check, cache_key, cache_root, expect_shapes, load_tensors, store_tensors
+from fwsvd_core.cache import Check, cache_key, cache_root, computing, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
@@ -133,22 +133,23 @@ def estimate_activation_stats(
     key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers], shared=True)
     path = cache_root() / "activations" / f"{key}.safetensors"
-    if use_cache and (hit := load_tensors(path, _cache_check(layers))) is not None:
-        tensors, meta = hit
-        owner = {l.name: layers[int(i)].name for l, i in zip(layers, tensors["owner"], strict=True)}
-        return ActivationStats({n: tensors[f"mean_abs/{o}"] for n, o in owner.items()},
-                               {n: tensors[f"second/{o}"] for n, o in owner.items()},
-                               int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key,
-                               {n: o for n, o in owner.items() if n != o})
-    stats = collect_activation_stats(model, tokenizer, part, layers, max_length=max_length, progress=progress,
-                                     cancel=cancel)
-    stats.key = key
-    if use_cache and writes_results():
-        position = {l.name: i for i, l in enumerate(layers)}
-        owners = [position[stats.shared_with.get(l.name, l.name)] for l in layers]
-        tensors = {"owner": torch.tensor(owners, dtype=torch.int64)}
-        tensors.update({f"mean_abs/{n}": t for n, t in stats.mean_abs.items() if n not in stats.shared_with})
-        tensors.update({f"second/{n}": t for n, t in stats.second_moment.items() if n not in stats.shared_with})
-        store_tensors(path, tensors, {"n_examples": str(stats.n_examples), "n_tokens": json.dumps(stats.n_tokens),
-                                     "seconds": f"{stats.seconds:.3f}"})
-    return stats
+    with computing(path, enabled=use_cache, cancel=cancel):  # one process computes, the others read its result
+        if use_cache and (hit := load_tensors(path, _cache_check(layers))) is not None:
+            tensors, meta = hit
+            owner = {l.name: layers[int(i)].name for l, i in zip(layers, tensors["owner"], strict=True)}
+            return ActivationStats({n: tensors[f"mean_abs/{o}"] for n, o in owner.items()},
+                                   {n: tensors[f"second/{o}"] for n, o in owner.items()},
+                                   int(meta["n_examples"]), json.loads(meta["n_tokens"]), float(meta["seconds"]), key,
+                                   {n: o for n, o in owner.items() if n != o})
+        stats = collect_activation_stats(model, tokenizer, part, layers, max_length=max_length, progress=progress,
+                                         cancel=cancel)
+        stats.key = key
+        if use_cache and writes_results():
+            position = {l.name: i for i, l in enumerate(layers)}
+            owners = [position[stats.shared_with.get(l.name, l.name)] for l in layers]
+            tensors = {"owner": torch.tensor(owners, dtype=torch.int64)}
+            tensors.update({f"mean_abs/{n}": t for n, t in stats.mean_abs.items() if n not in stats.shared_with})
+            tensors.update({f"second/{n}": t for n, t in stats.second_moment.items() if n not in stats.shared_with})
+            store_tensors(path, tensors, {"n_examples": str(stats.n_examples), "n_tokens": json.dumps(stats.n_tokens),
+                                         "seconds": f"{stats.seconds:.3f}"})
+        return stats

@@ -11,6 +11,7 @@ from fwsvd_core.cache import (
     cache_key,
     cache_root,
     cache_writable,
+    computing,
     expect_shapes,
     load_tensors,
     store_tensors,
@@ -248,25 +249,28 @@ def estimate_fisher(
         **({"form": form} if form != "full" else {}),  # full-form keys stay those of earlier versions
     )
     path = cache_root() / "fisher" / f"{key}.safetensors"
-    if use_cache and (hit := load_tensors(path, expect_shapes(_flat_shapes(layers, form)))) is not None:
-        tensors, meta = hit
-        per_layer, rows, cols = _from_flat(tensors, form)
-        result = FisherResult(per_layer, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
-                              data.source, float(meta["seconds"]), from_cache=True, key=key, rows=rows, cols=cols)
-    else:
-        # what would make the work fail or be lost is checked before the work
-        if config is not None and not fits:
-            check_fisher(config, device, batch_size, max_length, estimator, form=form)
-        write_cache = use_cache and cache_writable()
-        result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel,
-                                form=form)
-        result.key = key
-        if use_cache and not write_cache:
-            result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory only")
-        elif write_cache and writes_results() and (warning := store_tensors(
-                path, _to_flat(result), {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
-                               "seconds": f"{result.seconds:.3f}", "estimator": estimator, "form": form})):
-            result.notes.append(warning)
+    # a second process asking for this Fisher waits for the first one's and reads it from the cache
+    with computing(path, enabled=use_cache, cancel=cancel):
+        if use_cache and (hit := load_tensors(path, expect_shapes(_flat_shapes(layers, form)))) is not None:
+            tensors, meta = hit
+            per_layer, rows, cols = _from_flat(tensors, form)
+            result = FisherResult(per_layer, estimator, int(meta["n_examples"]), int(meta["n_skipped"]), data.split,
+                                  data.source, float(meta["seconds"]), from_cache=True, key=key, rows=rows, cols=cols)
+        else:
+            # what would make the work fail or be lost is checked before the work
+            if config is not None and not fits:
+                check_fisher(config, device, batch_size, max_length, estimator, form=form)
+            write_cache = use_cache and cache_writable()
+            result = compute_fisher(model, tokenizer, part, layers, estimator, batch_size, max_length, progress, cancel,
+                                    form=form)
+            result.key = key
+            if use_cache and not write_cache:
+                result.notes.append(f"the cache folder {cache_root()} cannot be written: this Fisher is kept in memory "
+                                    "only")
+            elif write_cache and writes_results() and (warning := store_tensors(
+                    path, _to_flat(result), {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                   "seconds": f"{result.seconds:.3f}", "estimator": estimator, "form": form})):
+                result.notes.append(warning)
     result.notes[:0] = notes
     require_usable_fisher(result, allow_degenerate)
     return result

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fwsvd_core.cache import cache_key, cache_root, cache_writable, expect_shapes, load_tensors, store_tensors
+from fwsvd_core.cache import (
+    cache_key,
+    cache_root,
+    cache_writable,
+    computing,
+    expect_shapes,
+    load_tensors,
+    store_tensors,
+)
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
@@ -202,22 +210,23 @@ def estimate_kronecker(
                     examples=part.content_digest(), max_length=max_length, iterations=iterations,
                     layers=[l.name for l in layers])
     path = cache_root() / "kronecker" / f"{key}.safetensors"
-    if use_cache and (hit := load_tensors(path, expect_shapes(_shapes(layers, iterations)))) is not None:
-        tensors, meta = hit
-        inputs: dict[str, dict[str, torch.Tensor]] = {}
-        outputs: dict[str, dict[str, torch.Tensor]] = {}
-        for flat, tensor in tensors.items():
-            kind, side, name = flat.split("/", 2)
-            (inputs if side == "in" else outputs).setdefault(kind, {})[name] = tensor
-        return KroneckerFactors(inputs, outputs, int(meta["n_examples"]), int(meta["n_skipped"]), iterations,
-                                float(meta["seconds"]), [float(c) for c in meta["change"].split(",") if c], key, True)
-    result = compute_kronecker(model, tokenizer, part, layers, iterations, batch_size, max_length, progress, cancel)
-    result.key = key
-    if use_cache and cache_writable() and writes_results():
-        tensors = {f"{kind}/{side}/{name}": t for kind in result.inputs
-                   for side, source in (("in", result.inputs), ("out", result.outputs))
-                   for name, t in source[kind].items()}
-        store_tensors(path, tensors, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
-                                      "seconds": f"{result.seconds:.3f}", "change": ",".join(f"{c:.6g}" for c in
-                                                                                              result.change)})
-    return result
+    with computing(path, enabled=use_cache, cancel=cancel):  # one process computes, the others read its result
+        if use_cache and (hit := load_tensors(path, expect_shapes(_shapes(layers, iterations)))) is not None:
+            tensors, meta = hit
+            inputs: dict[str, dict[str, torch.Tensor]] = {}
+            outputs: dict[str, dict[str, torch.Tensor]] = {}
+            for flat, tensor in tensors.items():
+                kind, side, name = flat.split("/", 2)
+                (inputs if side == "in" else outputs).setdefault(kind, {})[name] = tensor
+            return KroneckerFactors(inputs, outputs, int(meta["n_examples"]), int(meta["n_skipped"]), iterations,
+                                    float(meta["seconds"]), [float(c) for c in meta["change"].split(",") if c], key, True)
+        result = compute_kronecker(model, tokenizer, part, layers, iterations, batch_size, max_length, progress, cancel)
+        result.key = key
+        if use_cache and cache_writable() and writes_results():
+            tensors = {f"{kind}/{side}/{name}": t for kind in result.inputs
+                       for side, source in (("in", result.inputs), ("out", result.outputs))
+                       for name, t in source[kind].items()}
+            store_tensors(path, tensors, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
+                                          "seconds": f"{result.seconds:.3f}", "change": ",".join(f"{c:.6g}" for c in
+                                                                                                  result.change)})
+        return result
