@@ -66,8 +66,14 @@ def test_the_cli_refuses_it_before_any_work(tiny_models, tmp_path, glue_dir, cap
 def test_a_compressed_export_without_its_tokenizer_is_refused(first_export):
     for name in TOKENIZER_FILES:
         (first_export / name).unlink(missing_ok=True)
-    with pytest.raises(ModelLoadError, match="tokenizer"):
+    with pytest.raises(ModelLoadError, match=r"tokenizer.*save_pretrained"):
         load_model(first_export, device="cpu")
+
+
+def test_loading_an_export_prints_no_warning_of_transformers_about_its_model_type(first_export, capfd):
+    capfd.readouterr()
+    load_model(first_export, device="cpu")  # issue 23, 19: "You are using a model of type `fwsvd_compressed` to ..."
+    assert "model of type" not in capfd.readouterr().err
 
 
 # item 2: the caches ignored the tokenizer, so a tokenizer fixed in place brought the old Fisher back "from cache"
@@ -207,7 +213,7 @@ def test_auto_keeps_the_dtype_the_weights_are_stored_in(tiny_models, tmp_path):
 @pytest.mark.parametrize("failure", [SafetensorError("Error while serializing: IoError(No space left on device)"),
                                      OSError(errno.ENOSPC, "No space left on device")])
 def test_a_full_disk_during_an_export_is_a_message_and_keeps_the_earlier_export(first_export, monkeypatch, failure):
-    before = {p.name: p.read_bytes() for p in first_export.iterdir()}
+    before = {p: p.read_bytes() for p in first_export.rglob("*") if p.is_file()}
     loaded = load_model(first_export, device="cpu")
     session = CompressionSession(loaded)
 
@@ -217,7 +223,7 @@ def test_a_full_disk_during_an_export_is_a_message_and_keeps_the_earlier_export(
     with pytest.raises(ExportError, match=r"No space left on device.*earlier one is still there"):
         save_compressed(session.compress("svd", uniform_ranks(session.layers, 0.5)), loaded.tokenizer, first_export,
                         overwrite=True)
-    assert {p.name: p.read_bytes() for p in first_export.iterdir()} == before
+    assert {p: p.read_bytes() for p in first_export.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in first_export.parent.iterdir()) == ["e1"]  # no staging folder left behind
 
 

@@ -202,9 +202,12 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
         model = _dispatched(config, table, dtype, directory, device_map)
     model.config.fwsvd_compression = table.as_dict()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        # handed the dense config: reading the export's own would make transformers warn of a model type it does not know
+        tokenizer = AutoTokenizer.from_pretrained(directory, config=config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory}: the tokenizer could not be loaded: {str(exc).splitlines()[0]}") from None
+        raise ModelLoadError(f"{directory}: the tokenizer could not be loaded ({str(exc).splitlines()[0]}). Save the "
+                             "tokenizer of the model it was compressed from into the folder "
+                             "(`tokenizer.save_pretrained(FOLDER)`), then load it again.") from None
     ensure_pad_token(model, tokenizer)
     require_model_tokenizer(model, tokenizer, f"compressed model {directory}", directory)
     notes = []
