@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import os
+import platform
+import re
 import shlex
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+import transformers
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
@@ -26,7 +29,7 @@ from fwsvd_core.compression.export import check_export_target, save_compressed
 from fwsvd_core.compression.factorization import KRONECKER_DAMPING
 from fwsvd_core.compression.finetune import finetune_compressed
 from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, KRONECKER, canonical_method, get_method, method_names
-from fwsvd_core.compression.ranks import read_rank_file
+from fwsvd_core.compression.ranks import RankRequest, count_params, read_rank_request, summarize
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import is_demo, needs_build
 from fwsvd_core.errors import (
@@ -55,7 +58,7 @@ from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
-from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.inputs.tasks import TaskSpec, get_task
 from fwsvd_core.loading import load_model
 
 
@@ -103,13 +106,33 @@ def _ratio_list(text: str) -> list[float]:
     return values
 
 
+# the names Hugging Face's scripts and `TrainingArguments` give the same things
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev", "training": "train"}
+
+
+def _dtype(text: str) -> str:
+    """An argparse type: a dtype name, bf16/fp16/fp32 spelt as in Hugging Face's scripts."""
+    name = text.strip().lower().removeprefix("torch.")
+    return DTYPE_ALIASES.get(name, name)
+
+
+def _split(text: str) -> str:
+    """An argparse type: a split name; `validation`, as the hub and Hugging Face's scripts call it, is the dev split."""
+    name = text.strip().lower()
+    return SPLIT_ALIASES.get(name, name)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="hub id, local directory, or a compressed model directory")
+    p.add_argument("--model", "--model-name-or-path", required=True,
+                   help="hub id, local directory, or a compressed model directory")
     p.add_argument("--device", default=None, help="cuda or cpu (none given: cuda when present)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
-    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
-                   help="weights' dtype: auto keeps the checkpoint's (the demos are float32); statistics and "
-                        "decompositions are computed in float32 either way")
+    p.add_argument("--dtype", "--torch-dtype", default="auto", type=_dtype, choices=DTYPE_CHOICES,
+                   help="weights' dtype (bf16, fp16 and fp32 name them too): auto keeps the checkpoint's (the demos "
+                        "are float32); statistics and decompositions are computed in float32 either way")
+    p.add_argument("--bf16", dest="dtype", action="store_const", const="bfloat16", help="the same as --dtype bfloat16")
+    p.add_argument("--fp16", dest="dtype", action="store_const", const="float16", help="the same as --dtype float16")
     p.add_argument("--revision", default=None, help="hub branch, tag or commit of --model (none given: main)")
     p.add_argument("--token", default=None, help="Hugging Face access token for gated or private models (none given: "
                                                  "$HF_TOKEN or the one saved by `hf auth login`)")
@@ -119,16 +142,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli")
+    p.add_argument("--task", "--task-name", required=True,
+                   help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli")
     p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue"],
                    help="auto: the local GLUE folder when one is set, else the hub")
-    p.add_argument("--data-dir", default=None, help="a GLUE-format folder (none given: $FWSVD_DATA_DIR)")
+    p.add_argument("--data-dir", default=None, help="a GLUE-format folder, or the task's own folder in it such as "
+                                                   "glue/SST-2 (none given: $FWSVD_DATA_DIR)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="leave out (and count) data rows with a wrong number of fields, a missing text or label, an "
                         "unclosed quote that takes in the lines after it, or a lone carriage return, instead of "
                         "stopping with their line numbers")
-    p.add_argument("--fisher-split", default="train", help="the split the Fisher and calibration statistics come from")
-    p.add_argument("--eval-split", default="dev", help="the split that is scored")
+    p.add_argument("--fisher-split", default="train", type=_split,
+                   help="the split the Fisher and calibration statistics come from")
+    p.add_argument("--eval-split", default="dev", type=_split, help="the split that is scored (validation names it too)")
     p.add_argument("--fisher-samples", type=_whole_number(1), default=256,
                    help="training examples for the Fisher (seeded sample)")
     p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS,
@@ -142,11 +168,12 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    help="continue when the Fisher is all zero or most examples gave no finite gradient "
                         "(Fisher-weighted methods then behave like plain SVD)")
     p.add_argument("--seed", type=_whole_number(0), default=0, help="seed of the example samples")
-    p.add_argument("--max-length", type=_whole_number(1), default=128,
+    p.add_argument("--max-length", "--max-seq-length", type=_whole_number(1), default=128,
                    help="tokens per example; longer ones are cut (at most the model's positions)")
     p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
-    p.add_argument("--batch-size", type=_whole_number(1), default=64, help="examples per batch when scoring")
+    p.add_argument("--batch-size", "--per-device-eval-batch-size", type=_whole_number(1), default=64,
+                   help="examples per batch when scoring")
 
 
 def _add_compression_args(p: argparse.ArgumentParser) -> None:
@@ -175,10 +202,48 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        if aliases := _long_options(action)[1:]:
+            text += f" (also {', '.join(aliases)})"
         shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
         if shown and not action.required and action.option_strings and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        """An option under its own name (the short one, then the first long one); its older names follow its help."""
+        longs = _long_options(action)
+        if len(longs) < 2:
+            return super()._format_action_invocation(action)
+        shown = [o for o in action.option_strings if not o.startswith("--")] + longs[:1]
+        metavar = "" if action.nargs == 0 else " " + self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(o + metavar for o in shown)
+
+
+def _long_options(action: argparse.Action) -> list[str]:
+    return [o for o in action.option_strings if o.startswith("--")]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every dashed option also answers to its underscore spelling (`--model_name_or_path`, `--output_dir`), as
+    Hugging Face's scripts write them; the help shows the dashed one."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        given = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([self._dashed(a) for a in given], namespace)
+
+    def error(self, message: str):
+        """argparse's message, an option named by its own name only (not `--max-length/--max-seq-length`)."""
+        super().error(re.sub(r"argument (--[\w-]+)(?:/--[\w-]+)+", r"argument \1", message))
+
+    def _dashed(self, arg: str) -> str:
+        """`--foo_bar[=value]` as `--foo-bar[=value]` where only the dashed option exists (anything else unchanged)."""
+        if not arg.startswith("--") or "_" not in arg:
+            return arg
+        name, eq, value = arg.partition("=")
+        dashed = "--" + name[2:].replace("_", "-")
+        if name in self._option_string_actions or dashed not in self._option_string_actions:
+            return arg
+        return dashed + eq + value
 
 
 class _LogFormatter(logging.Formatter):
@@ -315,7 +380,7 @@ def _kronecker(args, session: CompressionSession, fisher_data: TaskData) -> Kron
 
 def _result_paths(args, default_name: str, suffixes: tuple[str, ...]) -> dict[str, Path]:
     """The files --out names, refused now (before any work) when they cannot be written or are not the tool's."""
-    paths = result_paths(args.out, default_name, suffixes)
+    paths = result_paths(args.output_dir, default_name, suffixes)
     check_writable(paths[".json"])
     check_result_targets(paths)
     return paths
@@ -414,6 +479,7 @@ def cmd_sweep(args) -> int:
                       allocators=[a.strip() for a in args.allocators.split(",") if a.strip()],
                       subsample=args.eval_subsample, report=log.info,
                       train_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
+    table = with_removed_columns(table)
     print(table.to_string(index=False))
     meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
             "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
@@ -427,25 +493,30 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def rank_file_method(path: str | Path) -> str | None:
-    """The method a rank file names (the rank editor's JSON does), canonical; None when it names none."""
-    try:
-        content = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None  # read_rank_file says what is wrong with the file
-    method = content.get("method") if isinstance(content, dict) else None
-    if method is None:
+def with_removed_columns(table):
+    """The sweep's table with each kept parameter ratio also stated as removed (the LLM papers' "% removed")."""
+    table = table.copy()
+    for scope in ("layers", "model"):
+        kept = f"param ratio ({scope})"
+        if kept in table.columns:
+            table.insert(table.columns.get_loc(kept) + 1, f"removed ({scope})", (1 - table[kept]).round(4))
+    return table
+
+
+def rank_file_method(request: RankRequest) -> str | None:
+    """The method a rank file names (the rank editor's JSON and an export's rank table do), canonical; None when none."""
+    if request.method is None:
         return None
     try:
-        return canonical_method(str(method))
+        return canonical_method(request.method)
     except FwsvdError as exc:
-        raise UsageError(f"The rank file {path} names the method {method!r}, which this tool does not know ({exc}). "
-                         f"Give --method.") from None
+        raise UsageError(f"The rank file {request.source} names the method {request.method!r}, which this tool does not "
+                         f"know ({exc}). Give --method.") from None
 
 
-def _compress_method(args) -> str:
+def _compress_method(args, request: RankRequest | None) -> str:
     """--method, or the rank file's method when --method is not given (a disagreement between them is refused)."""
-    from_file = rank_file_method(args.ranks) if args.ranks else None
+    from_file = rank_file_method(request) if request is not None else None
     if args.method is None:
         if from_file is not None:
             log.info(f"method: {from_file}, as the rank file {args.ranks} says")
@@ -457,20 +528,61 @@ def _compress_method(args) -> str:
     return chosen
 
 
+def budget_description(model_params: int, session: CompressionSession, ranks: dict[str, int]) -> dict[str, float]:
+    """The budget in both conventions: kept (of the compressible layers, of the model) and removed (as LLM papers)."""
+    summary = summarize(model_params, session.layers, ranks)
+    return {"kept of the compressible layers": summary.compressible_param_ratio, "kept of the model": summary.param_ratio,
+            "removed of the compressible layers": 1 - summary.compressible_param_ratio,
+            "removed of the model": 1 - summary.param_ratio,
+            "parameters before": summary.model_params_before, "parameters after": summary.model_params_after}
+
+
+def budget_line(budget: dict[str, float]) -> str:
+    return (f"parameters: kept {budget['kept of the compressible layers']:.1%} of the compressible layers "
+            f"({budget['kept of the model']:.1%} of the model), i.e. removed "
+            f"{budget['removed of the compressible layers']:.1%} of them ({budget['removed of the model']:.1%} of the "
+            f"model): {budget['parameters before']:,} -> {budget['parameters after']:,}")
+
+
+def _results_paths(args) -> dict[str, Path] | None:
+    """The results JSON of compress --evaluate (refused now, before any work, when it cannot be written)."""
+    if not args.evaluate:
+        return None
+    target = args.results_file or f"{str(args.output_dir).rstrip('/')}.results.json"
+    paths = result_paths(str(target).removesuffix(".json"), "results", (".json",))
+    check_writable(paths[".json"])
+    check_result_targets(paths)
+    return paths
+
+
+def versions() -> dict[str, str]:
+    """The versions a result depends on, as a results file records them."""
+    return {"fwsvd": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def data_description(data: TaskData) -> dict[str, Any]:
+    return {"source": data.source, "task": data.task.name, "split": data.split, "examples": len(data)}
+
+
 def cmd_compress(args) -> int:
     # what can be refused without the model is refused before any heavy work
-    check_export_target(args.save, args.overwrite, args.model)
-    file_ranks = read_rank_file(args.ranks) if args.ranks else None
-    args.method = _compress_method(args)
+    check_export_target(args.output_dir, args.overwrite, args.model)
+    results = _results_paths(args)
+    request = read_rank_request(args.ranks) if args.ranks else None
+    args.method = _compress_method(args, request)
     loaded, session, fisher_data, eval_data = _prepare(args)
     _calibrate(args, session, fisher_data, [canonical_method(args.method)], args.allocator)
-    if file_ranks is not None:
-        ranks = file_ranks
+    if request is not None:
+        ranks = request.resolve(session.layers)
     elif args.param_ratio is not None:
         ranks = allocate(session, args.allocator, args.param_ratio, args.method, calibration=fisher_data)
     else:
         ranks = ranks_for(session, rank_ratio=args.rank_ratio)
     compressed = session.compress(args.method, ranks)
+    budget = budget_description(count_params(session.model), session, ranks)
+    print(budget_line(budget) + (" (as factors; --merge stores every layer dense, keeping all parameters)"
+                                 if args.merge else ""))
     if args.finetune_steps:
         compressed, tuned = finetune_compressed(compressed, loaded.tokenizer, fisher_data, args.finetune_steps,
                                                 lr=args.finetune_lr, max_length=args.max_length,
@@ -478,8 +590,8 @@ def cmd_compress(args) -> int:
         log.info(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}")
     extra: dict = {"source": loaded.source, "task": args.task,
                    "command": args.command_line}
+    scores: dict[str, dict] = {}
     if args.evaluate:
-        scores = {}
         for label, model in (("dense", session.model), (args.method, compressed)):
             result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample,
                               progress=_progress(f"scoring {label}"))
@@ -489,13 +601,63 @@ def cmd_compress(args) -> int:
     if session.fisher is not None:
         extra["fisher"] = {"estimator": session.fisher.estimator, "examples": session.fisher.n_examples,
                            "skipped": session.fisher.n_skipped}
-    saved = save_compressed(compressed, loaded.tokenizer, args.save, extra, overwrite=args.overwrite, source=args.model,
-                            merge=args.merge)
+    saved = save_compressed(compressed, loaded.tokenizer, args.output_dir, extra, overwrite=args.overwrite,
+                            source=args.model, merge=args.merge)
     print(f"saved to {saved}")
+    if results is not None:
+        settings = {k: v for k, v in vars(args).items()
+                    if k not in ("func", "command_line", "token", "verbose", "quiet") and not callable(v)}
+        report = {"command": args.command_line, "export": str(saved), "method": args.method, "merged": args.merge,
+                  "scores": scores, "budget": budget, "ranks": ranks, "settings": settings, "versions": versions(),
+                  "data": {"scored": data_description(eval_data), "fisher": data_description(fisher_data)},
+                  "fisher": extra.get("fisher"), RESULT_MARKER: result_marker(results, "compress")}
+        write_result_files({results[".json"]: json.dumps(report, indent=1, default=str)}, results[".json"])
+        print(f"results: {results['.json']}")
     return 0
 
 
 DEFAULT_METHOD = "fwsvd-output"
+
+
+def check_choices(args) -> None:
+    """Raise UsageError, before any model is loaded, for a task, method or allocator no registry knows (with the list)."""
+    def known(option: str, value: str, lookup) -> None:
+        try:
+            lookup(value)
+        except FwsvdError as exc:
+            raise UsageError(f"{option} {value}: {exc}") from None
+
+    if getattr(args, "task", None) is not None:
+        known("--task", args.task, get_task)
+    for option, attribute in (("--method", "method"), ("--weighted", "weighted")):
+        if getattr(args, attribute, None):
+            known(option, getattr(args, attribute), canonical_method)
+    for method in (m.strip() for m in getattr(args, "methods", "").split(",") if m.strip()):
+        known("--methods", method, canonical_method)
+    for allocator in (a.strip() for a in getattr(args, "allocators", "").split(",") if a.strip()):
+        if allocator not in ALLOCATORS:
+            raise UsageError(f"--allocators {allocator}: unknown allocator; choose from {', '.join(ALLOCATORS)}.")
+    for option, attribute in (("--fisher-split", "fisher_split"), ("--eval-split", "eval_split")):
+        split = getattr(args, attribute, None)
+        if split is not None and getattr(args, "task", None) is not None:
+            splits = get_task(args.task).glue_file.split_files
+            if split not in splits:
+                raise UsageError(f"{option} {split}: task {args.task} has the splits {', '.join(splits)} "
+                                 "(validation is another name of dev).")
+
+
+def glue_root(data_dir: str | None, task: TaskSpec) -> str | None:
+    """The GLUE folder that --data-dir means: the folder itself, or its parent when it is the task's own folder
+    (glue/SST-2, holding train.tsv and dev.tsv)."""
+    if not data_dir:
+        return data_dir
+    folder, spec = Path(data_dir), task.glue_file
+    if (folder / spec.folder).is_dir() or not any((folder / name).is_file() for name in spec.split_files.values()):
+        return data_dir
+    if folder.resolve().name == spec.folder:
+        return str(folder.resolve().parent)
+    raise UsageError(f"--data-dir {data_dir} holds the {task.name} files itself, in a folder not named {spec.folder}: "
+                     f"give the folder that holds {spec.folder}/, or name this one {spec.folder}.")
 
 
 def check_device(device: str | None) -> None:
@@ -527,7 +689,7 @@ def _noise_options(parser: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.",
+    parser = _Parser(prog="python -m fwsvd_core", description="Fisher-weighted low-rank compression.",
                                      epilog=EXIT_CODES, formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"fwsvd-studio {__version__}")
     _noise_options(parser, False)
@@ -557,9 +719,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", type=_ratio_list, default="0.5,0.3,0.15",
                    help="rank ratios r/min(out,in), comma-separated ('' for none)")
     p.add_argument("--param-ratios", type=_ratio_list, default=None,
-                   help="parameter ratios (kept/original of the layers), comma-separated")
+                   help="parameter budgets as KEPT / original of the compressible layers, comma-separated (0.6 keeps "
+                        "60%% and removes 40%%)")
     p.add_argument("--allocators", default="uniform", help=f"for --param-ratios, comma-separated: {', '.join(ALLOCATORS)}")
-    p.add_argument("--out", default="results/sweep",
+    p.add_argument("--output-dir", "--out", dest="output_dir", default="results/sweep",
                    help="where the results go: .csv and .json are appended to this name (a folder receives sweep.csv "
                         "and sweep.json); only files this tool wrote are replaced")
     p = command("compress", "compress and save a model", cmd_compress)
@@ -569,14 +732,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocator", default="uniform", choices=ALLOCATORS, help="how --param-ratio is met")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--rank-ratio", type=float, help="one rank ratio r/min(out,in) for every layer")
-    group.add_argument("--param-ratio", type=float, help="parameters kept / original, of the compressible layers")
-    group.add_argument("--ranks", help="a JSON file {layer: rank} (or {'ranks': {...}}, as the dashboard exports)")
-    p.add_argument("--save", required=True,
+    group.add_argument("--param-ratio", type=float,
+                       help="the budget as parameters KEPT / original, of the compressible layers: 0.6 keeps 60%% of "
+                            "them and removes 40%% (what LLM papers call '40%% compression'); the output states both, "
+                            "and what it is of the whole model")
+    group.add_argument("--ranks",
+                       help="a rank file: a compressed export of this tool (its folder or its fwsvd_ranks.json), the "
+                            "rank editor's JSON {'method': ..., 'ranks': {layer: rank}}, a plain {layer: rank}, or peft's "
+                            "{'rank_pattern': {pattern: rank}, 'r': default} (a pattern is a layer-name suffix such as "
+                            "'query' or a regular expression such as 'layer.0.*dense'; layers not matched get r, else "
+                            "keep full rank)")
+    p.add_argument("--output-dir", "--save", dest="output_dir", required=True,
                    help="a new or empty folder to write the compressed model to (a non-empty folder is refused)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier export of this tool in --save (never any other folder)")
-    p.add_argument("--evaluate", action="store_true", help="score dense and compressed before saving (the scores "
-                                                           "go into the export's model card)")
+    p.add_argument("--overwrite", "--overwrite-output-dir", action="store_true",
+                   help="replace an earlier export of this tool in --output-dir (never any other folder)")
+    p.add_argument("--evaluate", "--do-eval", action="store_true",
+                   help="score dense and compressed before saving: the scores go into the export's model card and, with "
+                        "the settings, versions and data, into a results JSON beside the export (--results-file)")
+    p.add_argument("--results-file", default=None,
+                   help="where --evaluate writes its results JSON (default: OUTPUT_DIR.results.json beside the export; "
+                        "only a file this tool wrote is replaced)")
     p.add_argument("--merge", action="store_true",
                    help="store each layer dense (its rank-r product) in the original architecture: loads anywhere "
                         "without custom code, saves no parameters")
@@ -584,7 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")
     _add_kronecker_args(p)
-    p.add_argument("--out", default="results/predictor",
+    p.add_argument("--output-dir", "--out", dest="output_dir", default="results/predictor",
                    help="where the results go: .csv, .json and .md are appended to this name (a folder receives "
                         "predictor.*); only files this tool wrote are replaced")
     return parser
@@ -623,6 +798,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         hf_logging.disable_progress_bar()  # transformers' own bars (loading weights) too
     try:
+        check_choices(args)
+        if getattr(args, "task", None) is not None:
+            args.data_dir = glue_root(args.data_dir, get_task(args.task))
         check_device(args.device)
         _join_process_group(args)
         if process_group()[0] != 0:
