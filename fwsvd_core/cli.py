@@ -547,6 +547,8 @@ def budget_line(budget: dict[str, float]) -> str:
 def _results_paths(args) -> dict[str, Path] | None:
     """The results JSON of compress --evaluate (refused now, before any work, when it cannot be written)."""
     if not args.evaluate:
+        if args.results_file:
+            raise UsageError("--results-file names where --evaluate writes its scores: add --evaluate, or leave it out.")
         return None
     target = args.results_file or f"{str(args.output_dir).rstrip('/')}.results.json"
     paths = result_paths(str(target).removesuffix(".json"), "results", (".json",))

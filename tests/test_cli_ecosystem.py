@@ -49,6 +49,7 @@ def test_bf16_and_fp16_name_dtypes():
     (["sweep", "--param-ratios", "0.5", "--allocators", "uniform,greedy"], "choose from uniform, spectral, sensitivity"),
     (["predictor", "--weighted", "nope"], "--weighted nope: Unknown method"),
     (["sweep", "--eval-split", "test"], "has the splits train, dev"),
+    (["compress", "--rank-ratio", "0.5", "--results-file", "r.json"], "add --evaluate"),
 ])
 def test_registry_choices_are_checked_before_any_model_is_loaded(argv, message, tiny_models, glue_dir, tmp_path,
                                                                  monkeypatch, capsys):
