@@ -26,6 +26,7 @@ def load_model(
     token: str | bool | None = None,
     device_map: str | dict | None = None,
     data_dir: str | Path | None = None,
+    family: str | None = None,
 ) -> LoadedModel:
     """'demo:NAME' (built on first use, `progress` reporting its fine-tuning steps), a folder written by
     `export.save_compressed`, or a saved model (local directory or hub id). NaN or infinite weights are refused.
@@ -33,7 +34,8 @@ def load_model(
     `dtype` ('float32', 'bfloat16', 'float16' or a torch dtype) converts the weights; None or 'auto' keeps the
     dtype they are stored in. `revision`, `token` and `device_map` (accelerate's placement over GPUs, CPU and disk)
     go to transformers' from_pretrained for saved models. `data_dir` is the GLUE folder a demo is built from
-    when the hub is out of reach (default: FWSVD_DATA_DIR)."""
+    when the hub is out of reach (default: FWSVD_DATA_DIR). `family` names the task family whose model class a saved
+    model is loaded as (None: the one its config names; `inputs.families`)."""
     if device_map is not None and is_demo(str(source)):
         raise ModelLoadError("device_map applies to saved models (a hub id, a directory or a compressed export); the "
                              "built-in demos are loaded whole on --device.")
@@ -45,4 +47,4 @@ def load_model(
                                  device_map=device_map)
         require_finite_weights(loaded.model, f"compressed model {local}")
         return loaded
-    return load_pretrained(source, num_labels, device, trust_remote_code, dtype, revision, token, device_map)
+    return load_pretrained(source, num_labels, device, trust_remote_code, dtype, revision, token, device_map, family)

@@ -4,7 +4,8 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.inputs.batching import collate, encode
+from fwsvd_core.inputs.batching import collate
+from fwsvd_core.inputs.families import encode
 from fwsvd_core.inputs.layers import find_layers
 
 

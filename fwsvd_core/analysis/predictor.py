@@ -29,12 +29,11 @@ from scipy.stats import bootstrap, spearmanr
 
 from fwsvd_core.compression.ranks import uniform_ranks
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.estimation.evaluation import predict_with_loss
+from fwsvd_core.estimation.evaluation import example_stats
 from fwsvd_core.estimation.fisher import directional_fisher
-from fwsvd_core.estimation.metrics import compute_metrics
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.families import family_of
 
 PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)",
               "kfac": "predicted SVD excess (K-FAC)", "nearest": "predicted SVD excess (nearest Kronecker)"}
@@ -156,14 +155,14 @@ def validate_predictor(
     table = svd_failure_scores(session, rank_ratio, weighted, calibration, n_examples, seed, cancel=cancel)
     part = eval_data.sample(subsample, seed)
     tokenizer = session.loaded.tokenizer
-    mapping = map_labels(session.model.config, part.task)
+    family = family_of(part.task)
     differences, score_gains = [], []
     for i, row in table.iterrows():
         losses, scores = {}, {}
         for method in ("svd", weighted):
             model = session.compress(method, {row["layer"]: int(row["rank"])})
-            preds, losses[method] = predict_with_loss(model, tokenizer, part, mapping, cancel=cancel)
-            scores[method] = compute_metrics(part.task, preds, part.labels)[part.task.primary_metric]
+            rows, losses[method] = example_stats(model, tokenizer, part, cancel=cancel)
+            scores[method] = family.metrics(part.task, rows)[part.task.primary_metric]
         differences.append(losses["svd"] - losses[weighted])
         score_gains.append(scores[weighted] - scores["svd"])
         if progress is not None:

@@ -19,6 +19,7 @@ from fwsvd_core.compression.rank_table import (
     rank_table_of,
 )
 from fwsvd_core.compression.ranks import RankMap, validate_ranks
+from fwsvd_core.inputs.families import family_of_model
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, stored_tensor
 
 
@@ -133,7 +134,6 @@ def with_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
 def merged_model(compressed: nn.Module) -> nn.Module:
     """The compressed model in its original architecture: each factorized layer stored dense (its rank-r product),
     in the module type the architecture uses (GPT-2's Conv1D included). Untouched weights are shared."""
-    from transformers import AutoModelForSequenceClassification
     from transformers.pytorch_utils import Conv1D
 
     table = rank_table_of(compressed)
@@ -142,7 +142,7 @@ def merged_model(compressed: nn.Module) -> nn.Module:
     config = copy.deepcopy(cast(Any, compressed).config)
     del config.fwsvd_compression
     with torch.device("meta"):  # the original module types, without allocating weights
-        skeleton = AutoModelForSequenceClassification.from_config(config)
+        skeleton = family_of_model(compressed).auto_model_class().from_config(config)
     merged = structural_copy(compressed)
     for name, row in table.layers.items():
         if row.form == FORM_ORIGINAL:

@@ -65,7 +65,7 @@ def _card_license(path: Path) -> str | None:
     return license_ if isinstance(license_, str) else None
 
 
-def card_data(table: RankTable, base: BaseModel, merged: bool):
+def card_data(table: RankTable, base: BaseModel, merged: bool, pipeline_tag: str = "text-classification"):
     """The metadata header of the export's README.md, as `huggingface_hub.ModelCardData`."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -78,12 +78,12 @@ def card_data(table: RankTable, base: BaseModel, merged: bool):
     measured = scores.get(table.method) or next((v for k, v in scores.items() if k != "dense"), None)
     if measured and task_name:
         dataset_type, dataset_config = _dataset_of(task_name)
-        results = [EvalResult(task_type="text-classification", dataset_type=dataset_type, dataset_name=task_name,
+        results = [EvalResult(task_type=pipeline_tag, dataset_type=dataset_type, dataset_name=task_name,
                               dataset_config=dataset_config, dataset_split=_split_of(extra.get("eval data")),
                               metric_type=str(metric), metric_value=float(value))
                    for metric, value in measured.items() if isinstance(value, (int, float))]
     return ModelCardData(
-        library_name="transformers", pipeline_tag="text-classification", base_model=base.hub_id,
+        library_name="transformers", pipeline_tag=pipeline_tag, base_model=base.hub_id,
         license=base.license, tags=list(dict.fromkeys(tags)), eval_results=results or None,
         model_name=f"{task_name or 'model'}-{table.method or 'compressed'}" if results else None)
 

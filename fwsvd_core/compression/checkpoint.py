@@ -14,34 +14,63 @@ from pathlib import Path
 
 from fwsvd_core.compression.model_card import RANKS_FILE
 from fwsvd_core.compression.rank_table import RankTable, rank_table_of
+from fwsvd_core.inputs.families import (
+    DEFAULT_FAMILY,
+    Family,
+    family_names,
+    family_of_class,
+    family_of_model,
+    get_family,
+)
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"  # save_pretrained's shards of a large model
 CONFIG_FILE = "config.json"
 MODELING_FILE = "fwsvd_modeling.py"
 MODELING_SOURCE = Path(__file__).with_name("hf_modeling.py")  # copied, never imported: it is the export's own code
-AUTO_MAP = {"AutoConfig": "fwsvd_modeling.FwsvdCompressedConfig",
-            "AutoModelForSequenceClassification": "fwsvd_modeling.FwsvdCompressedForSequenceClassification"}
+MODELING_MODULE = MODELING_FILE.removesuffix(".py")
 EXPORT_MODEL_TYPE = "fwsvd_compressed"
 BASE_TYPE_KEY = "fwsvd_base_model_type"
+BASE_ARCHITECTURES_KEY = "fwsvd_base_architectures"  # the dense model's class, which names its task family
 TABLE_KEY = "fwsvd_compression"  # the rank table inside config.json
 
 
-def mark_config_as_export(path: Path) -> None:
+def auto_map(family: Family) -> dict[str, str]:
+    """The config's `auto_map` of an export of the family: its auto class -> the modeling file's class."""
+    return {"AutoConfig": f"{MODELING_MODULE}.FwsvdCompressedConfig",
+            family.auto_class: f"{MODELING_MODULE}.FwsvdCompressed{family.class_suffixes[0]}"}
+
+
+def is_own_auto_map(value) -> bool:
+    """Whether an `auto_map` names only the modeling file this tool ships (not code of the model's own)."""
+    return isinstance(value, dict) and all(str(v).startswith(f"{MODELING_MODULE}.") for v in value.values())
+
+
+def export_family(config: dict) -> Family:
+    """The task family of an export's config (exports written before families: sequence classification)."""
+    named = config.get(BASE_ARCHITECTURES_KEY) or []
+    found = next((f for f in map(family_of_class, named) if f is not None), None)
+    if found is None and is_own_auto_map(config.get("auto_map")):
+        found = next((f for f in map(get_family, family_names()) if f.auto_class in config["auto_map"]), None)
+    return found or get_family(DEFAULT_FAMILY)
+
+
+def mark_config_as_export(path: Path, family: Family) -> None:
     """Give the saved config a model type of its own, which plain transformers loads only through the modeling file
     shipped beside it (so only with trust_remote_code=True), and which an older loader refuses."""
     config = json.loads(path.read_text())
     if config.get("model_type") != EXPORT_MODEL_TYPE:
         config[BASE_TYPE_KEY] = config["model_type"]
+        config[BASE_ARCHITECTURES_KEY] = config.get("architectures") or []
     config["model_type"] = EXPORT_MODEL_TYPE
-    config["auto_map"] = AUTO_MAP
-    config["architectures"] = [AUTO_MAP["AutoModelForSequenceClassification"].rpartition(".")[2]]
+    config["auto_map"] = auto_map(family)
+    config["architectures"] = [config["auto_map"][family.auto_class].rpartition(".")[2]]
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def write_export_files(folder: Path, table: RankTable) -> None:
+def write_export_files(folder: Path, table: RankTable, family: Family) -> None:
     """Beside a saved config and weights: the config marked as an export, the modeling file and the rank file."""
-    mark_config_as_export(folder / CONFIG_FILE)
+    mark_config_as_export(folder / CONFIG_FILE, family)
     shutil.copyfile(MODELING_SOURCE, folder / MODELING_FILE)
     (folder / RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
 
@@ -64,7 +93,7 @@ class SavesAsExport:
         table = rank_table_of(self)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if table is not None and kwargs.get("is_main_process", True):
-            write_export_files(Path(save_directory), table)
+            write_export_files(Path(save_directory), table, family_of_model(self))
         return result
 
 

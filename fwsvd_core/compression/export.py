@@ -21,7 +21,7 @@ from torch import nn
 from fwsvd_core.compression.apply import merged_model, replace_module
 from fwsvd_core.compression.card_metadata import base_model_of, card_data, without_local_paths
 from fwsvd_core.compression.checkpoint import (
-    AUTO_MAP,
+    BASE_ARCHITECTURES_KEY,
     BASE_TYPE_KEY,
     CONFIG_FILE,
     MODELING_FILE,
@@ -29,6 +29,8 @@ from fwsvd_core.compression.checkpoint import (
     WEIGHTS_INDEX_FILE,
     compressed_class,
     config_rank_table,
+    export_family,
+    is_own_auto_map,
     write_export_files,
 )
 from fwsvd_core.compression.lowrank import LowRankLinear, legacy_factor_names
@@ -46,6 +48,7 @@ from fwsvd_core.folders import (
     staged_directory,
     written_by_tool,
 )
+from fwsvd_core.inputs.families import Family, family_of_model
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
 from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, offload_folder, require_model_tokenizer
 from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
@@ -129,6 +132,7 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
     table = RankTable(table.method, table.layers, without_local_paths(table.extra))  # the export is for sharing
     config = cast(Any, model).config
     base = base_model_of(str(getattr(config, "name_or_path", "") or ""))
+    family = family_of_model(model)
     config.fwsvd_compression = table.as_dict()
     dtype = model_dtype(model)
     config.dtype = dtype  # the dtype the weights are saved in, which a loader keeps by default
@@ -143,12 +147,12 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
             else:
                 config.save_pretrained(staging)
                 save_safetensors_from(model, str(staging / WEIGHTS_FILE))
-                write_export_files(staging, table)
+                write_export_files(staging, table, family)
                 saved_params = count_params(model)
             tokenizer.save_pretrained(staging)
-            header = card_data(table, base, merge).to_yaml()
-            (staging / CARD_FILE).write_text(f"---\n{header}\n---\n\n"
-                                             + model_card(table, saved_params, dtype_name(dtype), merged=merge))
+            header = card_data(table, base, merge, family.pipeline_tag).to_yaml()
+            (staging / CARD_FILE).write_text(f"---\n{header}\n---\n\n" + model_card(
+                table, saved_params, dtype_name(dtype), merged=merge, auto_class=family.auto_class))
     except (OSError, SafetensorError) as exc:  # a full disk, a folder gone read-only: the staging folder is gone
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise ExportError(f"Could not write the export to {directory}: {reason}. Nothing was kept of the new export"
@@ -157,17 +161,20 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
     return directory
 
 
-def _export_config(directory: Path, trust_remote_code: bool):
-    """The dense architecture's config of an export (also of exports written before the export model type)."""
+def _export_config(directory: Path, trust_remote_code: bool) -> tuple[Any, Family]:
+    """The dense architecture's config of an export (also of exports written before the export model type), and
+    the task family its model belongs to."""
     from transformers import CONFIG_MAPPING
 
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{directory}: the export's {CONFIG_FILE} cannot be read ({exc}).") from None
+    family = export_family(config)
     base = config.pop(BASE_TYPE_KEY, config.get("model_type"))
     config["model_type"] = base
-    if config.get("auto_map") == AUTO_MAP:  # our own modeling file: this loader builds the same model itself
+    config["architectures"] = config.pop(BASE_ARCHITECTURES_KEY, None) or config.get("architectures")
+    if is_own_auto_map(config.get("auto_map")):  # our own modeling file: this loader builds the same model itself
         config.pop("auto_map")
         config.pop("architectures", None)
     if config.get("auto_map"):
@@ -176,7 +183,7 @@ def _export_config(directory: Path, trust_remote_code: bool):
                              f"compressed exports of such models are not supported{hint}. Nothing was run.")
     if base not in CONFIG_MAPPING:
         raise ModelLoadError(f"{directory}: unknown base model type {base!r} in the export's {CONFIG_FILE}.")
-    return CONFIG_MAPPING[base].from_dict({k: v for k, v in config.items() if k != "model_type"})
+    return CONFIG_MAPPING[base].from_dict({k: v for k, v in config.items() if k != "model_type"}), family
 
 
 def load_compressed(directory: str | Path, device: str | torch.device | None = None,
@@ -191,15 +198,15 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
     directory = Path(directory)
     if not is_compressed_dir(directory):
         raise ModelLoadError(f"{directory} holds no compressed model ({RANKS_FILE} is missing).")
-    config = _export_config(directory, trust_remote_code)
+    config, family = _export_config(directory, trust_remote_code)
     dtype = as_dtype(dtype) or config_dtype(config)
     table = _rank_table(directory)
     if device_map is None:
         check_model_load(config, resolve_device(device), dtype)
-        model = _compressed_skeleton(config, table, dtype, directory)
+        model = _compressed_skeleton(config, table, dtype, directory, family)
         _load_weights(model, directory)
     else:
-        model = _dispatched(config, table, dtype, directory, device_map)
+        model = _dispatched(config, table, dtype, directory, device_map, family)
     model.config.fwsvd_compression = table.as_dict()
     try:
         # handed the dense config: reading the export's own would make transformers warn of a model type it does not know
@@ -220,11 +227,9 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
     return LoadedModel(model, tokenizer, f"compressed model {directory}", notes)
 
 
-def _compressed_skeleton(config, table: RankTable, dtype: torch.dtype, directory: Path) -> Any:
+def _compressed_skeleton(config, table: RankTable, dtype: torch.dtype, directory: Path, family: Family) -> Any:
     """The architecture with every layer of the rank table in its stored form, weights not read yet."""
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    model = family.auto_model_class().from_config(config, dtype=dtype)
     model.__class__ = compressed_class(type(model))  # its save_pretrained writes an export again
     try:
         for name, row in table.layers.items():
@@ -239,14 +244,15 @@ def _compressed_skeleton(config, table: RankTable, dtype: torch.dtype, directory
     return model
 
 
-def _dispatched(config, table: RankTable, dtype: torch.dtype, directory: Path, device_map: str | dict) -> Any:
+def _dispatched(config, table: RankTable, dtype: torch.dtype, directory: Path, device_map: str | dict,
+                family: Family) -> Any:
     """The model read straight into accelerate's placement (GPUs, then the CPU, then the disk), layer by layer."""
     try:
         from accelerate import init_empty_weights, load_checkpoint_and_dispatch
     except ImportError:
         raise ModelLoadError("device_map needs accelerate (pip install accelerate).") from None
     with init_empty_weights():
-        model = _compressed_skeleton(config, table, dtype, directory)
+        model = _compressed_skeleton(config, table, dtype, directory, family)
     _check_weight_names(model, directory)
     cast(Any, model).tie_weights()
     files = _weight_files(directory)

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from fwsvd_core.compression.lowrank import LowRankLinear
-from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.folders import staged_directory
-from fwsvd_core.inputs.batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate, encode
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, batch_indices, check_cancel, collate
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.families import family_of
 from fwsvd_core.inputs.precision import autocast_to, float32_parameters, model_dtype
 
 
@@ -53,7 +53,8 @@ def _train(model: nn.Module, tokenizer, data: TaskData, epochs: float, lr: float
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
-    encoded = encode(tokenizer, data, max_length, model)
+    family = family_of(data.task)
+    encoded = family.encode(tokenizer, data, max_length, model)
     per_epoch = math.ceil(len(data) / batch_size)
     total = max(1, round(epochs * per_epoch))
     if max_steps is not None:
@@ -85,10 +86,10 @@ def _train(model: nn.Module, tokenizer, data: TaskData, epochs: float, lr: float
                     break
                 check_cancel(cancel)
                 batch = collate(tokenizer, encoded, idx, device)
-                targets = task_targets(data, model, idx).to(device)
+                targets = family.targets(data, model, idx, encoded, batch).to(device)
                 with autocast_to(device, compute_dtype):
                     logits = model(**batch).logits
-                loss = per_example_loss(logits, targets, data.task.is_regression).mean()
+                loss = family.example_losses(logits, targets, data.task).mean()
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)

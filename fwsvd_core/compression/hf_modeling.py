@@ -1,7 +1,8 @@
 """Loading a compressed export of FWSVD Studio with plain transformers, without FWSVD Studio installed.
 
 This file is copied beside an export's weights as `fwsvd_modeling.py` and named in its config's `auto_map`, so
-that `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` loads the export.
+that `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` (or the auto class of the
+model's task: token classification) loads the export.
 It needs only torch and transformers: the dense architecture is built from the config, and each layer listed in
 the rank table (`fwsvd_compression`) is replaced by a two-factor layer, or a dense one, of its stored shape
 before the weights are read. The parameter names are those of the dense architecture.
@@ -9,10 +10,12 @@ before the weights are read. The parameter names are those of the dense architec
 from __future__ import annotations
 
 import torch
+import transformers
 from torch import nn
-from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, PretrainedConfig, PreTrainedModel
 
-_NOT_BASE_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "fwsvd_base_model_type")
+_NOT_BASE_KEYS = ("model_type", "auto_map", "architectures", "transformers_version", "fwsvd_base_model_type",
+                  "fwsvd_base_architectures")
 
 
 class FwsvdLowRankLinear(nn.Module):
@@ -42,15 +45,17 @@ class FwsvdCompressedConfig(PretrainedConfig):
         return CONFIG_MAPPING[self.fwsvd_base_model_type].from_dict(values)
 
 
-class FwsvdCompressedForSequenceClassification(PreTrainedModel):
-    """The dense architecture with its compressed layers in place; forward is the dense model's."""
+class FwsvdCompressedModel(PreTrainedModel):
+    """The dense architecture with its compressed layers in place; forward is the dense model's. One subclass per
+    kind of task, naming the auto class the dense architecture is built with."""
 
     config_class = FwsvdCompressedConfig
     base_model_prefix = ""
+    inner_auto_class = "AutoModelForSequenceClassification"
 
     def __init__(self, config: FwsvdCompressedConfig):
         super().__init__(config)
-        inner = AutoModelForSequenceClassification.from_config(config.base_config())
+        inner = getattr(transformers, self.inner_auto_class).from_config(config.base_config())
         for name, row in config.fwsvd_compression["layers"].items():
             if row["form"] == "original":
                 continue
@@ -93,3 +98,10 @@ class FwsvdCompressedForSequenceClassification(PreTrainedModel):
                              "folder was edited or mixed from two exports: export the model again.")
         return (model, info) if want_info else model
 
+
+class FwsvdCompressedForSequenceClassification(FwsvdCompressedModel):
+    inner_auto_class = "AutoModelForSequenceClassification"
+
+
+class FwsvdCompressedForTokenClassification(FwsvdCompressedModel):
+    inner_auto_class = "AutoModelForTokenClassification"

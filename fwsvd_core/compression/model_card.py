@@ -17,8 +17,10 @@ def layer_params(row) -> tuple[int, int]:
     return before, row.rank * (row.in_features + row.out_features) if row.form == FORM_LOWRANK else before
 
 
-def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = False) -> str:
-    """Markdown for the export's README.md; `model_params` counts the saved model's parameters."""
+def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = False,
+               auto_class: str = "AutoModelForSequenceClassification") -> str:
+    """Markdown for the export's README.md; `model_params` counts the saved model's parameters, `auto_class` is the
+    transformers class a model of its task loads with."""
     before = sum(layer_params(r)[0] for r in table.layers.values())
     after = sum(layer_params(r)[1] for r in table.layers.values())
     if merged:  # every layer is stored dense again: nothing is saved
@@ -56,13 +58,13 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
         lines += _history_lines(history, table)
     lines += ["", "## Loading", ""]
     if merged:
-        lines += ["```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-                  'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER")',
+        lines += ["```python", f"from transformers import {auto_class}, AutoTokenizer",
+                  f'model = {auto_class}.from_pretrained("THIS_FOLDER")',
                   'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")', "```"]
     else:
-        lines += ["```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        lines += ["```python", f"from transformers import {auto_class}, AutoTokenizer",
                   "# the factorized layers are defined in fwsvd_modeling.py, beside the weights",
-                  'model = AutoModelForSequenceClassification.from_pretrained("THIS_FOLDER", trust_remote_code=True)',
+                  f'model = {auto_class}.from_pretrained("THIS_FOLDER", trust_remote_code=True)',
                   'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER", trust_remote_code=True)', "```", "",
                   'or `fwsvd_core.load_model("THIS_FOLDER")` with FWSVD Studio installed.']
     if command := extra.get("command"):

@@ -17,9 +17,10 @@ from torch import nn
 from fwsvd_core.cache import Check, cache_key, cache_root, computing, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
-from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
+from fwsvd_core.inputs.families import encode
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
 from fwsvd_core.inputs.models import model_fingerprint
 

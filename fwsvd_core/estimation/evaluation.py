@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.estimation.metrics import bootstrap_interval, compute_metrics
-from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.estimation.metrics import stats_interval
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
-from fwsvd_core.inputs.labels import LabelMapping, map_labels
+from fwsvd_core.inputs.families import family_of
+from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.precision import autocast_to, model_dtype
 
 
@@ -39,24 +39,17 @@ class EvalResult:
         return text
 
 
-def predict(
-    model: nn.Module, tokenizer, data: TaskData, mapping: LabelMapping, batch_size: int = 64, max_length: int = 128,
-    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-) -> np.ndarray:
-    """Predictions in the task's label space (class indices, or floats for regression), in data order."""
-    return predict_with_loss(model, tokenizer, data, mapping, batch_size, max_length, progress, cancel)[0]
-
-
-def predict_with_loss(
-    model: nn.Module, tokenizer, data: TaskData, mapping: LabelMapping, batch_size: int = 64, max_length: int = 128,
+def example_stats(
+    model: nn.Module, tokenizer, data: TaskData, batch_size: int = 64, max_length: int = 128,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (as `predict`) and each example's task loss."""
+    """Each example's statistics, from which its family computes the metrics (for sequence tasks: the prediction
+    and the label, in the task's label space), and each example's task loss, in data order."""
     device, dtype = next(model.parameters()).device, model_dtype(model)
-    encoded = encode(tokenizer, data, max_length, model)
-    out = np.empty(len(data), dtype=np.float32 if data.task.is_regression else np.int64)
+    family = family_of(data.task)
+    encoded = family.encode(tokenizer, data, max_length, model)
+    stats: np.ndarray | None = None
     losses = np.empty(len(data), dtype=np.float64)
-    to_task = torch.tensor(mapping.model_to_task, device=device)
     with model_lock(model):  # another pass's hooks would record these forward calls
         was_training = model.training
         model.eval()
@@ -65,13 +58,24 @@ def predict_with_loss(
                 for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
                     with autocast_to(device, dtype):
                         logits = model(**batch).logits
-                    pred = logits[:, 0] if data.task.is_regression else to_task[logits.argmax(dim=-1)]
-                    out[idx] = pred.float().cpu().numpy() if data.task.is_regression else pred.cpu().numpy()
-                    targets = task_targets(data, model, idx).to(device)
-                    losses[idx] = per_example_loss(logits, targets, data.task.is_regression).double().cpu().numpy()
+                    targets = family.targets(data, model, idx, encoded, batch).to(device)
+                    rows = family.batch_stats(logits, targets, data.task, model)
+                    if stats is None:
+                        stats = np.empty((len(data), rows.shape[1]), dtype=np.float64)
+                    stats[idx] = rows
+                    losses[idx] = family.example_losses(logits, targets, data.task).double().cpu().numpy()
         finally:
             model.train(was_training)
-    return out, losses
+    return (np.empty((0, 0)) if stats is None else stats), losses
+
+
+def predict(
+    model: nn.Module, tokenizer, data: TaskData, batch_size: int = 64, max_length: int = 128,
+    progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """A sequence task's predictions in its label space (class indices, or floats for regression), in data order."""
+    stats = example_stats(model, tokenizer, data, batch_size, max_length, progress, cancel)[0]
+    return stats[:, 0].astype(np.float32 if data.task.is_regression else np.int64)
 
 
 def evaluate(
@@ -83,8 +87,8 @@ def evaluate(
     start = time.perf_counter()
     mapping = map_labels(model.config, data.task)
     part = data.sample(subsample, seed)
-    preds, losses = predict_with_loss(model, tokenizer, part, mapping, batch_size, max_length, progress, cancel)
-    metrics = compute_metrics(data.task, preds, part.labels)
-    interval = bootstrap_interval(data.task, preds, part.labels, seed=seed) if len(part) < len(data) else None
+    stats, losses = example_stats(model, tokenizer, part, batch_size, max_length, progress, cancel)
+    metrics = family_of(data.task).metrics(data.task, stats)
+    interval = stats_interval(data.task, stats, seed=seed) if len(part) < len(data) else None
     return EvalResult(metrics, data.task.primary_metric, len(part), len(data), interval,
                       time.perf_counter() - start, mapping.message, float(np.mean(losses)))

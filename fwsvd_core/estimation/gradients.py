@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.inputs.batching import CancelFn, ProgressFn, encode, iter_batches
+from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
+from fwsvd_core.inputs.families import family_of
 from fwsvd_core.inputs.layers import LayerInfo
 
 
@@ -105,12 +105,13 @@ def _gradient_batches(
         model.eval()  # no dropout: the gradients of the deployed function, and reproducible
         for p, _ in saved_flags:
             p.requires_grad_(id(p) in weights)  # outputs need a graph; no other gradient is wanted
-        encoded = encode(tokenizer, data, max_length, model)
+        family = family_of(data.task)
+        encoded = family.encode(tokenizer, data, max_length, model)
         for idx, batch in iter_batches(tokenizer, encoded, batch_size, device, progress, cancel):
             capture.clear()
             logits = model(**batch).logits
-            targets = task_targets(data, model, idx).to(device)
-            losses = per_example_loss(logits, targets, data.task.is_regression)
+            targets = family.targets(data, model, idx, encoded, batch).to(device)
+            losses = family.example_losses(logits, targets, data.task)
             names = list(capture.outputs)
             flat = [o for n in names for o in capture.outputs[n]]
             grads_flat = torch.autograd.grad(torch.nan_to_num(losses).sum(), flat, allow_unused=True)

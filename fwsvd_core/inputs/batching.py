@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from fwsvd_core.errors import Cancelled
-from fwsvd_core.inputs.data import TaskData
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 CancelFn = Callable[[], bool]  # returns True when the caller wants to stop
@@ -17,10 +16,11 @@ CancelFn = Callable[[], bool]  # returns True when the caller wants to stop
 
 @dataclass
 class Encoded:
-    """Token ids per example, without padding."""
+    """Token ids per example, without padding; for token-level tasks, a target per token (-100: not scored)."""
 
     input_ids: list[list[int]]
     extra: dict[str, list[list[int]]]  # token_type_ids where the tokenizer makes them
+    token_targets: list[list[int]] | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -32,20 +32,23 @@ def accepts_token_types(model) -> bool:
     return "token_type_ids" in inspect.signature(model.forward).parameters
 
 
-def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Encoded:
-    """Token ids of every example; token types only where the model takes them."""
-    args = (data.text_a,) if data.text_b is None else (data.text_a, data.text_b)
-    out = tokenizer(*args, truncation=True, max_length=max_length)
-    keep_types = "token_type_ids" in out and (model is None or accepts_token_types(model))
-    extra = {"token_type_ids": out["token_type_ids"]} if keep_types else {}
-    return Encoded(out["input_ids"], extra)
-
-
 def collate(tokenizer, encoded: Encoded, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
     """Pad the chosen examples to the longest among them."""
     features = [{"input_ids": encoded.input_ids[i], **{k: v[i] for k, v in encoded.extra.items()}} for i in indices]
     batch = tokenizer.pad(features, return_tensors="pt")
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def collate_token_targets(encoded: Encoded, indices: np.ndarray, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, length]: the chosen examples' token targets at their real tokens (whichever side the tokenizer pads),
+    -100 (ignored) at the padding."""
+    if encoded.token_targets is None:
+        raise ValueError("these examples carry no token targets")
+    out = torch.full(attention_mask.shape, -100, dtype=torch.long, device=attention_mask.device)
+    for row, i in enumerate(indices):
+        positions = attention_mask[row].nonzero().flatten()
+        out[row, positions] = torch.as_tensor(encoded.token_targets[i], dtype=torch.long, device=out.device)
+    return out
 
 
 def batch_indices(lengths: np.ndarray, batch_size: int, sort_by_length: bool = True) -> list[np.ndarray]:

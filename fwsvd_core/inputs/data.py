@@ -24,11 +24,15 @@ MAX_SHOWN = 10  # positions named in a message before "and N more"
 
 @dataclass
 class TaskData:
-    """One split of a task: texts, labels (class indices or floats) and where they came from."""
+    """One split of a task: its examples, their labels and where they came from.
+
+    What an example is follows the task's family: a text (and a second one for pairs) with a class index or a
+    score (sequence tasks); a list of words with an array of tag indices, one per word, in an object array
+    (token classification); a text with no label (language modelling)."""
 
     task: TaskSpec
     split: str
-    text_a: list[str]
+    text_a: list
     text_b: list[str] | None
     labels: np.ndarray
     source: str
@@ -52,7 +56,10 @@ class TaskData:
         """A hash of the task, split, texts and labels: two datasets share it only if their examples are equal."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(json.dumps([self.task.name, self.split, self.text_a, self.text_b]).encode())
-        digest.update(np.ascontiguousarray(self.labels).tobytes())
+        if self.labels.dtype == object:  # one array per example (token tags): their values, not their addresses
+            digest.update(json.dumps([np.asarray(tags).tolist() for tags in self.labels]).encode())
+        else:
+            digest.update(np.ascontiguousarray(self.labels).tobytes())
         return digest.hexdigest()
 
     def sample(self, n: int | None, seed: int = 0) -> TaskData:

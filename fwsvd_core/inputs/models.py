@@ -18,6 +18,7 @@ from torch import nn
 from fwsvd_core.cache import cache_root
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ModelLoadError
+from fwsvd_core.inputs.families import family_of_architectures, get_family
 from fwsvd_core.inputs.hub import LOCAL_MODEL_HINT, hub_reachable, offline_by_setting
 from fwsvd_core.inputs.labels import saved_labels_problem
 from fwsvd_core.inputs.memory import check_model_load
@@ -128,17 +129,15 @@ def load_pretrained(
     revision: str | None = None,
     token: str | bool | None = None,
     device_map: str | dict | None = None,
+    family: str | None = None,
 ) -> LoadedModel:
     """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
-    hub is out of reach. `dtype` None or 'auto' keeps the checkpoint's dtype; `revision` (branch, tag or commit)
-    and `token` go to the hub as in transformers; `device_map` ('auto', or a module -> device mapping) lets
-    accelerate spread the layers over the GPUs, then the CPU, then the disk, instead of placing the model on
-    `device`."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    hub is out of reach. The model class is the task `family`'s (`inputs.families`; None: the family its config's
+    `architectures` names, else sequence classification). `dtype` None or 'auto' keeps the checkpoint's dtype;
+    `revision` (branch, tag or commit) and `token` go to the hub as in transformers; `device_map` ('auto', or a
+    module -> device mapping) lets accelerate spread the layers over the GPUs, then the CPU, then the disk,
+    instead of placing the model on `device`."""
+    from transformers import AutoConfig, AutoTokenizer
 
     source = str(source)
     local = Path(source).expanduser()
@@ -179,8 +178,8 @@ def load_pretrained(
             config.dtype = None
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=files_only, trust_remote_code=trust_remote_code,
                                                   **hub)
-        model = AutoModelForSequenceClassification.from_pretrained(where, config=config, local_files_only=files_only,
-                                                                   **kwargs)
+        model_class = (get_family(family) if family else family_of_architectures(config)).auto_model_class()
+        model = model_class.from_pretrained(where, config=config, local_files_only=files_only, **kwargs)
     except pickle.UnpicklingError:
         raise ModelLoadError(
             f"Refused to load {origin}: its weights file is a pickle that holds more than tensors (code or objects to "

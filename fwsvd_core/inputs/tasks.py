@@ -31,6 +31,7 @@ class TaskSpec:
     hub_splits: dict[str, str]
     glue_file: GlueFile
     aliases: tuple[str, ...] = field(default=())
+    family: str = "sequence-classification"  # the task family's name (`inputs.families`)
 
     @property
     def is_regression(self) -> bool:

@@ -2,7 +2,8 @@ import torch
 
 from fwsvd_core.compression.finetune import finetune
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.inputs.batching import collate, encode
+from fwsvd_core.inputs.batching import collate
+from fwsvd_core.inputs.families import encode
 from fwsvd_core.loading import load_model
 
 

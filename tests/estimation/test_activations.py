@@ -4,7 +4,8 @@ import torch
 
 from fwsvd_core.cache import cache_root
 from fwsvd_core.estimation.activations import collect_activation_stats, estimate_activation_stats
-from fwsvd_core.inputs.batching import collate, encode
+from fwsvd_core.inputs.batching import collate
+from fwsvd_core.inputs.families import encode
 from fwsvd_core.inputs.layers import require_layers
 from fwsvd_core.loading import load_model
 

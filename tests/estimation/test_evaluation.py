@@ -6,7 +6,6 @@ from fwsvd_core.errors import Cancelled, LabelMappingError
 from fwsvd_core.estimation.evaluation import evaluate, predict
 from fwsvd_core.estimation.metrics import batched_metric, bootstrap_interval, compute_metrics
 from fwsvd_core.inputs.data import load_glue_folder
-from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
 
@@ -16,8 +15,7 @@ def test_predictions_equal_one_at_a_time_and_in_data_order(tiny_models, sst2_sma
 
     loaded = load_model(tiny_models["bert"], device="cpu")
     data = sst2_small[1].sample(30, seed=0)
-    mapping = map_labels(loaded.model.config, data.task)
-    batched = predict(loaded.model, loaded.tokenizer, data, mapping, batch_size=7)
+    batched = predict(loaded.model, loaded.tokenizer, data, batch_size=7)
     with torch.no_grad():
         single = [int(loaded.model(**loaded.tokenizer([t], return_tensors="pt")).logits.argmax()) for t in data.text_a]
     assert list(batched) == single

@@ -9,7 +9,8 @@ from references import example_gradients, reference_fisher, weight_grad
 from fwsvd_core.cache import cache_root
 from fwsvd_core.estimation.fisher import compute_fisher, directional_fisher, estimate_fisher
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
-from fwsvd_core.inputs.batching import collate, encode
+from fwsvd_core.inputs.batching import collate
+from fwsvd_core.inputs.families import encode
 from fwsvd_core.inputs.layers import find_layers
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model

@@ -1,0 +1,113 @@
+"""The task-family registry: what a kind of task decides, from the model class it loads to its metrics.
+
+The Fisher is defined by the task loss, so the task decides everything upstream of the factors. A family is one
+`Family` record, registered by the module that defines it (a file in this folder is imported, and so registered,
+with the package). Encoding, batching targets, the per-example loss (the Fisher's, fine-tuning's and evaluation's),
+the metrics with their direction, the model class loaded and the class an export loads as are read from here;
+nothing elsewhere branches on a family's name.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fwsvd_core.errors import DataError
+from fwsvd_core.inputs.batching import Encoded
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.tasks import TaskSpec
+
+Encode = Callable[[Any, TaskData, int, Any], Encoded]  # (tokenizer, data, max_length, model or None)
+Targets = Callable[[TaskData, nn.Module, np.ndarray, Encoded, dict], torch.Tensor]  # (.., indices, encoded, batch)
+ExampleLosses = Callable[[torch.Tensor, torch.Tensor, TaskSpec], torch.Tensor]  # (logits, targets, task) -> [B]
+BatchStats = Callable[[torch.Tensor, torch.Tensor, TaskSpec, nn.Module], np.ndarray]  # -> [B, k] per example
+Metrics = Callable[[TaskSpec, np.ndarray], dict[str, float]]  # (task, stats [n, k]) -> every metric
+Resampled = Callable[[TaskSpec, np.ndarray], np.ndarray]  # (task, stats [..., n, k]) -> primary metric [...]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of task.
+
+    `encode` turns a split into token ids (and, for token-level tasks, the token targets); `targets` gives one
+    batch's targets in the model's output order; `example_losses` is each example's loss, the one the Fisher,
+    fine-tuning and evaluation share. `batch_stats` reduces a batch to per-example statistics from which
+    `metrics` computes every metric of a split (and `resampled_primary` the primary one of many bootstrap
+    resamples at once). `lower_is_better` names the metrics where lower is better (perplexity, a loss).
+    `auto_class` is the transformers auto class a model of the family loads with, `class_suffixes` the endings of
+    the model class names it recognises (`BertForTokenClassification`), `pipeline_tag` the hub's name for it.
+    """
+
+    name: str
+    description: str
+    auto_class: str
+    class_suffixes: tuple[str, ...]
+    pipeline_tag: str
+    encode: Encode
+    targets: Targets
+    example_losses: ExampleLosses
+    batch_stats: BatchStats
+    metrics: Metrics
+    resampled_primary: Resampled
+    lower_is_better: frozenset[str] = frozenset()
+    order: int = 100
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
+
+    def auto_model_class(self):
+        """The transformers auto class itself (imported on use: transformers is slow to import)."""
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+
+_FAMILIES: dict[str, Family] = {}
+DEFAULT_FAMILY = "sequence-classification"
+
+
+def register(family: Family) -> Family:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_names() -> list[str]:
+    return [f.name for f in sorted(_FAMILIES.values(), key=lambda f: (f.order, f.name))]
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise DataError(f"Unknown task family {name!r}. Known: {', '.join(family_names())}.") from None
+
+
+def family_of(task: TaskSpec) -> Family:
+    """The family a task belongs to."""
+    return get_family(task.family)
+
+
+def family_of_class(class_name: str) -> Family | None:
+    """The family whose models have class names ending like `class_name` (None when no family claims it)."""
+    for family in _FAMILIES.values():
+        if class_name.endswith(family.class_suffixes):
+            return family
+    return None
+
+
+def family_of_architectures(config) -> Family:
+    """The family a saved model's config names in `architectures` (sequence classification when none is named)."""
+    found = (family_of_class(name) for name in getattr(config, "architectures", None) or [])
+    return next((f for f in found if f is not None), get_family(DEFAULT_FAMILY))
+
+
+def family_of_model(model: nn.Module | type) -> Family:
+    """The family of a loaded model (or model class), by its class name or its config's `architectures`."""
+    cls = model if isinstance(model, type) else type(model)
+    names = [c.__name__ for c in cls.__mro__]
+    names += list(getattr(getattr(model, "config", None), "architectures", None) or [])
+    return next((f for f in map(family_of_class, names) if f is not None), get_family(DEFAULT_FAMILY))
