@@ -93,3 +93,28 @@ def test_quality_quick(tiny_models, glue_dir, tmp_path):
     assert set(json.loads(out.with_suffix(".json").read_text())) == {"sst2", "cola"}
     text = out.with_suffix(".md").read_text()
     assert text.index("## sst2") < text.index("## cola")
+
+
+def test_runtime_quick(tiny_models, tmp_path):
+    out = tmp_path / "runtime"
+    done = run("runtime.py", "--quick", "--model", str(tiny_models["bert"]), "--rank-ratios", "0.25,0.5",
+               "--batches", "1,4", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = report["rows"]
+    for runtime in ("eager", "compile", "onnxruntime"):
+        for batch in (1, 4):
+            models = {r["model"] for r in rows if r["runtime"] == runtime and r["batch"] == batch}
+            assert {"dense", "r0.25 factorized", "r0.25 merged", "r0.25 fast", "r0.5 fast"} <= models, (runtime, batch)
+    dense = [r for r in rows if r["model"] == "dense"]
+    assert len(dense) == 6 and all(r["x dense speed"] == 1 and r["best ms"] > 0 for r in dense)
+    assert all(r["param ratio"] < 1 for r in rows if r["form"] == "factorized")
+    table = report["break_even"]
+    assert {(r["in"], r["out"]) for r in table} == {(32, 32), (32, 64), (64, 32)}
+    for r in table:
+        assert r["parameter break-even"] == (r["in"] * r["out"] - 1) // (r["in"] + r["out"])
+        assert all(0 <= r[f"{rt}, {n} tokens"] <= r["max rank"] for rt in ("torch", "onnxruntime") for n in (8, 32))
+    graphs = {g["model"]: g for g in report["onnx_graphs"]}
+    assert graphs["r0.25 factorized"]["MatMul"] > graphs["dense"]["MatMul"] == graphs["r0.25 merged"]["MatMul"]
+    text = out.with_suffix(".md").read_text()
+    assert "intra_op_num_threads" in text and "shared" in text and "## Latency break-even rank" in text
