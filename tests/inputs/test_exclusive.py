@@ -7,7 +7,6 @@ from fwsvd_core.estimation.activations import collect_activation_stats
 from fwsvd_core.estimation.evaluation import predict
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.inputs.exclusive import model_lock
-from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.loading import load_model
 
 
@@ -25,8 +24,7 @@ def test_two_fisher_runs_at_once_on_one_model_give_the_lone_results_and_leave_it
     before = flags(model)
     sizes = (24, 40)
     alone = {n: estimate_fisher(model, tokenizer, train, n, batch_size=4, use_cache=False) for n in sizes}
-    mapping = map_labels(model.config, dev.task)
-    predictions = predict(model, tokenizer, dev, mapping, batch_size=8)
+    predictions = predict(model, tokenizer, dev, batch_size=8)
     assert flags(model) == before
 
     start, results, errors = threading.Barrier(4), {}, []
@@ -41,7 +39,7 @@ def test_two_fisher_runs_at_once_on_one_model_give_the_lone_results_and_leave_it
 
     works = {**{n: (lambda n=n: estimate_fisher(model, tokenizer, train, n, batch_size=4, use_cache=False))
                 for n in sizes},
-             "predict": lambda: predict(model, tokenizer, dev, mapping, batch_size=8),
+             "predict": lambda: predict(model, tokenizer, dev, batch_size=8),
              "activations": lambda: collect_activation_stats(model, tokenizer, train.sample(16, seed=0), batch_size=4)}
     threads = [threading.Thread(target=run, args=item) for item in works.items()]
     for t in threads:
