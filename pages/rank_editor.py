@@ -14,7 +14,7 @@ from fwsvd_core.analysis.forecast import forecast, sweep_dense_score, sweep_runs
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
-from fwsvd_core.compression.export import save_compressed
+from fwsvd_core.compression.export import check_export_target, is_replaceable_export, save_compressed
 from fwsvd_core.compression.methods import method_names
 from fwsvd_core.compression.ranks import (
     count_params,
@@ -22,9 +22,10 @@ from fwsvd_core.compression.ranks import (
     uniform_ranks,
     validate_ranks,
 )
-from fwsvd_core.errors import FwsvdError
-from fwsvd_core.estimation.evaluation import evaluate
+from fwsvd_core.errors import ExportError, FwsvdError
+from fwsvd_core.estimation.evaluation import EvalResult, evaluate
 from fwsvd_core.screens import DEFAULTS
+from studio.exports import export_extra
 from studio.serving import example_path, writable
 from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
 
@@ -205,6 +206,29 @@ def rank_table() -> None:
     budget_frontier((summary.compressible_param_ratio, predicted.score))
 
 
+def measured_key(method: str, ranks: dict[str, int]) -> tuple:
+    """What names a measured score: the model, data and Fisher settings, the method and the ranks."""
+    return choice, method, tuple(sorted(ranks.items()))
+
+
+def measured_here(method: str, ranks: dict[str, int], compressed) -> EvalResult:
+    """The score of these ranks on the examples the dense score was taken on: a run's, else measured now."""
+    measured = st.session_state.setdefault("measured", {})
+    key = measured_key(method, ranks)
+    if key not in measured:
+        with st.spinner("Scoring the compressed model for its model card ..."):
+            measured[key] = evaluate(compressed, state.loaded.tokenizer, state.dev,
+                                     subsample=choice.eval_subsample or None)
+    return measured[key]
+
+
+def card_extra(compressed, merge: bool) -> dict:
+    """What the export's model card says, as the command line's export does: Fisher, scores at these ranks, the
+    command that makes it again."""
+    return export_extra(choice, state.loaded.source, state.fisher, method, merge, dense,
+                        measured_here(method, ranks, compressed), state.dev.source)
+
+
 rank_table()
 ranks = st.session_state["ranks"]
 summary = summarize(count_params(session.model), layers, ranks)
@@ -225,6 +249,7 @@ if st.button("Recompress and evaluate", type="primary"):
         "predicted loss increase": predicted.loss_increase, "recompress ms": round(recompress_ms, 1),
         "eval s": round(result.seconds, 2), "ranks": dict(ranks),
     })
+    st.session_state.setdefault("measured", {})[measured_key(method, ranks)] = result
     st.session_state["last_compressed"] = (method, dict(ranks), compressed)
     st.rerun()  # the prediction above is fitted on the runs: draw it again with this one
 
@@ -280,9 +305,15 @@ merge = st.checkbox("Merge into the original architecture",
                          "trust_remote_code=True.")
 if st.button("Save compressed model", disabled=not folder):
     try:
-        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, writable(folder),
-                                {"source": state.loaded.source, "task": choice.task}, overwrite=overwrite,
-                                source=None if choice.model.startswith("demo:") else choice.model, merge=merge)
+        target = writable(folder)
+        if not overwrite and target.is_dir() and is_replaceable_export(target):
+            raise ExportError(f"{target} holds an earlier export of this tool: tick 'Replace an earlier export' "
+                              "above to replace it, or name a new folder. Nothing was written.")
+        source = None if choice.model.startswith("demo:") else choice.model
+        check_export_target(target, overwrite, source)  # refused before the scoring the card needs
+        compressed = session.compress(method, ranks)
+        saved = save_compressed(compressed, state.loaded.tokenizer, target, card_extra(compressed, merge),
+                                overwrite=overwrite, source=source, merge=merge)
         how = "" if merge else ", trust_remote_code=True"
         st.success(f"Saved to {saved}; load it with `AutoModelForSequenceClassification.from_pretrained('{saved}'{how})`,"
                    f" with `fwsvd_core.load_model('{saved}')` or in this app. Its README.md says how it was made.")
@@ -290,8 +321,9 @@ if st.button("Save compressed model", disabled=not folder):
         st.error(f"Could not save: {exc}")
 if st.button("Prepare a zip of the compressed model"):
     with tempfile.TemporaryDirectory() as tmp:
-        saved = save_compressed(session.compress(method, ranks), state.loaded.tokenizer, Path(tmp) / "model",
-                                {"source": state.loaded.source, "task": choice.task}, merge=merge)
+        compressed = session.compress(method, ranks)
+        saved = save_compressed(compressed, state.loaded.tokenizer, Path(tmp) / "model", card_extra(compressed, merge),
+                                merge=merge)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in saved.iterdir():

@@ -156,6 +156,44 @@ def test_save_compressed_model_from_the_editor(app, tmp_path):
     assert back.model.config.fwsvd_compression["method"] == "fwsvd-output"
 
 
+def test_the_editors_export_card_has_the_fisher_the_measured_scores_and_how_to_reproduce_it(app, tmp_path):
+    """Issue 23, 1 and 9: the dashboard's export carries what the command line's does, and its refusal of an
+    earlier export names the dashboard's own control."""
+    import shlex
+
+    from fwsvd_core.cli import build_parser
+
+    app.switch_page("pages/rank_editor.py").run()
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
+    measured = app.session_state["history"][-1]["accuracy"]
+    app.text_input[0].set_value(str(tmp_path / "out")).run()
+    next(b for b in app.button if b.label == "Save compressed model").click().run()
+    no_failure(app)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "Fisher: per-sample estimator, 32 training examples" in card
+    assert "not used by this method" not in card
+    scores = card.split("## Scores measured")[1].split("##")[0]
+    assert f"| fwsvd-output | {measured:.4f} |" in scores and "| dense |" in scores and "100 examples" in scores
+    command = card.split("## Reproducing it")[1].split("```")[1].strip()
+    assert "--method fwsvd-output" in command and "--ranks THIS_FOLDER" in command
+    assert "--fisher-samples 32" in command and "--eval-subsample 100" in command
+    args = build_parser().parse_args(shlex.split(command)[3:])  # a command line the CLI accepts as it stands
+    assert args.command == "compress" and args.ranks == "THIS_FOLDER" and args.evaluate
+    # saving again over it: the dashboard's own words, not the command line's option
+    next(b for b in app.button if b.label == "Save compressed model").click().run()
+    refusal = " ".join(e.value for e in app.error)
+    assert "tick 'Replace an earlier export'" in refusal and "--overwrite" not in refusal
+
+
+def test_the_card_of_an_export_never_measured_in_the_editor_is_scored_at_its_ranks(app, tmp_path):
+    app.switch_page("pages/rank_editor.py").run()
+    app.text_input[0].set_value(str(tmp_path / "out")).run()
+    next(b for b in app.button if b.label == "Save compressed model").click().run()
+    no_failure(app)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "## Scores measured" in card and "| fwsvd-output |" in card and "## Reproducing it" in card
+
+
 def test_two_sessions_keep_their_own_ranks(tiny_models, glue_dir):
     from fwsvd_core.inputs.models import model_fingerprint
     from studio.state import cached_model
