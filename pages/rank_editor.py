@@ -173,9 +173,16 @@ def rank_table() -> None:
                                                             max_value=float(table["Fisher share"].max())),
         },
     )
+    if refusal := st.session_state.pop("rank_refusal", None):
+        st.error(refusal)
+    typed = {row.layer: row.rank for row in edited.itertuples()}
     try:
-        ranks = validate_ranks(layers, {row.layer: row.rank for row in edited.itertuples()})
+        ranks = validate_ranks(layers, typed)
     except FwsvdError as exc:
+        if typed != ranks:  # the user's edit was refused: the table is drawn again with the ranks used
+            st.session_state["rank_refusal"] = f"{exc} The last valid rank is kept, and the table shows it."
+            st.session_state["table_version"] += 1
+            st.rerun()
         st.error(f"{exc} The last valid ranks are kept.")
         ranks = st.session_state["ranks"]
     if ranks != st.session_state["ranks"]:

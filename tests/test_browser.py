@@ -139,6 +139,42 @@ def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page)
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
 
 
+def first_rank_shown(page) -> str:
+    """The first row's rank as the table shows it: the value its cell editor opens with."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    editor = page.locator("input.gdg-input")
+    for _ in range(10):
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        page.mouse.dblclick(box["x"] + box["width"] - 30, box["y"] + 35 + 17)
+        try:
+            editor.wait_for(timeout=3000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    value = editor.input_value()
+    editor.press("Escape")
+    return value
+
+
+def test_a_refused_rank_is_replaced_in_its_cell_by_the_rank_used(server, page):
+    """Issue 23, 2: after a rank above the layer's maximum, the cell shows the rank that is used, not the typed one."""
+    page.goto(server[0])
+    page.get_by_text("Dense accuracy").wait_for()
+    open_page(page, "Rank editor")
+    page.get_by_text("Predicted loss increase").wait_for()
+    settle(page)
+    used = first_rank_shown(page)
+    edit_first_rank(page, "500")
+    page.get_by_text("The last valid rank is kept, and the table shows it").wait_for()
+    settle(page)
+    page.get_by_text("The last valid rank is kept").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "02-rank-cell-after-refusal.png"))
+    assert first_rank_shown(page) == used != "500"
+
+
 def test_saving_into_a_folder_with_someone_elses_files_is_refused_in_the_browser(server, page, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
