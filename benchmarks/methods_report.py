@@ -19,7 +19,7 @@ from fwsvd_core.analysis.sweep import allocation_gains, run_sweep
 from fwsvd_core.compression.methods import method_names
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
-from fwsvd_core.inputs.data import load_task_data
+from fwsvd_core.inputs.families import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 from fwsvd_core.loading import load_model
 

@@ -59,7 +59,7 @@ def measure(name: str, fisher_examples: int, data_dir: str | None, device: str =
     from fwsvd_core.compression.session import CompressionSession
     from fwsvd_core.errors import InsufficientMemoryError
     from fwsvd_core.estimation.fisher import compute_fisher
-    from fwsvd_core.inputs.data import load_task_data
+    from fwsvd_core.inputs.families import load_task_data
     from fwsvd_core.inputs.memory import check_fisher
     from fwsvd_core.inputs.tasks import get_task
 

@@ -26,8 +26,7 @@ from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import compute_fisher
 from fwsvd_core.estimation.losses import per_example_loss, task_targets
 from fwsvd_core.inputs.batching import collate
-from fwsvd_core.inputs.data import load_task_data
-from fwsvd_core.inputs.families import encode
+from fwsvd_core.inputs.families import encode, load_task_data
 from fwsvd_core.inputs.layers import weight_out_in
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.tasks import get_task

@@ -53,7 +53,8 @@ from fwsvd_core.folders import (
     result_paths,
     write_result_files,
 )
-from fwsvd_core.inputs.data import TaskData, load_task_data
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.families import load_task_data
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
@@ -144,8 +145,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", "--task-name", required=True,
                    help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli")
-    p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue"],
-                   help="auto: the local GLUE folder when one is set, else the hub")
+    p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue", "local", "synthetic"],
+                   help="auto: the local folder when one is set, else the hub (a token task offline: the generated "
+                        "one); glue or local: --data-dir; synthetic: the generated stand-in task")
     p.add_argument("--data-dir", default=None, help="a GLUE-format folder, or the task's own folder in it such as "
                                                    "glue/SST-2 (none given: $FWSVD_DATA_DIR)")
     p.add_argument("--skip-bad-rows", action="store_true",
@@ -642,7 +644,8 @@ def check_choices(args) -> None:
     for option, attribute in (("--fisher-split", "fisher_split"), ("--eval-split", "eval_split")):
         split = getattr(args, attribute, None)
         if split is not None and getattr(args, "task", None) is not None:
-            splits = get_task(args.task).glue_file.split_files
+            spec = get_task(args.task)
+            splits = spec.glue_file.split_files if spec.glue_file is not None else spec.hub_splits
             if split not in splits:
                 raise UsageError(f"{option} {split}: task {args.task} has the splits {', '.join(splits)} "
                                  "(validation is another name of dev).")
@@ -651,7 +654,7 @@ def check_choices(args) -> None:
 def glue_root(data_dir: str | None, task: TaskSpec) -> str | None:
     """The GLUE folder that --data-dir means: the folder itself, or its parent when it is the task's own folder
     (glue/SST-2, holding train.tsv and dev.tsv)."""
-    if not data_dir:
+    if not data_dir or task.glue_file is None:
         return data_dir
     folder, spec = Path(data_dir), task.glue_file
     if (folder / spec.folder).is_dir() or not any((folder / name).is_file() for name in spec.split_files.values()):

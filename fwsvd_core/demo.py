@@ -99,7 +99,8 @@ def demo_dir(name: str) -> Path:
 def local_glue_folder(task_name: str, data_dir: str | Path | None = None) -> Path | None:
     """The GLUE folder holding the task's files: `data_dir`, else FWSVD_DATA_DIR; None when neither has them."""
     folder = Path(data_dir) if data_dir else default_glue_dir()
-    return folder if folder is not None and (folder / get_task(task_name).glue_file.folder).is_dir() else None
+    spec = get_task(task_name).glue_file
+    return folder if folder is not None and spec is not None and (folder / spec.folder).is_dir() else None
 
 
 def demo_training_data(task_name: str, n_train: int, data_dir: str | Path | None = None,

@@ -59,7 +59,7 @@ def example_stats(
                     with autocast_to(device, dtype):
                         logits = model(**batch).logits
                     targets = family.targets(data, model, idx, encoded, batch).to(device)
-                    rows = family.batch_stats(logits, targets, data.task, model)
+                    rows = family.batch_stats(logits, targets, data, idx, model)
                     if stats is None:
                         stats = np.empty((len(data), rows.shape[1]), dtype=np.float64)
                     stats[idx] = rows

@@ -1,7 +1,7 @@
 """Step 1 of the flow: models and task data as the tool reads them (no statistic is computed here)."""
 from fwsvd_core.inputs.batching import Encoded, iter_batches
-from fwsvd_core.inputs.data import TaskData, load_file, load_task_data
-from fwsvd_core.inputs.families import Family, encode, family_names, family_of, get_family
+from fwsvd_core.inputs.data import TaskData, load_file
+from fwsvd_core.inputs.families import Family, encode, family_names, family_of, get_family, load_task_data
 from fwsvd_core.inputs.labels import LabelMapping, map_labels
 from fwsvd_core.inputs.layers import LayerInfo, find_layers, require_layers
 from fwsvd_core.inputs.memory import MemoryEstimate, check_fisher, check_model_load

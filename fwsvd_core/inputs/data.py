@@ -518,6 +518,8 @@ def _frame_to_task_data(
 def load_glue_folder(task: TaskSpec, folder: str | Path, split: str, skip_bad_rows: bool = False) -> TaskData:
     """One split of a task from a folder in the GLUE distribution's layout."""
     spec = task.glue_file
+    if spec is None:
+        raise DataError(f"Task {task.name} is not a GLUE task: it has no files in the GLUE layout.")
     if split not in spec.split_files:
         raise DataError(f"Task {task.name} has no split {split!r} here; choose from {list(spec.split_files)}.")
     path = Path(folder) / spec.folder / spec.split_files[split]
@@ -570,7 +572,7 @@ def load_hub(task: TaskSpec, split: str, skip_bad_rows: bool = False) -> TaskDat
                                f"hub {task.hub_path}/{task.hub_config}:{task.hub_splits[split]}", skip_bad_rows)
 
 
-def load_task_data(
+def load_sequence_data(
     task: TaskSpec, split: str, source: str = "auto", data_dir: str | Path | None = None, skip_bad_rows: bool = False
 ) -> TaskData:
     """Load a split from `source`: 'hub', 'glue' (a local GLUE folder) or 'auto' (local folder first, then hub)."""

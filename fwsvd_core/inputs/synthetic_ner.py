@@ -44,7 +44,8 @@ _TOPICS = ["the deal", "new tariffs", "the talks", "higher prices", "a merger", 
 
 def _split_pool(pool: list[str], salt: str) -> tuple[list[str], list[str]]:
     """(names the train split uses, names only dev and test use): a fixed split by hash, the same on every machine."""
-    seen, unseen = [], []
+    seen: list[str] = []
+    unseen: list[str] = []
     for name in pool:
         (unseen if zlib.crc32((salt + name).encode()) % 4 == 0 else seen).append(name)
     return seen or pool, unseen or pool

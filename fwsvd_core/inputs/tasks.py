@@ -29,7 +29,7 @@ class TaskSpec:
     hub_path: str
     hub_config: str
     hub_splits: dict[str, str]
-    glue_file: GlueFile
+    glue_file: GlueFile | None = None  # where a GLUE task's files are (None: not a GLUE task)
     aliases: tuple[str, ...] = field(default=())
     family: str = "sequence-classification"  # the task family's name (`inputs.families`)
 
@@ -117,7 +117,13 @@ def get_task(name: str) -> TaskSpec:
     for task in TASKS.values():
         if key == task.name or key in task.aliases:
             return task
-    raise DataError(f"Unknown task {name!r}. Known GLUE tasks: {', '.join(TASKS)}.")
+    raise DataError(f"Unknown task {name!r}. Known tasks: {', '.join(TASKS)}.")
+
+
+def register_task(task: TaskSpec) -> TaskSpec:
+    """Add a task of another family to the registry (the family's module does, when it is imported)."""
+    TASKS[task.name] = task
+    return task
 
 
 def custom_task(

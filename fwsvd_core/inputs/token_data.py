@@ -218,7 +218,9 @@ def read_conll(
     def close() -> None:
         if tokens or lines:
             sentences.append((list(tokens), list(tags), list(lines)))
-        tokens.clear(), tags.clear(), lines.clear()
+        tokens.clear()
+        tags.clear()
+        lines.clear()
 
     for number, line in enumerate(text.splitlines(), start=1):
         columns = line.split()

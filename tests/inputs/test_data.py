@@ -9,9 +9,9 @@ from fwsvd_core.inputs.data import (
     load_file,
     load_glue_folder,
     load_hub,
-    load_task_data,
     read_table,
 )
+from fwsvd_core.inputs.families import load_task_data
 from fwsvd_core.inputs.tasks import get_task
 
 

@@ -17,9 +17,11 @@ from fwsvd_core.inputs.tasks import TASKS
 from fwsvd_core.loading import load_model
 
 
-def test_every_glue_task_is_a_sequence_task():
-    assert {family_of(task).name for task in TASKS.values()} == {"sequence-classification"}
-    assert "sequence-classification" in family_names()
+def test_every_glue_task_is_a_sequence_task_and_conll_a_token_task():
+    glue = [task for task in TASKS.values() if task.glue_file is not None]
+    assert len(glue) >= 9 and {family_of(task).name for task in glue} == {"sequence-classification"}
+    assert family_of(TASKS["conll2003"]).name == "token-classification"
+    assert family_names()[:2] == ["sequence-classification", "token-classification"]
 
 
 def test_models_are_recognised_by_class_name_and_by_config(tiny_models):

@@ -5,7 +5,9 @@ from fwsvd_core.inputs.tasks import TASKS, custom_task, get_task
 
 
 def test_all_glue_tasks_are_registered_with_their_metrics():
-    assert set(TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli"}
+    glue = {name for name, task in TASKS.items() if task.glue_file is not None}
+    assert glue == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli"}
+    assert get_task("CoNLL").name == "conll2003" and get_task("ner").primary_metric == "f1"  # the token family's
     assert get_task("CoLA").primary_metric == "mcc"
     assert get_task("mrpc").metrics == ("f1", "accuracy")
     assert get_task("STS-B").is_regression and get_task("stsb").metrics == ("pearson", "spearman")
@@ -14,7 +16,7 @@ def test_all_glue_tasks_are_registered_with_their_metrics():
 
 
 def test_unknown_task_names_the_known_ones():
-    with pytest.raises(DataError, match="Known GLUE tasks: cola"):
+    with pytest.raises(DataError, match=r"Known tasks: cola.*conll2003"):
         get_task("imdb")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 from fwsvd_core.inputs.batching import Encoded
 from fwsvd_core.inputs.data import TaskData
@@ -21,11 +22,19 @@ from fwsvd_core.inputs.families.registry import (
     get_family,
     register,
 )
+from fwsvd_core.inputs.tasks import TaskSpec
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "registry":
         importlib.import_module(f"{__name__}.{_module.name}")
 
+
+
+def load_task_data(task: TaskSpec, split: str, source: str = "auto", data_dir: str | Path | None = None,
+                   skip_bad_rows: bool = False) -> TaskData:
+    """One split of `task` from `source` ('auto', 'hub', a local folder: 'glue' or 'local', 'synthetic' where the
+    family has a generated task), as the task's family reads its data."""
+    return family_of(task).load(task, split, source, data_dir, skip_bad_rows)
 
 
 def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Encoded:
@@ -34,4 +43,4 @@ def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Enco
 
 
 __all__ = ["DEFAULT_FAMILY", "Family", "encode", "family_names", "family_of", "family_of_architectures",
-           "family_of_class", "family_of_model", "get_family", "register"]
+           "family_of_class", "family_of_model", "get_family", "load_task_data", "register"]

@@ -21,10 +21,11 @@ from fwsvd_core.inputs.batching import Encoded
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.tasks import TaskSpec
 
+Load = Callable[..., TaskData]  # (task, split, source, data_dir, skip_bad_rows) -> one split
 Encode = Callable[[Any, TaskData, int, Any], Encoded]  # (tokenizer, data, max_length, model or None)
 Targets = Callable[[TaskData, nn.Module, np.ndarray, Encoded, dict], torch.Tensor]  # (.., indices, encoded, batch)
 ExampleLosses = Callable[[torch.Tensor, torch.Tensor, TaskSpec], torch.Tensor]  # (logits, targets, task) -> [B]
-BatchStats = Callable[[torch.Tensor, torch.Tensor, TaskSpec, nn.Module], np.ndarray]  # -> [B, k] per example
+BatchStats = Callable[[torch.Tensor, torch.Tensor, TaskData, np.ndarray, nn.Module], np.ndarray]  # -> [B, k]
 Metrics = Callable[[TaskSpec, np.ndarray], dict[str, float]]  # (task, stats [n, k]) -> every metric
 Resampled = Callable[[TaskSpec, np.ndarray], np.ndarray]  # (task, stats [..., n, k]) -> primary metric [...]
 
@@ -33,7 +34,8 @@ Resampled = Callable[[TaskSpec, np.ndarray], np.ndarray]  # (task, stats [..., n
 class Family:
     """One kind of task.
 
-    `encode` turns a split into token ids (and, for token-level tasks, the token targets); `targets` gives one
+    `load` reads one split of a task (from the hub, local files or a generated stand-in); `encode` turns a split
+    into token ids (and, for token-level tasks, the token targets); `targets` gives one
     batch's targets in the model's output order; `example_losses` is each example's loss, the one the Fisher,
     fine-tuning and evaluation share. `batch_stats` reduces a batch to per-example statistics from which
     `metrics` computes every metric of a split (and `resampled_primary` the primary one of many bootstrap
@@ -47,6 +49,7 @@ class Family:
     auto_class: str
     class_suffixes: tuple[str, ...]
     pipeline_tag: str
+    load: Load
     encode: Encode
     targets: Targets
     example_losses: ExampleLosses

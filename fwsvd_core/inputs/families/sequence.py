@@ -13,10 +13,21 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from torch import nn
 
 from fwsvd_core.inputs.batching import Encoded, accepts_token_types
-from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.data import TaskData, load_sequence_data
 from fwsvd_core.inputs.families.registry import Family, register
 from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.synthetic import synthetic_task_data
 from fwsvd_core.inputs.tasks import TaskSpec
+
+SYNTHETIC_SIZES = {"train": 2000, "dev": 500}
+
+
+def load_texts(task: TaskSpec, split: str, source: str = "auto", data_dir=None, skip_bad_rows: bool = False) -> TaskData:
+    """One split from a local GLUE folder ('glue' or 'local'), the hub, 'auto' (the folder first), or the generated
+    stand-in task ('synthetic', for sst2 and stsb)."""
+    if source == "synthetic":
+        return synthetic_task_data(task.name, split, SYNTHETIC_SIZES.get(split, 500))
+    return load_sequence_data(task, split, "glue" if source == "local" else source, data_dir, skip_bad_rows)
 
 
 def encode_texts(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Encoded:
@@ -45,8 +56,9 @@ def per_example_loss(logits: torch.Tensor, targets: torch.Tensor, regression: bo
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def _batch_stats(logits: torch.Tensor, targets: torch.Tensor, task: TaskSpec, model: nn.Module) -> np.ndarray:
+def _batch_stats(logits: torch.Tensor, targets: torch.Tensor, data: TaskData, indices, model: nn.Module) -> np.ndarray:
     """[B, 2]: each example's prediction and label, both in the task's label space."""
+    task = data.task
     if task.is_regression:
         preds = logits[:, 0].float()
     else:
@@ -114,6 +126,7 @@ SEQUENCE = register(Family(
     auto_class="AutoModelForSequenceClassification",
     class_suffixes=("ForSequenceClassification",),
     pipeline_tag="text-classification",
+    load=load_texts,
     encode=encode_texts,
     targets=lambda data, model, indices, encoded, batch: task_targets(data, model, indices),
     example_losses=lambda logits, targets, task: per_example_loss(logits, targets, task.is_regression),

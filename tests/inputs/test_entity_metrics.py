@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import seqeval.metrics as reference
 
-from fwsvd_core.estimation.entity_metrics import (
+from fwsvd_core.inputs.entity_metrics import (
     STATISTICS,
     entity_scores,
     scores_from_statistics,

@@ -67,7 +67,7 @@ def scores_from_statistics(totals: np.ndarray) -> dict[str, float | np.ndarray]:
     denominator = precision + recall
     f1 = 2.0 * precision * recall / np.where(denominator == 0, 1.0, denominator)
     accuracy = np.where(words > 0, correct / np.where(words > 0, words, 1.0), 0.0)
-    scores = {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}
+    scores: dict[str, float | np.ndarray] = {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}
     if t.ndim == 1:
         return {k: float(v) for k, v in scores.items()}
     return scores
