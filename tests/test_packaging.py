@@ -39,6 +39,17 @@ def test_the_package_declares_the_versions_of_requirements_txt():
         assert dependencies.get(name, extras.get(name)) == spec, name
 
 
+def test_fwsvd_studio_passes_the_dashboards_settings_and_a_flag_given_wins():
+    from studio.launch import streamlit_args
+
+    args = streamlit_args(["--server.address", "0.0.0.0", "--theme.base=dark"])
+    assert args[:2] == ["run", str(REPO / "app.py")]  # in a checkout: its own app.py
+    assert "--browser.gatherUsageStats=false" in args and "--client.toolbarMode=minimal" in args
+    assert not any(a.startswith(("--server.address=", "--theme.base=")) for a in args[:-3])  # the user's, last, instead
+    assert args[-3:] == ["--server.address", "0.0.0.0", "--theme.base=dark"]
+    assert "--server.address=localhost" in streamlit_args([])
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> SimpleNamespace:
     """A wheel built from a copy of the checkout, installed into a fresh virtual environment."""
