@@ -29,6 +29,7 @@ from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.loading import load_model
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
+FUSED = "fused (Gemm, FusedMatMul, SkipLayerNorm)"
 BREAK_EVEN_RUNTIME = {"eager": "torch", "compile": "torch", "onnxruntime": "onnxruntime"}
 
 
@@ -73,8 +74,7 @@ def graph_row(label: str, exported: Path, optimized: Path) -> dict:
     return {"model": label, "nodes exported": sum(before.values()), "MatMul": before["MatMul"], "Add": before["Add"],
             "Transpose": before["Transpose"], "nodes optimized": sum(after.values()), "MatMul opt.": after["MatMul"],
             "Add opt.": after["Add"], "Transpose opt.": after["Transpose"],
-            "fused (Gemm, FusedMatMul, SkipLayerNorm)": after["Gemm"] + after["FusedMatMul"]
-            + after["SkipLayerNormalization"]}
+            FUSED: after["Gemm"] + after["FusedMatMul"] + after["SkipLayerNormalization"]}
 
 
 def interleaved(calls: dict[str, object], rounds: int) -> dict[str, dict[str, float]]:
@@ -126,6 +126,7 @@ def main() -> int:
     used = sorted({BREAK_EVEN_RUNTIME[r] for r in runtimes})
     table = break_even_table(shapes, "cpu", torch.float32, tokens, used, threads=threads, refresh=True, **measure)
     break_even_s = time.perf_counter() - t
+    print(f"latency break-evens measured in {break_even_s:.0f} s", file=sys.stderr, flush=True)
 
     def break_even(runtime: str, batch: int):
         return lambda i, o: latency_break_even(i, o, "cpu", torch.float32, batch * args.seq,
@@ -195,6 +196,7 @@ def main() -> int:
                              "param ratio": params[name] / params["dense"], "best ms": timings[name]["best_s"] * 1000,
                              "median ms": timings[name]["median_s"] * 1000,
                              "x dense speed": base / timings[name]["best_s"], "rounds": rounds})
+        print(f"{runtime}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         overheads.append({"runtime": runtime, "seconds (export/compile + timing)": time.perf_counter() - t})
 
     ort_level = "ORT_ENABLE_ALL (the default)"
@@ -218,6 +220,10 @@ def main() -> int:
         "single timings are noisy, so each model is timed in turns with the others and the best of the rounds "
         f"is compared). Threads: torch {threads} intra-op, ONNX Runtime intra_op_num_threads={threads}; torch "
         f"{torch.__version__}, onnxruntime {onnxruntime.__version__}; ONNX Runtime graph optimizations: {ort_level}.",
+        *([f"Why {threads} thread: on a machine shared with other jobs, several threads per operation time the "
+           "scheduler, not the kernels (an operation waits for its slowest thread, and a thread without a free core "
+           "waits a time slice: there a 0.1 ms product of MiniLM's shape took 8 to 24 ms with 2 threads)."]
+          if args.threads == 1 else []),
         f"Inputs: {args.seq} tokens per sequence, no padding; 'x dense speed' is the dense model's best latency over "
         "the model's in the same runtime and batch (above 1: faster than dense).",
         "Forms: factorized = LowRankLinear layers (two nn.Linear); merged = `merged_model` (each layer its rank-r "
@@ -225,6 +231,18 @@ def main() -> int:
         "and number of tokens (layers above it merged); '(= factorized)' where no layer was above it.",
         f"Latency break-evens measured in {break_even_s:.0f} s; the whole run took {time.perf_counter() - t_start:.0f} s.",
     ]
+    if graphs:
+        by = {g["model"]: g for g in graphs}
+        d = by["dense"]
+        for name in (n for n in by if n.endswith("factorized")):
+            g = by[name]
+            notes.append(
+                f"ONNX graph of {name}: {g['MatMul'] - d['MatMul']} more MatMul than dense (one per factorized layer), "
+                f"{g['Transpose'] - d['Transpose']} more Transpose (the weights are stored transposed, none at run "
+                f"time), {g['Add'] - d['Add']} more Add; after ONNX Runtime's optimizations "
+                f"{g['MatMul opt.'] - d['MatMul opt.']} more MatMul and the same fusions ({g[FUSED]} against {d[FUSED]}): "
+                "the two products are not fused into one, so a factorized layer costs a second kernel launch and a thin "
+                "product (inner size r) that runs below the dense product's efficiency.")
     write_report(
         Path(args.out), f"Runtimes: {loaded.source}", command,
         {"Summary": findings, "Latency": rows, "Latency break-even rank per layer shape (CPU, float32)": table,

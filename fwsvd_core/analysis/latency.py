@@ -2,7 +2,8 @@
 
 Measured per device, runtime (PyTorch eager or ONNX Runtime), dtype, layer shape and tokens per call, once: the
 answer is cached on disk. The parameter break-even (in*out / (in+out)) says where factorizing stops saving memory;
-this one says where it stops saving time, which is usually lower (two small products run less efficiently than one).
+this one says where it stops saving time, which can be lower (two thin products run less efficiently than one,
+and each is one more operation to launch and, with several threads, to split and join).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def parameter_break_even(in_features: int, out_features: int) -> int:
     return (in_features * out_features - 1) // (in_features + out_features)
 
 
-def device_label(device: str | torch.device, runtime: str = "torch", threads: int | None = None) -> str:
+def device_label(device: str | torch.device, threads: int | None = None) -> str:
     """The device as the cache tells measurements apart: the GPU's name, or the CPU's model and thread count."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -106,7 +107,22 @@ def layer_timer(in_features: int, out_features: int, device: str | torch.device 
         for _ in range(loops[rank]):
             call()
         return (time.perf_counter() - start) / loops[rank]
+
+    if runtime == "torch" and threads and threads != torch.get_num_threads():
+        return _with_torch_threads(timer, threads)
     return timer
+
+
+def _with_torch_threads(timer: Timer, threads: int) -> Timer:
+    """`timer` run with torch's intra-op threads set to `threads` (and set back after)."""
+    def timed(rank: int) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return timer(rank)
+        finally:
+            torch.set_num_threads(before)
+    return timed
 
 
 def _torch_runner(in_f: int, out_f: int, device: torch.device, dtype: torch.dtype, tokens: int):
@@ -204,7 +220,7 @@ def latency_break_even(in_features: int, out_features: int, device: str | torch.
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
-    path = _cache_file(kind="latency break-even", device=device_label(device, runtime, threads), runtime=runtime,
+    path = _cache_file(kind="latency break-even", device=device_label(device, threads), runtime=runtime,
                        dtype=str(dtype), shape=[in_features, out_features], tokens=tokens, rounds=rounds,
                        points=points, step=step, versions=versions)
     if not refresh and (cached := _read_cached(path)) is not None and 0 <= cached <= max_rank:
@@ -212,7 +228,7 @@ def latency_break_even(in_features: int, out_features: int, device: str | torch.
     timer = timer or layer_timer(in_features, out_features, device, dtype, tokens, runtime, threads)
     rank = crossing_rank(best_times(timer, rank_grid(max_rank, points), rounds), max_rank, step)
     store_bytes(path, json.dumps({"rank": rank, "in": in_features, "out": out_features, "tokens": tokens,
-                                  "runtime": runtime, "device": device_label(device, runtime, threads)}).encode())
+                                  "runtime": runtime, "device": device_label(device, threads)}).encode())
     return rank
 
 

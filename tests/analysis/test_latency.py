@@ -85,3 +85,14 @@ def test_bad_arguments_are_refused_clearly():
         latency_break_even(384, 384, runtime="tensorrt")
     with pytest.raises(RankError, match="CPU in float32"):
         latency_break_even(8, 8, dtype=torch.bfloat16, runtime="onnxruntime")
+
+
+def test_torch_is_timed_with_the_threads_asked_for(monkeypatch):
+    import fwsvd_core.analysis.latency as latency
+
+    seen = []
+    monkeypatch.setattr(latency, "_torch_runner", lambda *a: lambda rank: lambda: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    timer = latency.layer_timer(16, 16, tokens=2, runtime="torch", threads=before + 1)
+    timer(0)
+    assert set(seen) == {before + 1} and torch.get_num_threads() == before
