@@ -132,17 +132,29 @@ def frontier_points() -> tuple[pd.DataFrame, dict[str, tuple[str, dict[str, int]
     return pd.DataFrame(rows), made_by
 
 
-def budget_frontier(now: tuple[float, float]) -> None:
+def measurement_at(points: pd.DataFrame, made_by: dict, ranks: dict[str, int]) -> dict | None:
+    """The frontier's point measured with the editor's method at exactly `ranks` (the latest run first, then a
+    sweep's), or None: where one exists, the page shows it and draws no prediction."""
+    same = [p for p, (m, r) in made_by.items() if m == method and dict(r) == dict(ranks)]
+    if not same:
+        return None
+    runs = [p for p in same if p.startswith("run ")]
+    chosen = runs[-1] if runs else same[0]
+    return points[points["point"] == chosen].iloc[0].to_dict()
+
+
+def budget_frontier(points: pd.DataFrame, made_by: dict, now: tuple[float, float], measured: dict | None) -> None:
     """The measured scores against kept parameters, with a star at `now` (the ranks' kept parameter ratio and
-    predicted score). Drawn in the editor's fragment so that the star follows every edit; a click loads a point
-    into the editor."""
+    predicted score), or a ring on the point `measured` at exactly these ranks. Drawn in the editor's fragment so
+    that the star follows every edit; a click loads a point into the editor."""
     st.subheader("Budget frontier")
-    points, made_by = frontier_points()
     if points.empty:
         st.info("Scores measured in this session (Recompress and evaluate here, or a sweep on the mismatch page) gather "
                 "here as a frontier of score against kept parameters; the star is the current ranks' predicted score.")
         return
-    event = st.plotly_chart(frontier_figure(points, metric, now, dense.score, dense.n_examples),
+    ring = None if measured is None else (measured["param ratio (layers)"], measured[metric])
+    event = st.plotly_chart(frontier_figure(points, metric, None if measured else now, dense.score, dense.n_examples,
+                                            measured_now=ring),
                             width="stretch", key="frontier", on_select="rerun", selection_mode="points")
     chosen = [p["customdata"] for p in event["selection"]["points"] if p.get("customdata")]
     point = chosen[0][0] if chosen and isinstance(chosen[0], list) else chosen[0] if chosen else None
@@ -155,7 +167,8 @@ def budget_frontier(now: tuple[float, float]) -> None:
     st.caption("Click a point to load its method and ranks into the editor above. Dotted lines: automatic allocators "
                "and hand-edited ranks; dashed: the best score measured at or below each budget; horizontal: the dense "
                "score on the examples the points were scored on (a sweep scores a subsample, the runs here all of "
-               "the chosen examples), so read each point against its own.")
+               "the chosen examples), so read each point against its own. The star is the current ranks' predicted "
+               "score; where these ranks were measured, a ring marks that point instead.")
 
 
 @st.fragment
@@ -190,16 +203,27 @@ def rank_table() -> None:
     st.session_state["ranks"] = ranks
     summary = summarize(count_params(session.model), layers, ranks)
     predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())
+    points, made_by = frontier_points()
+    measured = measurement_at(points, made_by, ranks)
     m0, m1, m2, m3, m4 = st.columns(5)
-    m0.metric(f"Predicted {metric}", f"{predicted.score:.4f}", f"{predicted.score - dense.score:+.4f} vs dense",
-              help=f"the loss increase the {curve_source} spectra predict at these ranks "
-                   f"({predicted.loss_increase:.4g}), times a slope fitted on this method's measured runs; no model "
-                   "is evaluated")
+    if measured is None:
+        m0.metric(f"Predicted {metric}", f"{predicted.score:.4f}", f"{predicted.score - dense.score:+.4f} vs dense",
+                  help=f"the loss increase the {curve_source} spectra predict at these ranks "
+                       f"({predicted.loss_increase:.4g}), times a slope fitted on this method's measured runs; no "
+                       "model is evaluated")
+    else:
+        m0.metric(f"Measured {metric}", f"{measured[metric]:.4f}",
+                  f"{measured[metric] - measured['dense score']:+.4f} vs dense", delta_color="off",
+                  help=f"measured at exactly these ranks ({measured['point']}, on {measured['examples']} examples, "
+                       "against the dense score on the same examples), so no prediction is needed")
     m1.metric("Parameters (model)", f"{summary.model_params_after / 1e6:.2f} M",
               f"{summary.model_params_after - summary.model_params_before:+,}", delta_color="inverse")
-    m2.metric("Parameter ratio (model)", f"{summary.param_ratio:.3f}")
-    m3.metric("Parameter ratio (compressible layers)", f"{summary.compressible_param_ratio:.3f}")
-    m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}")
+    m2.metric("Param ratio (layers)", f"{summary.compressible_param_ratio:.3f}",
+              help="kept / original parameters of the compressible layers: the budget above, and the x-axis of "
+                   "every chart on this page")
+    m3.metric("Param ratio (model)", f"{summary.param_ratio:.3f}",
+              help="kept / original parameters of the whole model (embeddings and heads included)")
+    m4.metric("Mean rank ratio", f"{summary.mean_rank_ratio:.3f}", help="the mean of r / min(out, in) over the layers")
     st.caption(f"Predicted loss increase {predicted.loss_increase:.4g} from the {curve_source} spectra; "
                + (f"score slope {predicted.slope:.3g} per unit of loss, fitted on {predicted.calibrated_on} measured "
                   "run(s) of this method (here and in the mismatch page's sweeps)." if predicted.calibrated_on else
@@ -209,8 +233,12 @@ def rank_table() -> None:
     if dense_layers:
         st.caption(f"{dense_layers} layer(s) sit above their break-even rank: they are kept as dense matrices of that "
                    "rank, since two factors would hold more parameters.")
+    if measured is not None:
+        st.caption(f"These exact ranks were measured ({measured['point']}: {measured[metric]:.4f} on "
+                   f"{measured['examples']} examples): the prediction ({predicted.score:.4f}) is not needed, and the "
+                   "frontier draws no star over the measurement.")
     st.plotly_chart(ranks_figure(layers, ranks), width="stretch", key="ranks_chart")
-    budget_frontier((summary.compressible_param_ratio, predicted.score))
+    budget_frontier(points, made_by, (summary.compressible_param_ratio, predicted.score), measured)
 
 
 def measured_key(method: str, ranks: dict[str, int]) -> tuple:
@@ -271,7 +299,7 @@ if history:
     r3.metric(f"Dense {metric}", f"{dense.score:.4f}")
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
-    st.plotly_chart(history_figure(frame, metric, dense.score), width="stretch", key="history_chart")
+    st.plotly_chart(history_figure(frame, metric, dense.score, dense.n_examples), width="stretch", key="history_chart")
     st.dataframe(frame, hide_index=True, width="stretch")
 
 st.subheader("Export")
@@ -289,11 +317,14 @@ facts = {"model": state.loaded.source, "weights' dtype": choice.dtype, "task": c
                           f"{summary.compressible_param_ratio:.3f}"}
 shown = [ranks_figure(layers, ranks)]
 if history:
-    shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score))
-points, _ = frontier_points()
+    shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score, dense.n_examples))
+points, made_by = frontier_points()
 if not points.empty:
     now = (summary.compressible_param_ratio, forecast(layers, curves, ranks, dense.score, calibration_runs()).score)
-    shown.append(frontier_figure(points, metric, now, dense.score, dense.n_examples))
+    measured = measurement_at(points, made_by, ranks)
+    ring = None if measured is None else (measured["param ratio (layers)"], measured[metric])
+    shown.append(frontier_figure(points, metric, None if measured else now, dense.score, dense.n_examples,
+                                 measured_now=ring))
 tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
           "Current ranks": layer_frame(ranks)}
 # made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send

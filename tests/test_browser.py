@@ -62,6 +62,17 @@ def frontier_star(page) -> list[float] | None:
     }""")
 
 
+def frontier_trace(page, name: str) -> list[float] | None:
+    """The first point of the budget frontier's trace `name` as drawn in the browser."""
+    return page.evaluate("""(name) => {
+        for (const g of document.querySelectorAll('.js-plotly-plot')) {
+            const trace = (g.data || []).find(t => t.name === name);
+            if (trace) return [trace.x[0], trace.y[0]];
+        }
+        return null;
+    }""", name)
+
+
 def edit_first_rank(page, value: str) -> None:
     """Type a rank into the first row of the rank table, as a user would: double-click the cell, type, Enter."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -125,14 +136,21 @@ def test_a_user_loads_a_model_visits_every_page_and_changes_a_rank(server, page)
     page.get_by_text("Measured accuracy (run 1)").wait_for()
     page.get_by_text("Predicted before the run").wait_for()
     settle(page)
-    before_star = frontier_star(page)
-    assert before_star is not None  # the run is a point of the frontier, the star the current ranks
-    edit_first_rank(page, "1")  # an edit reruns only the editor's fragment: the star must follow it there
-    for _ in range(300):
-        if frontier_star(page) != before_star:
+    # the run is a point of the frontier, measured at the current ranks: ringed, with no predicted star on it
+    for _ in range(100):
+        if frontier_star(page) is None:
             break
         page.wait_for_timeout(100)
-    assert frontier_star(page)[0] < before_star[0]  # fewer parameters kept
+    shot(page, "03-star-and-measured")
+    assert frontier_star(page) is None, page.get_by_text("exact ranks").all_inner_texts()
+    ring = frontier_trace(page, "current ranks (measured)")
+    assert ring is not None
+    edit_first_rank(page, "1")  # an edit reruns only the editor's fragment: the star must appear there
+    for _ in range(300):
+        if frontier_star(page) is not None:
+            break
+        page.wait_for_timeout(100)
+    assert frontier_star(page)[0] < ring[0]  # fewer parameters kept
     shot(page, "4-rank-editor")
     assert page.locator('[data-testid="stException"]').count() == 0
     for name in ("1-model-and-task", "2-fisher", "3-mismatch", "4-rank-editor"):

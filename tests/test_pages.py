@@ -26,6 +26,17 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
 
 
+def values(array) -> list:
+    """A figure's array as numbers: plotly writes numeric arrays as base64 (`bdata`) in its JSON."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
 def no_failure(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -118,7 +129,7 @@ def test_rank_editor_fills_recompresses_scores_and_exports(app):
     next(b for b in app.button if b.label == "Fill from parameter budget").click().run()
     no_failure(app)
     after = {m.label: m.value for m in app.metric}
-    assert float(after["Parameter ratio (compressible layers)"]) <= 0.3
+    assert float(after["Param ratio (layers)"]) <= 0.3
     assert after != before
     recompress = lambda: next(b for b in app.button if b.label == "Recompress and evaluate").click().run()  # noqa: E731
     recompress()
@@ -301,7 +312,7 @@ def test_rank_editor_allocators_and_activation_methods(app):
     no_failure(app)
     ranks = app.session_state["ranks"]
     assert len(set(ranks.values())) > 1  # the spectral allocator does not give every layer the same rank
-    assert float({m.label: m.value for m in app.metric}["Parameter ratio (compressible layers)"]) <= 0.3
+    assert float({m.label: m.value for m in app.metric}["Param ratio (layers)"]) <= 0.3
     next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     no_failure(app)
     assert app.session_state["history"][0]["method"] == "svd-llm"
@@ -377,9 +388,21 @@ def test_rank_editor_predicts_the_score_before_evaluating_and_keeps_both_in_the_
     history = app.dataframe[-1].value
     assert {"accuracy", "predicted accuracy", "predicted loss increase"} <= set(history.columns)
     assert any(m.label == "Predicted before the run" for m in app.metric)
-    # the next prediction is fitted on that run: it reproduces the run's measured score at the same ranks
-    assert predicted() == pytest.approx(float(history["accuracy"].iloc[-1]), abs=1e-3)
+    # at the run's own ranks the measurement is shown, not a prediction (issue 23, 3) ...
+    shown = next(m for m in app.metric if m.label == "Measured accuracy")
+    assert float(shown.value) == pytest.approx(float(history["accuracy"].iloc[-1]), abs=1e-4)
+    assert not any(m.label == "Predicted accuracy" for m in app.metric)
+    frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
+    names = {t["name"] for t in frontier["data"]}
+    assert "current ranks (measured)" in names and "current ranks (predicted)" not in names
+    # ... and the prediction, fitted on that run, would have reproduced it
+    caption = next(c.value for c in app.caption if c.value.startswith("These exact ranks were measured"))
+    assert float(caption.split("the prediction (")[1].split(")")[0]) == pytest.approx(float(shown.value), abs=1e-3)
     assert any("fitted on 1 measured run" in c.value for c in app.caption)
+    # other ranks: a prediction again, drawn as the star
+    app.slider[0].set_value(0.3).run()
+    next(b for b in app.button if b.label == "Fill from rank ratio").click().run()
+    assert predicted() < 1.0 and not any(m.label == "Measured accuracy" for m in app.metric)
 
 
 @pytest.mark.slow
@@ -392,7 +415,14 @@ def test_the_budget_frontier_gathers_runs_and_sweeps_and_loads_a_point(app):
     assert any("fitted on 4 measured run(s)" in c.value for c in app.caption)
     frontier = next(f for f in figures(app) if f["layout"].get("title", {}).get("text", "").startswith("Budget frontier"))
     names = {t["name"] for t in frontier["data"]}
-    assert {"svd / uniform", "fwsvd-input / uniform", "fwsvd-output / uniform", "current ranks (predicted)"} <= names
+    # on arrival the editor's ranks (uniform 0.25, fwsvd-output) are a sweep point: shown measured, no star on it
+    assert {"svd / uniform", "fwsvd-input / uniform", "fwsvd-output / uniform", "current ranks (measured)"} <= names
+    assert "current ranks (predicted)" not in names
+    sweep_point = next(t for t in frontier["data"] if t["name"] == "fwsvd-output / uniform")
+    ring = next(t for t in frontier["data"] if t["name"] == "current ranks (measured)")
+    assert (values(ring["x"])[0], values(ring["y"])[0]) in set(zip(values(sweep_point["x"]), values(sweep_point["y"]),
+                                                                   strict=True))
+    assert any(m.label == "Measured accuracy" for m in app.metric)
     next(b for b in app.button if b.label == "Fill from parameter budget").click().run()
     first = dict(app.session_state["ranks"])
     next(b for b in app.button if b.label == "Recompress and evaluate").click().run()

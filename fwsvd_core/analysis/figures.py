@@ -176,26 +176,33 @@ def ranks_figure(layers: list[LayerInfo], ranks: dict[str, int]) -> go.Figure:
     return fig
 
 
-def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None) -> go.Figure:
-    """Score against the parameter ratio of every run, the score predicted before each run as an open marker,
-    and the dense score as a line."""
-    fig = px.scatter(history, x="param ratio (model)", y=score_column, color="method", hover_data=["run"],
+LAYERS_RATIO_AXIS = "kept / original parameters of the compressible layers"
+
+
+def history_figure(history: pd.DataFrame, score_column: str, dense: float | None = None,
+                   examples: int | None = None) -> go.Figure:
+    """Score against the parameter ratio of the compressible layers (the frontier's axis) of every run, the score
+    predicted before each run as an open marker, and the dense score, on the same `examples`, as a line."""
+    x = "param ratio (layers)"
+    fig = px.scatter(history, x=x, y=score_column, color="method", hover_data=["run"],
                      color_discrete_map=method_color_map(), text="run")
     fig.update_traces(marker={"size": 11}, textposition="top center")
     predicted = f"predicted {score_column}"
     values = [*history[score_column].dropna()]
     if predicted in history and history[predicted].notna().any():
-        fig.add_trace(go.Scatter(x=history["param ratio (model)"], y=history[predicted], mode="markers",
+        fig.add_trace(go.Scatter(x=history[x], y=history[predicted], mode="markers",
                                  name="predicted", marker={"size": 11, "symbol": "circle-open", "color": "#555555"}))
         values += [*history[predicted].dropna()]
     if dense is not None:
-        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense")
+        fig.add_hline(y=dense, line_dash="dot", annotation_text="dense" + (f" on {examples} examples" if examples else ""))
         values.append(dense)
     if values:  # runs that all score alike would otherwise fill the plot with a range of 1e-6
         low, high = min(values), max(values)
         pad = max(0.02, 0.1 * (high - low))
         fig.update_yaxes(range=[low - pad, high + pad])
-    fig.update_layout(title="Runs of this session", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+    on = f" (each scored on {examples} examples)" if examples else ""
+    fig.update_layout(title=f"Runs of this session{on}", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40},
+                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_column)
     return fig
 
 
@@ -211,9 +218,11 @@ def pareto_front(points: pd.DataFrame, score_column: str, size_column: str = "pa
 
 
 def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[float, float] | None = None,
-                    dense: float | None = None, dense_examples: int | None = None) -> go.Figure:
+                    dense: float | None = None, dense_examples: int | None = None,
+                    measured_now: tuple[float, float] | None = None) -> go.Figure:
     """Score against the parameter ratio of the layers, one line per method and allocator, the best-so-far frontier
-    dashed, and the current rank map as a star at its predicted score. Each point's `point` id is its customdata.
+    dashed, and the current rank map as a star at its predicted score, or, when those ranks were measured
+    (`measured_now`), a ring around that measured point and no star. Each point's `point` id is its customdata.
 
     Points scored on different examples (an `examples` column, with the `dense score` on those same examples) get
     a dense line each, so that a sweep's subsample is not read against the full split's dense score."""
@@ -234,7 +243,11 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
         front = pareto_front(points, score_column).sort_values(x)
         fig.add_trace(go.Scatter(x=front[x], y=front[score_column], mode="lines", name="best so far",
                                  line={"color": "#444444", "dash": "dash", "width": 1}, hoverinfo="skip"))
-    if current is not None:
+    if measured_now is not None:
+        fig.add_trace(go.Scatter(x=[measured_now[0]], y=[measured_now[1]], mode="markers",
+                                 name="current ranks (measured)", hoverinfo="name",
+                                 marker={"symbol": "circle-open", "size": 22, "color": "#000000", "line": {"width": 2}}))
+    elif current is not None:
         fig.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="current ranks (predicted)",
                                  marker={"symbol": "star", "size": 16, "color": "#000000"}, hoverinfo="name"))
     references = {} if dense is None else {dense_examples: dense}
@@ -247,7 +260,7 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
         fig.add_hline(y=score, line_dash="dot", annotation_text=label,
                       annotation_position="top right" if i == 0 else "bottom right")
     fig.update_layout(title="Budget frontier: score against kept parameters (click a point to load its ranks)",
-                      xaxis_title="kept / original parameters of the compressible layers", yaxis_title=score_column,
+                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_column,
                       height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
     return fig
 

@@ -45,3 +45,30 @@ def test_the_frontier_draws_a_dense_line_for_each_set_of_scored_examples():
     # every point on the same examples: one line, called dense
     same = frontier_figure(points.iloc[:1], "accuracy", dense=0.858, dense_examples=872)
     assert {a.text: a.y for a in same.layout.annotations} == {"dense": 0.858}
+
+
+def test_the_runs_chart_uses_the_frontiers_parameter_ratio_with_a_stated_axis_and_a_full_range():
+    """Issue 23, 4: one convention per page, stated on the axis, a range that means something for one point."""
+    from fwsvd_core.analysis.figures import history_figure
+
+    history = pd.DataFrame([{"run": 1, "method": "fwsvd-output", "param ratio (model)": 0.766,
+                             "param ratio (layers)": 0.5, "accuracy": 0.83, "predicted accuracy": 0.82}])
+    runs = history_figure(history, "accuracy", dense=0.86, examples=872)
+    points = history.assign(point="run 1", allocator="by hand", examples=872, **{"dense score": 0.86})
+    frontier = frontier_figure(points, "accuracy", (0.5, 0.82), dense=0.86, dense_examples=872)
+    assert runs.layout.xaxis.title.text == frontier.layout.xaxis.title.text
+    assert "compressible layers" in runs.layout.xaxis.title.text
+    assert [t.x[0] for t in runs.data] == [0.5, 0.5]  # the run and its prediction, at the layers' ratio
+    assert list(runs.layout.xaxis.range) == list(frontier.layout.xaxis.range) == [0, 1.02]
+    assert "872 examples" in runs.layout.title.text and runs.layout.annotations[0].text == "dense on 872 examples"
+
+
+def test_a_measured_point_at_the_current_ranks_is_ringed_and_gets_no_predicted_star():
+    """Issue 23, 3: never a prediction drawn on top of a measurement."""
+    points = pd.DataFrame([{"point": "run 1", "method": "svd", "allocator": "uniform", "param ratio (layers)": 0.4,
+                            "accuracy": 0.80, "examples": 872, "dense score": 0.858}])
+    fig = frontier_figure(points, "accuracy", None, dense=0.858, dense_examples=872, measured_now=(0.4, 0.80))
+    names = [t.name for t in fig.data]
+    assert "current ranks (measured)" in names and "current ranks (predicted)" not in names
+    predicted = frontier_figure(points, "accuracy", (0.3, 0.7), dense=0.858, dense_examples=872)
+    assert "current ranks (predicted)" in [t.name for t in predicted.data]
