@@ -255,3 +255,13 @@ def break_even_table(shapes: Iterable[tuple[int, int]], device: str | torch.devi
                                                                    **options)
         rows.append(row)
     return rows
+
+
+def merged_where_slow(compressed, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                      tokens: int = 128, *, runtime: str = "torch", **options):
+    """`compressed` with each factorized layer above its measured latency break-even (on this device and runtime,
+    at `tokens` per call) stored as one dense product: what to deploy there (`compression.deploy.merge_slow_layers`)."""
+    from fwsvd_core.compression.deploy import merge_slow_layers
+
+    return merge_slow_layers(compressed, lambda i, o: latency_break_even(i, o, device, dtype, tokens, runtime=runtime,
+                                                                         **options))

@@ -96,3 +96,18 @@ def test_torch_is_timed_with_the_threads_asked_for(monkeypatch):
     timer = latency.layer_timer(16, 16, tokens=2, runtime="torch", threads=before + 1)
     timer(0)
     assert set(seen) == {before + 1} and torch.get_num_threads() == before
+
+
+def test_a_compressed_model_is_merged_where_its_measured_break_even_says_so(tiny_models):
+    from fwsvd_core.analysis.latency import merged_where_slow
+    from fwsvd_core.compression.rank_table import rank_table_of
+    from fwsvd_core.compression.ranks import uniform_ranks
+    from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.loading import load_model
+
+    session = CompressionSession(load_model(tiny_models["bert"], device="cpu"))
+    model = session.compress("svd", uniform_ranks(session.layers, 0.25))  # rank 8 everywhere
+    # fake timings with a break-even of 4 (10 + 22.5 r <= 100): every factorized layer is slower than dense
+    fast = merged_where_slow(model, tokens=9, timer=linear_timer(100, 10, 22.5), step=1)
+    assert {row.form for row in rank_table_of(fast).layers.values()} == {"dense"}
+    assert merged_where_slow(model, tokens=10, timer=linear_timer(100, 10, 0.5), step=1) is model  # all fast enough
