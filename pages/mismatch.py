@@ -3,6 +3,7 @@ import streamlit as st
 
 from fwsvd_core.analysis.figures import (
     ablation_figure,
+    coinciding_spectra,
     mismatch_figure,
     signed_layer_map,
     spectra_figure,
@@ -140,6 +141,11 @@ kronecker_ready = set(kronecker_methods) <= session.computed_methods()
 shown = ("svd", *method_names(needs=FISHER, per_rank=False), *(kronecker_methods if kronecker_ready else ()))
 spectra = {m: session.factors(m)[name].spectrum for m in shown}
 st.plotly_chart(spectra_figure(spectra), width="stretch", key="spectra")
+if same := coinciding_spectra(spectra):
+    st.caption("On this layer " + "; ".join(f"**{b}** coincides with **{a}** (drawn dashed over it)" for a, b in same)
+               + ": their scaled matrices differ by almost a constant factor (the Fisher that one of them adds is "
+                 "about the same for every feature of that side of this layer), and dividing each spectrum by its "
+                 "largest value removes a constant factor.")
 if kronecker_ready:
     st.markdown(
         "**kfac** and **gfwsvd** decompose L_B^T W L_A. The layer's Fisher, how much the loss cares about every pair "
@@ -185,14 +191,20 @@ st.markdown(
     "A prediction from the weights and the Fisher alone, with no compressed model evaluated: expanding the task loss "
     "to second order, with the Fisher as its curvature, truncating a layer by dW raises the loss by about "
     "g.dW + 0.5 dW^T F dW. The map shows that estimate for plain SVD minus the same for FWSVD at one rank ratio: "
-    "the loss weighting is predicted to save, layer by layer. **Diagonal** uses the stored Fisher (instant); "
+    "the loss weighting is predicted to save, layer by layer. **diagonal** uses the stored Fisher (instant); "
     "**full** adds the first-order term and the off-diagonal curvature from one more gradient pass over training "
-    "examples. Validation tells how far to trust either."
+    "examples; **kfac** and **nearest** take the curvature as A (x) B, the Kronecker factors of the layer's Fisher "
+    "(K-FAC's, and the Kronecker product nearest to the Fisher), once the Kronecker-factored spectra above are "
+    "added. Validation tells how far to trust each."
 )
+# K-FAC and nearest read the Kronecker factors: offered once they are computed (the spectra's button above)
+offered = [name for name in PREDICTORS if name in ("diagonal", "full") or session.kronecker is not None]
 p1, p2, p3 = st.columns(3)
 predict_ratio = p1.select_slider("Rank ratio of the prediction", [0.05, 0.1, 0.15, 0.25, 0.33, 0.5],
                                  value=DEFAULTS.predict_ratio)
-predictor = p2.radio("Predictor", list(PREDICTORS), horizontal=True, key="predictor_kind")
+predictor = p2.radio("Predictor", offered, horizontal=True, key="predictor_kind",
+                     help=None if session.kronecker is not None else "kfac and nearest appear once the "
+                     "Kronecker-factored spectra are added above")
 calibration = state.train if predictor == "full" else None
 pkey = ("predicted", choice, predict_ratio, predictor)
 if pkey not in st.session_state and calibration is None:
@@ -210,7 +222,8 @@ st.plotly_chart(signed_layer_map(session.layers, dict(zip(predicted["layer"], pr
 vscored = p3.number_input("Examples scored when validating (0 = all)", 0, len(state.dev), min(len(state.dev), 300),
                           step=100, key="validate_scored")
 vkey = ("validate", choice, predict_ratio, vscored)
-if st.button(f"Validate both predictors against measured single-layer drops ({2 * len(session.layers)} evaluations)"):
+if st.button(f"Validate the {len(offered)} predictors ({', '.join(offered)}) against measured single-layer drops "
+             f"({2 * len(session.layers)} evaluations)"):
     bar = st.progress(0.0, text="layer by layer ...")
     st.session_state[vkey] = validate_predictor(session, state.dev, predict_ratio, calibration=state.train,
                                                 n_examples=choice.fisher_samples, subsample=vscored or None,

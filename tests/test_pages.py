@@ -326,7 +326,14 @@ def test_mismatch_page_shows_the_predictor_and_validates_it(app):
     app.radio(key="predictor_kind").set_value("full").run()
     no_failure(app)
     assert "(full;" in figures(app)[-1]["layout"]["title"]["text"]
-    next(b for b in app.button if b.label.startswith("Validate both predictors")).click().run()
+    # issue 23, 7: the predictors offered are the ones the text explains and the button validates
+    offered = app.radio(key="predictor_kind").options
+    assert offered == ["diagonal", "full"]  # kfac and nearest wait for the Kronecker factors
+    explained = next(m.value for m in app.markdown if "Where does weighting matter" in m.value or "**diagonal**" in m.value)
+    assert all(f"**{name}**" in explained for name in ("diagonal", "full", "kfac", "nearest"))
+    validate = next(b for b in app.button if b.label.startswith("Validate the"))
+    assert validate.label.startswith("Validate the 2 predictors (diagonal, full)")
+    validate.click().run()
     no_failure(app)
     text = next(m.value for m in app.markdown if "Spearman rank correlation" in m.value)
     assert "**diagonal**" in text and "**full**" in text and "split-half reliability" in text
@@ -355,6 +362,10 @@ def test_mismatch_page_adds_the_kronecker_spectra_on_request(app):
     assert {"kfac", "gfwsvd"} <= {t["name"] for t in spectra["data"]}
     assert any("L_B^T W L_A" in m.value and "Cholesky" in m.value for m in app.markdown)
     assert not [b for b in app.button if b.label.startswith("Add the Kronecker-factored spectra")]
+    assert app.radio(key="predictor_kind").options == ["diagonal", "full", "kfac", "nearest"]
+    app.radio(key="predictor_kind").set_value("kfac").run()
+    no_failure(app)
+    assert "(kfac;" in figures(app)[-1]["layout"]["title"]["text"]
 
 
 def test_rank_editor_compresses_with_gfwsvd(app):

@@ -91,7 +91,7 @@ def importance_profiles(col_sums: torch.Tensor, row_sums: torch.Tensor) -> go.Fi
     fig = make_subplots(rows=1, cols=2, subplot_titles=("input side (sum over outputs)", "output side (sum over inputs)"))
     fig.add_trace(go.Scatter(y=cols, mode="lines", name="input side", line={"color": "#1f77b4"}), 1, 1)
     fig.add_trace(go.Scatter(y=rows, mode="lines", name="output side", line={"color": "#2ca02c"}), 1, 2)
-    fig.update_yaxes(type="log", title_text="Fisher")
+    fig.update_yaxes(type="log", title_text="Fisher (sum)", dtick=1, exponentformat="power")  # whole decades, 10^k
     fig.update_xaxes(title_text="input feature", row=1, col=1)
     fig.update_xaxes(title_text="output feature", row=1, col=2)
     fig.update_layout(height=320, showlegend=False, margin={"l": 60, "r": 20, "t": 40, "b": 40})
@@ -143,14 +143,37 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     return fig
 
 
+def coinciding_spectra(spectra: dict[str, torch.Tensor], tolerance: float = 1e-2) -> list[tuple[str, str]]:
+    """Pairs (earlier, later) whose spectra, each divided by its largest value, differ nowhere by more than
+    `tolerance` of the largest: drawn as they are, the later curve would hide the earlier one."""
+    normed = {}
+    for label, spectrum in spectra.items():
+        s = spectrum.detach().double().cpu()
+        normed[label] = s / s[0] if s.numel() and s[0] > 0 else s
+    labels = list(normed)
+    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]
+            if normed[a].shape == normed[b].shape and float((normed[a] - normed[b]).abs().max()) <= tolerance]
+
+
 def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
-    """Singular values, normalised to the largest, of W and of its Fisher-weighted versions."""
+    """Singular values, normalised to the largest, of W and of its Fisher-weighted versions. A curve that coincides
+    with an earlier one is drawn dashed over it (the earlier one wide and pale), so that both can be seen."""
+    covering = {later: earlier for earlier, later in coinciding_spectra(spectra)}
+    covered = set(covering.values())
     fig = go.Figure()
     for label, spectrum in spectra.items():
         s = spectrum.detach().float().cpu().numpy()
-        fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=label, line={"color": method_color_map().get(label)}))
-    fig.update_layout(title="Singular value spectra (each divided by its largest)", xaxis_title="index",
-                      yaxis_title="s_i / s_1", yaxis_type="log", height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
+        line = {"color": method_color_map().get(label)}
+        if label in covering:
+            line["dash"] = "dash"
+        elif label in covered:
+            line["width"] = 6
+        name = f"{label} (= {covering[label]})" if label in covering else label
+        fig.add_trace(go.Scatter(y=s / s[0], mode="lines", name=name, line=line,
+                                 opacity=0.45 if label in covered and label not in covering else 1.0))
+    fig.update_layout(title="Singular value spectra (each divided by its largest)", xaxis_title="index i",
+                      yaxis_title="s_i / s_1", yaxis_type="log", yaxis_dtick=1, yaxis_exponentformat="power",
+                      height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
 
 

@@ -72,3 +72,32 @@ def test_a_measured_point_at_the_current_ranks_is_ringed_and_gets_no_predicted_s
     assert "current ranks (measured)" in names and "current ranks (predicted)" not in names
     predicted = frontier_figure(points, "accuracy", (0.3, 0.7), dense=0.858, dense_examples=872)
     assert "current ranks (predicted)" in [t.name for t in predicted.data]
+
+
+def test_coinciding_spectra_are_named_and_both_drawn_visibly():
+    """Issue 23, 5: a curve lying exactly under another is said, and drawn so that both show."""
+    import torch
+
+    from fwsvd_core.analysis.figures import coinciding_spectra, spectra_figure
+
+    base = torch.tensor([4.0, 2.0, 1.0, 0.5])
+    spectra = {"svd": base, "fwsvd-input": 3 * base, "fwsvd-output": torch.tensor([4.0, 3.0, 2.5, 2.0]),
+               "fwsvd-both": torch.tensor([4.0, 3.0, 2.5, 2.0]) * 0.5}
+    assert coinciding_spectra(spectra) == [("svd", "fwsvd-input"), ("fwsvd-output", "fwsvd-both")]
+    fig = spectra_figure(spectra)
+    traces = {t.name: t for t in fig.data}
+    assert traces["fwsvd-input (= svd)"].line.dash == "dash" and traces["svd"].line.width == 6
+    assert traces["fwsvd-both (= fwsvd-output)"].line.dash == "dash"
+    assert coinciding_spectra({"svd": base, "fwsvd-output": torch.tensor([4.0, 3.0, 2.5, 2.0])}) == []
+
+
+def test_log_axes_label_whole_decades_as_powers_of_ten():
+    """Issue 23, 6: no '2, 5' between decades and no SI prefixes (10µ) on a log axis."""
+    import torch
+
+    from fwsvd_core.analysis.figures import importance_profiles, spectra_figure
+
+    profiles = importance_profiles(torch.logspace(-6, 0, 32), torch.logspace(-5, -1, 16))
+    spectra = spectra_figure({"svd": torch.logspace(0, -4, 20)})
+    for axis in (profiles.layout.yaxis, profiles.layout.yaxis2, spectra.layout.yaxis):
+        assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "power"
