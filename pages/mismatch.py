@@ -24,6 +24,7 @@ from studio.state import (
     sweep_key,
     sweeps_with_stored,
 )
+from studio.tables import show_table
 
 st.title("The SVD mismatch")
 state = ready()
@@ -120,7 +121,7 @@ if table is not None:
     st.plotly_chart(mismatch_figure(table, metric), width="stretch", key="mismatch")
     st.caption("Left: task score (higher is better). Middle: plain relative reconstruction error (SVD is lowest by "
                "construction). Right: the error weighted element-wise by the Fisher, the one that tracks the score.")
-    st.dataframe(table, hide_index=True, width="stretch")
+    show_table(table)
 elif not requested("sweep", key):
     st.info("Choose methods and ratios, then run the sweep.")
 
@@ -184,7 +185,7 @@ if requested("ablation", akey) and akey not in ablations:
         ablations[akey] = result
 if akey in ablations:
     st.plotly_chart(ablation_figure(ablations[akey]), width="stretch", key="ablation")
-    st.dataframe(ablations[akey], hide_index=True, width="stretch")
+    show_table(ablations[akey])
 
 st.subheader("Where does weighting matter?")
 st.markdown(
@@ -240,4 +241,4 @@ if vkey in st.session_state:
         f"**{stats.reliability:.2f}**: no predictor can correlate with it much above the square "
         "root of that."
     )
-    st.dataframe(table, hide_index=True, width="stretch")
+    show_table(table)

@@ -23,6 +23,7 @@ from studio.state import (
     uploaded,
     uploaded_split,
 )
+from studio.tables import show_table
 
 st.title("Model and task")
 choice = get_choice()
@@ -139,4 +140,4 @@ if loaded is not None:
             for note in state.fisher.notes:
                 st.warning(f"Fisher: {note}")
             st.subheader("Compressible layers")
-            st.dataframe(layer_table(state.session.layers), hide_index=True, width="stretch")
+            show_table(layer_table(state.session.layers))

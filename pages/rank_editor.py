@@ -28,6 +28,7 @@ from fwsvd_core.screens import DEFAULTS
 from studio.exports import export_extra
 from studio.serving import example_path, writable
 from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
+from studio.tables import show_table
 
 st.title("Rank editor")
 state = ready()
@@ -182,6 +183,7 @@ def rank_table() -> None:
         column_config={
             "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
                                                   help="above the break-even rank the layer is kept dense"),
+            "role": st.column_config.TextColumn("role", width="medium"),
             "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
                                                             max_value=float(table["Fisher share"].max())),
         },
@@ -300,7 +302,7 @@ if history:
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
     st.plotly_chart(history_figure(frame, metric, dense.score, dense.n_examples), width="stretch", key="history_chart")
-    st.dataframe(frame, hide_index=True, width="stretch")
+    show_table(frame)
 
 st.subheader("Export")
 e1, e2, e3 = st.columns(3)

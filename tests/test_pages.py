@@ -494,3 +494,17 @@ def test_a_failed_sweep_is_said_once_and_the_rest_of_the_page_stays(app, monkeyp
     assert any("Singular value spectra" in f["layout"].get("title", {}).get("text", "") for f in figures(app))
     app.run()  # another rerun: the failed request is not tried again on its own
     assert len(calls) == 1 and not app.error
+
+
+def test_no_label_is_cut_off_on_the_editor_or_in_the_tables(app):
+    """Issue 23, 8: metric labels fit a fifth of the page; table headers longer than a number get wide columns."""
+    import pandas as pd
+
+    from studio.tables import header_widths
+
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+    assert all(len(m.label) <= 22 for m in app.metric), [m.label for m in app.metric if len(m.label) > 22]
+    widths = header_widths(pd.DataFrame(columns=["method", "fisher error", "param ratio (layers)", "score"]))
+    assert set(widths) == {"fisher error", "param ratio (layers)"}
+    assert all(c["width"] in ("medium", "large") for c in widths.values())
