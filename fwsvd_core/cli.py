@@ -54,8 +54,7 @@ from fwsvd_core.folders import (
     write_result_files,
 )
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.families import load_task_data
-from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.families import family_of, label_mapping, load_task_data
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import DTYPE_CHOICES, dtype_name, model_dtype
@@ -282,8 +281,10 @@ def _load(args) -> LoadedModel:
     if is_demo(args.model) and needs_build(args.model, data_dir):
         log.info(f"{args.model} is not built yet: fine-tuning it once (minutes on a CPU); later runs load it from the "
                  f"cache")
+    task = getattr(args, "task", None)
     return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
-                      progress=_progress("building the demo (once)", "steps"), data_dir=data_dir, **_hub_args(args))
+                      progress=_progress("building the demo (once)", "steps"), data_dir=data_dir,
+                      family=get_task(task).family if task else None, **_hub_args(args))
 
 
 # models whose position numbers start after the padding index, as RoBERTa's do
@@ -321,13 +322,15 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
     task = get_task(args.task)
     loaded = _load(args)
     check_max_length(args.max_length, loaded, task.is_pair)
-    eval_data = load_task_data(task, args.eval_split, args.data_source, args.data_dir, args.skip_bad_rows)
-    fisher_data = load_task_data(task, args.fisher_split, args.data_source, args.data_dir, args.skip_bad_rows)
+    family = family_of(task)
+    eval_data, fisher_data = (
+        family.prepare(loaded.tokenizer, load_task_data(task, split, args.data_source, args.data_dir, args.skip_bad_rows),
+                       args.max_length) for split in (args.eval_split, args.fisher_split))
     log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")
     log.info(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)")
     for note in dict.fromkeys(eval_data.notes + fisher_data.notes):
         log.warning(f"data: {note}")
-    if warning := map_labels(loaded.model.config, task).warning:
+    if (mapping := label_mapping(loaded.model.config, task)) is not None and (warning := mapping.warning):
         log.warning(f"labels: {warning}")
     if split_warning := same_split_warning(fisher_data, eval_data):
         log.warning(split_warning)

@@ -360,8 +360,11 @@ def _first_mismatch(message: str) -> str:
 
 
 def _is_tied(model: nn.Module, key: str) -> bool:
-    """safetensors stores a tied tensor once; the other name is reported missing but is filled."""
+    """Whether `key` names a tensor the model shares with another name (tied embeddings): safetensors stores a
+    shared tensor once, under one of its names, and filling that one fills both."""
     tied = getattr(model, "_tied_weights_keys", None) or []
-    if isinstance(tied, dict):
-        tied = list(tied)
-    return key in tied
+    if key in (list(tied) + list(tied.values()) if isinstance(tied, dict) else list(tied)):
+        return True
+    named = dict(model.named_parameters(remove_duplicate=False))
+    tensor = named.get(key)
+    return tensor is not None and sum(p is tensor for p in named.values()) > 1

@@ -70,6 +70,7 @@ class FwsvdCompressedModel(PreTrainedModel):
         for name, child in inner.named_children():  # the dense model's parameter names, without a prefix
             self.add_module(name, child)
         self.__dict__["_inner"] = inner  # not registered: its children already are
+        self._tied_weights_keys = getattr(inner, "_tied_weights_keys", None) or {}  # the same names: no prefix
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -92,6 +93,9 @@ class FwsvdCompressedModel(PreTrainedModel):
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         wrong = {what: sorted(map(str, info.get(what) or ())) for what in ("missing_keys", "unexpected_keys",
                                                                           "mismatched_keys")}
+        named = dict(model.named_parameters(remove_duplicate=False))
+        shared = {name for name, p in named.items() if sum(q is p for q in named.values()) > 1}
+        wrong["missing_keys"] = [k for k in wrong["missing_keys"] if k not in shared]  # stored once, under another name
         if any(wrong.values()):
             shown = "; ".join(f"{what.replace('_', ' ')}: {', '.join(keys[:3])}" for what, keys in wrong.items() if keys)
             raise ValueError(f"The weights of this FWSVD Studio export do not match its rank table ({shown}). The "
@@ -105,3 +109,25 @@ class FwsvdCompressedForSequenceClassification(FwsvdCompressedModel):
 
 class FwsvdCompressedForTokenClassification(FwsvdCompressedModel):
     inner_auto_class = "AutoModelForTokenClassification"
+
+
+class FwsvdCompressedForCausalLM(FwsvdCompressedModel, transformers.GenerationMixin):
+    """A causal language model: `generate()` is the dense architecture's own, run on the same (compressed) modules,
+    so its cache and its config's names (GPT-2's n_layer, ...) are the ones it expects."""
+
+    inner_auto_class = "AutoModelForCausalLM"
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        named = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                 "past_key_values": past_key_values, "inputs_embeds": inputs_embeds, "labels": labels}
+        return self.__dict__["_inner"](**{k: v for k, v in named.items() if v is not None}, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.__dict__["_inner"].generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        return self.__dict__["_inner"].prepare_inputs_for_generation(*args, **kwargs)
+
+    def get_output_embeddings(self):
+        return self.__dict__["_inner"].get_output_embeddings()

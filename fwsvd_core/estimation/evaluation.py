@@ -12,8 +12,7 @@ from fwsvd_core.estimation.metrics import stats_interval
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
-from fwsvd_core.inputs.families import family_of
-from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.families import family_of, label_mapping
 from fwsvd_core.inputs.precision import autocast_to, model_dtype
 
 
@@ -85,10 +84,11 @@ def evaluate(
 ) -> EvalResult:
     """Score `model` on `data`; with `subsample`, on a seeded random subset, with a bootstrap interval."""
     start = time.perf_counter()
-    mapping = map_labels(model.config, data.task)
+    mapping = label_mapping(model.config, data.task)
     part = data.sample(subsample, seed)
     stats, losses = example_stats(model, tokenizer, part, batch_size, max_length, progress, cancel)
     metrics = family_of(data.task).metrics(data.task, stats)
     interval = stats_interval(data.task, stats, seed=seed) if len(part) < len(data) else None
     return EvalResult(metrics, data.task.primary_metric, len(part), len(data), interval,
-                      time.perf_counter() - start, mapping.message, float(np.mean(losses)))
+                      time.perf_counter() - start, mapping.message if mapping else "outputs are the vocabulary",
+                      float(np.mean(losses)))

@@ -20,6 +20,7 @@ from fwsvd_core.inputs.families.registry import (
     family_of_class,
     family_of_model,
     get_family,
+    label_mapping,
     register,
 )
 from fwsvd_core.inputs.tasks import TaskSpec
@@ -43,4 +44,4 @@ def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Enco
 
 
 __all__ = ["DEFAULT_FAMILY", "Family", "encode", "family_names", "family_of", "family_of_architectures",
-           "family_of_class", "family_of_model", "get_family", "load_task_data", "register"]
+           "family_of_class", "family_of_model", "get_family", "label_mapping", "load_task_data", "register"]

@@ -19,6 +19,7 @@ from torch import nn
 from fwsvd_core.errors import DataError
 from fwsvd_core.inputs.batching import Encoded
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.labels import LabelMapping, map_labels
 from fwsvd_core.inputs.tasks import TaskSpec
 
 Load = Callable[..., TaskData]  # (task, split, source, data_dir, skip_bad_rows) -> one split
@@ -28,6 +29,11 @@ ExampleLosses = Callable[[torch.Tensor, torch.Tensor, TaskSpec], torch.Tensor]  
 BatchStats = Callable[[torch.Tensor, torch.Tensor, TaskData, np.ndarray, nn.Module], np.ndarray]  # -> [B, k]
 Metrics = Callable[[TaskSpec, np.ndarray], dict[str, float]]  # (task, stats [n, k]) -> every metric
 Resampled = Callable[[TaskSpec, np.ndarray], np.ndarray]  # (task, stats [..., n, k]) -> primary metric [...]
+Prepare = Callable[[Any, TaskData, int], TaskData]  # (tokenizer, data, max_length) -> the examples the model sees
+
+
+def _as_loaded(tokenizer, data: TaskData, max_length: int) -> TaskData:
+    return data
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,9 @@ class Family:
     fine-tuning and evaluation share. `batch_stats` reduces a batch to per-example statistics from which
     `metrics` computes every metric of a split (and `resampled_primary` the primary one of many bootstrap
     resamples at once). `lower_is_better` names the metrics where lower is better (perplexity, a loss).
+    `prepare` turns a loaded split into the examples the model sees once the tokenizer and length are known (a
+    language model's text into windows of tokens; the others keep theirs). `uses_labels` says whether the model's
+    outputs are the task's labels (matched by `inputs.labels.map_labels`).
     `auto_class` is the transformers auto class a model of the family loads with, `class_suffixes` the endings of
     the model class names it recognises (`BertForTokenClassification`), `pipeline_tag` the hub's name for it.
     """
@@ -57,6 +66,8 @@ class Family:
     metrics: Metrics
     resampled_primary: Resampled
     lower_is_better: frozenset[str] = frozenset()
+    prepare: Prepare = _as_loaded
+    uses_labels: bool = True
     order: int = 100
 
     def higher_is_better(self, metric: str) -> bool:
@@ -92,6 +103,12 @@ def get_family(name: str) -> Family:
 def family_of(task: TaskSpec) -> Family:
     """The family a task belongs to."""
     return get_family(task.family)
+
+
+def label_mapping(model_config, task: TaskSpec) -> LabelMapping | None:
+    """How the model's outputs match the task's labels; None for a family whose outputs are not labels (a language
+    model's are the vocabulary)."""
+    return map_labels(model_config, task) if family_of(task).uses_labels else None
 
 
 def family_of_class(class_name: str) -> Family | None:
