@@ -9,6 +9,7 @@ from fwsvd_core.analysis.figures import (
     spectra_figure,
     toy_figure,
 )
+from fwsvd_core.analysis.noise import ablation_noise_sentence, noise_sentence
 from fwsvd_core.analysis.predictor import PREDICTORS, svd_failure_scores, validate_predictor
 from fwsvd_core.analysis.toy import IMPORTANCE, IMPORTANT, toy_matrix, toy_solutions
 from fwsvd_core.compression.methods import FISHER, KRONECKER, method_names
@@ -118,9 +119,11 @@ if requested("sweep", key) and key not in sweeps:
 
 table = sweeps.get(key)
 if table is not None:
-    st.plotly_chart(mismatch_figure(table, metric), width="stretch", key="mismatch")
-    st.caption("Left: task score (higher is better). Middle: plain relative reconstruction error (SVD is lowest by "
-               "construction). Right: the error weighted element-wise by the Fisher, the one that tracks the score.")
+    examples = scored or len(state.dev)
+    st.plotly_chart(mismatch_figure(table, metric, examples), width="stretch", key="mismatch")
+    st.caption("Left: task score (higher is better), and the dense model's on the same examples. Middle: plain "
+               "relative reconstruction error (SVD is lowest by construction). Right: the error weighted "
+               "element-wise by the Fisher, the one that tracks the score. " + noise_sentence(table, metric, examples))
     show_table(table)
 elif not requested("sweep", key):
     st.info("Choose methods and ratios, then run the sweep.")
@@ -185,6 +188,7 @@ if requested("ablation", akey) and akey not in ablations:
         ablations[akey] = result
 if akey in ablations:
     st.plotly_chart(ablation_figure(ablations[akey]), width="stretch", key="ablation")
+    st.caption(ablation_noise_sentence(ablations[akey]))
     show_table(ablations[akey])
 
 st.subheader("Where does weighting matter?")

@@ -126,7 +126,10 @@ if loaded is not None:
                 score = None
             if score is not None:
                 m1, m2, m3, m4 = st.columns(4)
-                m1.metric(f"Dense {score.primary_metric}", f"{score.score:.4f}")
+                m1.metric(f"Dense {score.primary_metric}", f"{score.score:.4f}",
+                          help=f"on {score.n_examples} {dev.split} examples. The mismatch page's sweep and ablation "
+                               "score a random subset (400 and 300 examples by default) and draw the dense score on "
+                               "that same subset beside theirs, so their dense line can differ from this one.")
                 m2.metric("Parameters", f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f} M")
                 m3.metric("Compressible layers", len(state.session.layers))
                 m4.metric(f"Fisher ({state.fisher.estimator})", f"{state.fisher.n_examples} examples")

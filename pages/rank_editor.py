@@ -298,7 +298,7 @@ if history:
     if f"predicted {metric}" in last:
         r2.metric("Predicted before the run", f"{last[f'predicted {metric}']:.4f}",
                   f"{last[metric] - last[f'predicted {metric}']:+.4f} measured - predicted", delta_color="off")
-    r3.metric(f"Dense {metric}", f"{dense.score:.4f}")
+    r3.metric(f"Dense {metric}", f"{dense.score:.4f}", help=f"on the same {dense.n_examples} examples as every run here")
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
     st.plotly_chart(history_figure(frame, metric, dense.score, dense.n_examples), width="stretch", key="history_chart")

@@ -115,10 +115,18 @@ def test_mismatch_page_sweeps_spectra_and_ablation(app):
     assert list(table["method"]).count("dense") == 1 and len(table) == 1 + 3 * 4
     mismatch = figures(app)[1]
     assert {t["name"] for t in mismatch["data"]} == {"svd", "fwsvd-input", "fwsvd-output"}
+    # issue 23, 10 and 11: intervals on the scores, the examples named, the dense line on the same examples
+    scored = [t for t in mismatch["data"] if t.get("xaxis", "x") == "x"]
+    assert scored and all(t["error_y"]["arrayminus"] for t in scored)
+    assert any(a["text"] == "dense on 400 examples" for a in mismatch["layout"]["annotations"])
+    assert any("95% bootstrap intervals over the 400 examples" in c.value for c in app.caption)
     next(b for b in app.button if b.label.startswith("Run the ablation")).click().run()
     no_failure(app)
     ablation = app.dataframe[1].value
     assert list(ablation["group"]) == list(range(1, 11))
+    bars = next(f for f in figures(app) if "singular values is removed" in f["layout"].get("title", {}).get("text", ""))
+    assert bars["data"][0]["error_y"]["array"] and "300 examples" in bars["layout"]["title"]["text"]
+    assert any(c.value.startswith("Bars: paired 95% bootstrap intervals") for c in app.caption)
 
 
 def test_rank_editor_fills_recompresses_scores_and_exports(app):

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap
 
 from fwsvd_core.compression.apply import with_weights
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.estimation.evaluation import evaluate
+from fwsvd_core.estimation.evaluation import example_stats
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.families import family_of
+from fwsvd_core.inputs.tasks import TaskSpec
 
 
 def component_groups(k: int, n_groups: int = 10) -> list[np.ndarray]:
@@ -16,15 +19,30 @@ def component_groups(k: int, n_groups: int = 10) -> list[np.ndarray]:
     return np.array_split(np.arange(k), n_groups)
 
 
+def paired_drop_interval(task: TaskSpec, before: np.ndarray, after: np.ndarray, n_boot: int = 1000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the primary metric's drop from `before` to `after`, the examples' statistics
+    on the same examples, resampled together (paired: far tighter than two separate intervals)."""
+    family = family_of(task)
+    result = bootstrap((np.arange(len(before)),),
+                       lambda rows, axis=-1: family.resampled_primary(task, before[rows])
+                       - family.resampled_primary(task, after[rows]),
+                       vectorized=True, n_resamples=n_boot, confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def group_ablation(
     session: CompressionSession, eval_data: TaskData, method: str = "svd", n_groups: int = 10,
     subsample: int | None = None, batch_size: int = 64, progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> pd.DataFrame:
-    """Score with group g of every layer's components removed, for each g; one row per group."""
+    """Score with group g of every layer's components removed, for each g; one row per group, with the drop's paired
+    95% bootstrap interval over the scored examples."""
     factors = session.factors(method)
     tokenizer = session.loaded.tokenizer
-    dense = evaluate(session.model, tokenizer, eval_data, batch_size, subsample=subsample, cancel=cancel)
+    part = eval_data.sample(subsample, 0)  # the examples evaluate(subsample=...) scores
+    dense_stats, _ = example_stats(session.model, tokenizer, part, batch_size, cancel=cancel)
     rows = []
     for g in range(n_groups):
         weights = {}
@@ -32,11 +50,12 @@ def group_ablation(
             f = factors[layer.name]
             idx = component_groups(f.max_rank, n_groups)[g]
             weights[layer.name] = f.reconstruct(f.max_rank) - f.left[:, idx] @ f.right[idx]
-        result = evaluate(with_weights(session.model, weights), tokenizer, eval_data, batch_size,
-                          subsample=subsample, cancel=cancel)
+        stats, _ = example_stats(with_weights(session.model, weights), tokenizer, part, batch_size, cancel=cancel)
+        score, dense = (family_of(part.task).metrics(part.task, s)[part.task.primary_metric] for s in (stats, dense_stats))
+        low, high = paired_drop_interval(part.task, dense_stats, stats)
         rows.append({"group": g + 1, "components": f"{100 * g // n_groups}-{100 * (g + 1) // n_groups}% of the spectrum",
-                     "score": result.score,
-                     "drop": dense.score - result.score, "metric": result.primary_metric})
+                     "score": score, "drop": dense - score, "drop low": low, "drop high": high,
+                     "examples": len(part), "metric": part.task.primary_metric})
         if progress is not None:
             progress(g + 1, n_groups)
     return pd.DataFrame(rows)

@@ -98,9 +98,19 @@ def importance_profiles(col_sums: torch.Tensor, row_sums: torch.Tensor) -> go.Fi
     return fig
 
 
-def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
-    """Task score and reconstruction errors against the parameter ratio, one colour per method."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(f"task score ({score_column})", "plain error ||W-W_r|| / ||W||",
+def _error_bars(part: pd.DataFrame, low: str, high: str, y: str) -> dict | None:
+    """Plotly error bars from interval columns (asymmetric), or None where the table has none."""
+    if low not in part or high not in part or part[low].isna().all():
+        return None
+    return {"type": "data", "symmetric": False, "array": (part[high] - part[y]).clip(lower=0).tolist(),
+            "arrayminus": (part[y] - part[low]).clip(lower=0).tolist(), "thickness": 1.2, "width": 4}
+
+
+def mismatch_figure(table: pd.DataFrame, score_column: str, examples: int | None = None) -> go.Figure:
+    """Task score (with its 95% bootstrap interval where the table has one) and reconstruction errors against the
+    parameter ratio, one colour per method; the dense line is the table's own dense row, on the same `examples`."""
+    on = f" on {examples} examples" if examples else ""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(f"task score ({score_column}{on})", "plain error ||W-W_r|| / ||W||",
                                                         "Fisher-weighted error"))
     dense = table[table["method"] == "dense"]
     for method, part in table[table["method"] != "dense"].groupby("method", sort=False):
@@ -108,9 +118,10 @@ def mismatch_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
         color = method_color_map().get(method)
         for col, y in enumerate((score_column, "plain error", "fisher error"), start=1):
             fig.add_trace(go.Scatter(x=part["param ratio (layers)"], y=part[y], mode="lines+markers", name=method,
-                                     legendgroup=method, showlegend=col == 1, line={"color": color}), 1, col)
+                                     legendgroup=method, showlegend=col == 1, line={"color": color},
+                                     error_y=_error_bars(part, "ci low", "ci high", y) if col == 1 else None), 1, col)
     if not dense.empty:
-        fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense", row=1, col=1)
+        fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text=f"dense{on}", row=1, col=1)
     fig.update_xaxes(title_text="parameter ratio (layers)")
     fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25})
     return fig
@@ -178,9 +189,17 @@ def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
 
 
 def ablation_figure(table: pd.DataFrame) -> go.Figure:
-    fig = px.bar(table, x="group", y="drop", hover_data=["components", "score"],
-                 labels={"group": "singular value group (1 = largest)", "drop": "task score drop"})
-    fig.update_layout(title="Score drop when one group of singular values is removed from every layer",
+    """The score drop per singular-value group, with its paired 95% bootstrap interval where the table has one."""
+    examples = int(table["examples"].iloc[0]) if "examples" in table and len(table) else None
+    fig = go.Figure(go.Bar(x=table["group"], y=table["drop"], marker_color="#1f77b4", name="score drop",
+                           error_y=_error_bars(table, "drop low", "drop high", "drop"),
+                           customdata=table[["components", "score"]].to_numpy(),
+                           hovertemplate="group %{x} (%{customdata[0]})<br>drop %{y:.4f}<br>score %{customdata[1]:.4f}"
+                                         "<extra></extra>"))
+    fig.add_hline(y=0.0, line_color="#888888", line_width=1)
+    on = f", {examples} examples" if examples else ""
+    fig.update_layout(title=f"Score drop when one group of singular values is removed from every layer{on}",
+                      xaxis_title="singular value group (1 = largest)", yaxis_title="task score drop",
                       height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
     fig.update_xaxes(dtick=1)
     return fig

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from fwsvd_core.analysis.figures import frontier_figure, score_curves_figure, signed_layer_map
 
@@ -101,3 +102,26 @@ def test_log_axes_label_whole_decades_as_powers_of_ten():
     spectra = spectra_figure({"svd": torch.logspace(0, -4, 20)})
     for axis in (profiles.layout.yaxis, profiles.layout.yaxis2, spectra.layout.yaxis):
         assert axis.type == "log" and axis.dtick == 1 and axis.exponentformat == "power"
+
+
+def test_the_sweep_and_ablation_figures_draw_their_intervals_and_examples():
+    """Issue 23, 10 and 11: bootstrap intervals as error bars, the number of examples on every score figure."""
+    from fwsvd_core.analysis.figures import ablation_figure, mismatch_figure
+
+    table = pd.DataFrame([
+        {"method": "dense", "param ratio (layers)": 1.0, "accuracy": 0.875, "plain error": 0, "fisher error": 0,
+         "ci low": 0.84, "ci high": 0.9},
+        {"method": "svd", "param ratio (layers)": 0.5, "accuracy": 0.6, "plain error": 0.3, "fisher error": 0.5,
+         "ci low": 0.55, "ci high": 0.64}])
+    fig = mismatch_figure(table, "accuracy", 400)
+    score = next(t for t in fig.data if t.xaxis == "x")
+    assert list(score.error_y.array) == [pytest.approx(0.04)] and list(score.error_y.arrayminus) == [pytest.approx(0.05)]
+    assert all(t.error_y.array is None for t in fig.data if t.xaxis != "x")  # the errors have no interval
+    assert "on 400 examples" in fig.layout.annotations[0].text
+    assert any(a.text == "dense on 400 examples" for a in fig.layout.annotations)
+    ablation = pd.DataFrame({"group": [1, 2], "components": ["0-10%", "10-20%"], "score": [0.6, 0.86],
+                             "drop": [0.27, 0.015], "drop low": [0.22, -0.005], "drop high": [0.31, 0.03],
+                             "examples": [300, 300]})
+    bars = ablation_figure(ablation)
+    assert list(bars.data[0].error_y.array) == pytest.approx([0.04, 0.015])
+    assert "300 examples" in bars.layout.title.text

@@ -1,0 +1,47 @@
+"""Which differences between measured scores are within their noise: the sentences a figure's caption needs."""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def overlapping_methods(table: pd.DataFrame, metric: str, at: str = "rank ratio") -> list[tuple[float, str, str]]:
+    """(value of `at`, method, method) for every two methods whose 95% intervals (`ci low`, `ci high`) overlap at
+    the same `at`: their difference is within the noise of the examples scored. Empty where there are no intervals."""
+    if "ci low" not in table or at not in table:
+        return []
+    rows = table[(table["method"] != "dense") & table["ci low"].notna() & table[at].notna()]
+    pairs = []
+    for value, part in rows.groupby(at, sort=True):
+        part = part.sort_values(metric, ascending=False).to_dict(orient="records")
+        for i, a in enumerate(part):
+            for b in part[i + 1:]:
+                if a["ci low"] <= b["ci high"] and b["ci low"] <= a["ci high"]:
+                    pairs.append((float(value), a["method"], b["method"]))
+    return pairs
+
+
+def noise_sentence(table: pd.DataFrame, metric: str, examples: int | None) -> str:
+    """One caption sentence: which methods the sweep cannot tell apart, or that it has no intervals."""
+    if "ci low" not in table or table["ci low"].isna().all():
+        return ("No error bars: every example of the split was scored, and the sweep keeps intervals of subsets only; "
+                "score a subset to get a 95% bootstrap interval per point.")
+    pairs = overlapping_methods(table, metric)
+    bars = f"Bars: 95% bootstrap intervals over the {examples} examples scored." if examples else \
+        "Bars: 95% bootstrap intervals over the examples scored."
+    if not pairs:
+        return bars + " At every rank ratio the methods' intervals are apart."
+    shown = "; ".join(f"{a} and {b} at rank ratio {v:g}" for v, a, b in pairs)
+    return (bars + f" Within noise (overlapping intervals, so this many examples cannot tell them apart): {shown}.")
+
+
+def ablation_noise_sentence(table: pd.DataFrame) -> str:
+    """One caption sentence: which groups' drops are within noise (their paired interval reaches zero)."""
+    if "drop low" not in table:
+        return "No intervals: this ablation was stored before they were kept; run it again to get them."
+    quiet = [int(g) for g, low, high in table[["group", "drop low", "drop high"]].itertuples(index=False)
+             if low <= 0 <= high]
+    examples = f" over the {int(table['examples'].iloc[0])} examples scored" if "examples" in table else ""
+    text = f"Bars: paired 95% bootstrap intervals of each drop{examples} (the same examples with and without the group)."
+    if not quiet:
+        return text + " Every drop is clear of zero."
+    return text + f" Within noise of no drop at all: group{'s' if len(quiet) > 1 else ''} {', '.join(map(str, quiet))}."

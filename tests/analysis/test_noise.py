@@ -1,0 +1,34 @@
+"""Issue 23, 11: which measured differences are within noise."""
+import pandas as pd
+
+from fwsvd_core.analysis.noise import ablation_noise_sentence, noise_sentence, overlapping_methods
+
+
+def sweep() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"method": "dense", "rank ratio": 1.0, "accuracy": 0.875, "ci low": 0.84, "ci high": 0.90},
+        {"method": "svd", "rank ratio": 0.25, "accuracy": 0.575, "ci low": 0.53, "ci high": 0.62},
+        {"method": "fwsvd-input", "rank ratio": 0.25, "accuracy": 0.7125, "ci low": 0.67, "ci high": 0.755},
+        {"method": "fwsvd-output", "rank ratio": 0.25, "accuracy": 0.7375, "ci low": 0.695, "ci high": 0.78},
+    ])
+
+
+def test_methods_with_overlapping_intervals_at_one_ratio_are_within_noise():
+    assert overlapping_methods(sweep(), "accuracy") == [(0.25, "fwsvd-output", "fwsvd-input")]
+    text = noise_sentence(sweep(), "accuracy", 400)
+    assert "400 examples" in text and "fwsvd-output and fwsvd-input at rank ratio 0.25" in text
+    assert "svd and" not in text
+
+
+def test_a_sweep_of_the_whole_split_says_it_has_no_intervals():
+    whole = sweep().drop(columns=["ci low", "ci high"])
+    assert overlapping_methods(whole, "accuracy") == []
+    assert noise_sentence(whole, "accuracy", 872).startswith("No error bars")
+
+
+def test_ablation_groups_whose_paired_interval_reaches_zero_are_named():
+    table = pd.DataFrame({"group": [1, 2, 3], "drop": [0.2, 0.003, 0.037], "drop low": [0.15, -0.01, 0.01],
+                          "drop high": [0.25, 0.016, 0.06], "examples": [300] * 3})
+    text = ablation_noise_sentence(table)
+    assert "300 examples" in text and text.endswith("group 2.")
+    assert "run it again" in ablation_noise_sentence(table.drop(columns=["drop low", "drop high"]))
