@@ -1,6 +1,6 @@
 """The dashboard on a server: it listens on this machine only unless told otherwise, confines nothing then; what it
 keeps for the server's lifetime follows files edited in place; an upload is split fairly. Driven through AppTest
-like tests/test_pages.py (hostile paths of a dashboard served to others: tests/test_bad_input_serving.py)."""
+like tests/test_pages.py (hostile paths of a dashboard served to others: the last section of tests/test_bad_input.py)."""
 import os
 
 import numpy as np
