@@ -75,16 +75,25 @@ def toy_example() -> None:
     st.caption(f"At rank {rank}, plain SVD gets entries {lost} (row, column) most wrong; the weighted solution gives up "
                f"{kept} instead. Errors are relative: plain ||W - W_r|| / ||W||, weighted the same with every squared "
                "entry multiplied by its Fisher.")
-    layer = session.layers[0]
     if not {"svd", "fwsvd-input"} <= session.computed_methods():
         return  # the page computes the factors above; this part reruns with the page once they are in
+    # the lesson shows best where the Fisher is most concentrated: the layer with the largest share by default
+    mass = state.fisher.mass()
+    total = sum(mass.values()) or 1.0
+    names = [l.name for l in session.layers]
+    name = st.selectbox("Real layer", names, index=names.index(max(names, key=lambda n: mass[n])), key="toy_layer",
+                        format_func=lambda n: f"{n}  (Fisher share {mass[n] / total:.3f})",
+                        help="the layer holding the largest share of the Fisher is chosen first: there the weighting "
+                             "changes the most")
+    layer = next(l for l in session.layers if l.name == name)
     real_rank = max(1, round(layer.max_rank * rank / min(toy.weight.shape)))
     real = {m: session.layer_errors(m, layer.name, [real_rank]) for m in ("svd", "fwsvd-input")}
     st.markdown(
-        f"**The same two numbers on a real layer** ({layer.name}, rank {real_rank} of {layer.max_rank}, the toy's "
-        f"rank ratio): plain SVD has plain error {real['svd']['plain'][0]:.3f} and Fisher-weighted error "
-        f"{real['svd']['fisher'][0]:.3f}; FWSVD has {real['fwsvd-input']['plain'][0]:.3f} and "
-        f"{real['fwsvd-input']['fisher'][0]:.3f}. The sweep below shows what that does to the task score."
+        f"**The same two numbers on a real layer** ({layer.name}, {mass[name] / total:.1%} of the model's Fisher, "
+        f"rank {real_rank} of {layer.max_rank}, the toy's rank ratio): plain SVD has plain error "
+        f"{real['svd']['plain'][0]:.3f} and Fisher-weighted error {real['svd']['fisher'][0]:.3f}; FWSVD has "
+        f"{real['fwsvd-input']['plain'][0]:.3f} and {real['fwsvd-input']['fisher'][0]:.3f}. The sweep below shows "
+        "what that does to the task score."
     )
 
 

@@ -483,6 +483,14 @@ def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
     assert float(at_three["Plain SVD: plain error"]) < float(at_one["Plain SVD: plain error"])
     assert any("At rank 3" in c.value for c in app.caption)
     assert any("The same two numbers on a real layer" in m.value for m in app.markdown)
+    # issue 23, 12: on the layer holding the largest Fisher share by default, and the user may pick another
+    real = next(s for s in app.selectbox if s.label == "Real layer")
+    shares = {o.split("  (")[0]: float(o.split("share ")[1].rstrip(")")) for o in real.options}
+    assert real.value == max(shares, key=shares.get)
+    smallest = min(shares, key=shares.get)
+    real.set_value(smallest).run()
+    no_failure(app)
+    assert any(f"real layer** ({smallest}," in m.value for m in app.markdown)
 
 
 def test_a_failed_sweep_is_said_once_and_the_rest_of_the_page_stays(app, monkeypatch):
