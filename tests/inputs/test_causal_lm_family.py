@@ -146,3 +146,6 @@ def test_every_method_compresses_a_decoder_and_the_export_generates_in_plain_tra
     assert torch.equal(plain.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0), expected)
     card = (folder / "README.md").read_text()
     assert "pipeline_tag: text-generation" in card and "AutoModelForCausalLM" in card
+    merged = AutoModelForCausalLM.from_pretrained(save_compressed(compressed, loaded.tokenizer, tmp_path / "merged",
+                                                                  merge=True))
+    assert torch.equal(merged.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0), expected)
