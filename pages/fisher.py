@@ -37,8 +37,9 @@ else:
             "needs no more than these sums.")
 
 st.subheader("Importance profiles")
-st.caption("The sums FWSVD weights a row with: per input feature (the paper's side) and per output feature. "
-           "A few features with much larger sums are where the task lives in this layer.")
+st.caption("The sums FWSVD weights with. Input side: per input feature, the sum over outputs (a column of W in "
+           "PyTorch's out x in layout; fwsvd-input, the paper's). Output side: per output feature, the sum over inputs "
+           "(a row; fwsvd-output). A few features with much larger sums are where the task lives in this layer.")
 inputs, outputs = fisher.col_sums(name), fisher.row_sums(name)
 st.plotly_chart(importance_profiles(inputs, outputs), width="stretch", key="profiles")
 top = lambda v: ", ".join(str(int(i)) for i in v.argsort(descending=True)[:8])  # noqa: E731

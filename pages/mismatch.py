@@ -36,8 +36,10 @@ metric = state.dev.task.primary_metric
 
 st.markdown(
     "Plain SVD gives the best rank-r approximation of each weight matrix: no other method has a smaller "
-    "reconstruction error ||W - W_r||. Yet the task does not care about every weight equally. FWSVD scales each row "
-    "by its Fisher importance before the SVD, so it spends the rank on the weights the task needs. The result: "
+    "reconstruction error ||W - W_r||. Yet the task does not care about every weight equally. FWSVD scales each "
+    "feature of one side of the layer by its Fisher importance before the SVD: the input side (each input feature, "
+    "a column of W in PyTorch's out x in layout; fwsvd-input, the paper's) or the output side (each output "
+    "feature, a row; fwsvd-output). So it spends the rank on the weights the task needs. The result: "
     "**a larger plain error, and a higher task score.** Compare the left panel of the sweep below with the middle one."
 )
 
@@ -72,9 +74,14 @@ def toy_example() -> None:
               f"{weighted.weighted_error - svd.weighted_error:+.3f} vs SVD", delta_color="inverse")
     lost = ", ".join(f"({i}, {j})" for i, j in svd.sacrificed)
     kept = ", ".join(f"({i}, {j})" for i, j in weighted.sacrificed)
+    above = [label for label, value in (("plain SVD's weighted error", svd.weighted_error),
+                                        ("the weighted solution's plain error", weighted.plain_error)) if value > 1]
     st.caption(f"At rank {rank}, plain SVD gets entries {lost} (row, column) most wrong; the weighted solution gives up "
                f"{kept} instead. Errors are relative: plain ||W - W_r|| / ||W||, weighted the same with every squared "
-               "entry multiplied by its Fisher.")
+               "entry multiplied by its Fisher."
+               + (f" A relative error above 1 ({' and '.join(above)} here) means the reconstruction is further from W "
+                  "than the zero matrix: by that measure, dropping the matrix altogether would do better." if above
+                  else ""))
     if not {"svd", "fwsvd-input"} <= session.computed_methods():
         return  # the page computes the factors above; this part reruns with the page once they are in
     # the lesson shows best where the Fisher is most concentrated: the layer with the largest share by default

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fwsvd_core.analysis.figures import frontier_figure, history_figure, ranks_figure
+from fwsvd_core.analysis.figures import frontier_figure, history_figure, mismatch_figure, ranks_figure
 from fwsvd_core.analysis.forecast import forecast, sweep_dense_score, sweep_runs
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
@@ -51,6 +51,25 @@ st.session_state.setdefault("editor_method", DEFAULTS.editor_method)
 method = st.selectbox("Method", methods, key="editor_method",
                       help="SVD, FWSVD, ASVD and SVD-LLM ranks are slices of factors computed once: changing a rank "
                            "recomputes no SVD. TFWSVD solves each layer anew for each rank (seconds per layer).")
+
+
+def sides_compared() -> str:
+    """Where this model's sweeps measured both sides: at which rank ratios each side scored higher."""
+    wins: dict[str, list[str]] = {"fwsvd-input": [], "fwsvd-output": []}
+    for key, table in sweeps_with_stored(state).items():
+        if key[0] != choice or "rank ratio" not in table:
+            continue
+        rows = table[table["method"].isin(list(wins)) & (table.get("allocator", "uniform") == "uniform")]
+        for ratio, part in rows.groupby("rank ratio", sort=False):
+            if len(part) == 2:
+                wins[part.sort_values(metric, ascending=False)["method"].iloc[0]].append(f"{ratio:g}")
+    said = [f"{m} at rank ratio{'s' if len(r) > 1 else ''} {', '.join(r)}" for m, r in wins.items() if r]
+    return f" On this model's sweep the higher {metric}: " + "; ".join(said) + "." if said else ""
+
+
+st.caption(f"The editor opens on {DEFAULTS.editor_method} (the output side weighted by its Fisher), which kept the most "
+           "accuracy at the middle rank ratios of the demo's stored sweep (docs/first_screens.md); fwsvd-input (the "
+           "input side) is the paper's FWSVD, a choice away." + sides_compared())
 if not prepare_methods(state, [method, spectral_source(method)]):
     st.stop()
 
@@ -326,9 +345,15 @@ if not points.empty:
     measured = measurement_at(points, made_by, ranks)
     ring = None if measured is None else (measured["param ratio (layers)"], measured[metric])
     shown.append(frontier_figure(points, metric, None if measured else now, dense.score, dense.n_examples,
-                                 measured_now=ring))
+                                 measured_now=ring, clickable=False))
+for key, table in sweeps_with_stored(state).items():  # the mismatch sweeps: the figure the tool exists for
+    if key[0] == choice:
+        shown.append(mismatch_figure(table, metric, key[-1] or len(state.dev)).update_layout(
+            title=f"The SVD mismatch: {', '.join(key[1])} at rank ratios {', '.join(f'{r:g}' for r in key[2])}"))
 tables = {"Runs": pd.DataFrame(history).drop(columns=["ranks"]) if history else pd.DataFrame(),
           "Current ranks": layer_frame(ranks)}
+tables.update({f"Mismatch sweep on {key[-1] or len(state.dev)} examples": table
+               for key, table in sweeps_with_stored(state).items() if key[0] == choice})
 # made only when clicked: the page inlines plotly.js (megabytes), which every rerun would otherwise send
 st.download_button("Session summary (HTML)",
                    lambda: summary_html(f"FWSVD Studio session: {state.loaded.source} on {choice.task}", facts, shown,

@@ -89,6 +89,9 @@ def test_fisher_page_shows_overview_heatmaps_and_profiles(app):
     assert figs[1]["data"][0]["type"] == "heatmap" and "Fisher" in figs[1]["layout"]["title"]["text"]
     assert "|W|" in figs[2]["layout"]["title"]["text"]
     assert len(figs[3]["data"]) == 2  # input side and output side
+    sides = next(c.value for c in app.caption if c.value.startswith("The sums FWSVD weights with"))
+    assert "Input side: per input feature" in sides and "Output side: per output feature" in sides
+    assert "weights a row" not in sides
     chosen = app.selectbox[0].value
     app.selectbox[0].set_value(next(o for o in app.selectbox[0].options if o != chosen).split("  (")[0]).run()
     no_failure(app)
@@ -474,6 +477,11 @@ def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
         return {m.label: m.value for m in app.metric}
 
     at_one = shown()
+    # issue 23, 13 and 14: sides named as input and output, and an error above 1 explained where it shows
+    intro = next(m.value for m in app.markdown if "Plain SVD gives the best rank-r approximation" in m.value)
+    assert "each row" not in intro and "input side" in intro and "output side" in intro
+    assert float(at_one["Plain SVD: weighted error"]) > 1
+    assert any("A relative error above 1 (plain SVD's weighted error here)" in c.value for c in app.caption)
     expected = toy_solutions(toy_matrix(), 1)
     assert float(at_one["Plain SVD: weighted error"]) == pytest.approx(expected["svd"].weighted_error, abs=1e-3)
     assert float(at_one["Weighted: weighted error"]) < float(at_one["Plain SVD: weighted error"])
@@ -481,6 +489,7 @@ def test_the_toy_answers_its_rank_slider_and_connects_to_a_real_layer(app):
     next(s for s in app.slider if s.label == "Rank of the toy's reconstruction").set_value(3).run()
     at_three = shown()
     assert float(at_three["Plain SVD: plain error"]) < float(at_one["Plain SVD: plain error"])
+    assert not any("above 1" in c.value for c in app.caption)  # every error below 1 at rank 3
     assert any("At rank 3" in c.value for c in app.caption)
     assert any("The same two numbers on a real layer" in m.value for m in app.markdown)
     # issue 23, 12: on the layer holding the largest Fisher share by default, and the user may pick another
@@ -524,3 +533,26 @@ def test_no_label_is_cut_off_on_the_editor_or_in_the_tables(app):
     widths = header_widths(pd.DataFrame(columns=["method", "fisher error", "param ratio (layers)", "score"]))
     assert set(widths) == {"fisher error", "param ratio (layers)"}
     assert all(c["width"] in ("medium", "large") for c in widths.values())
+
+
+def test_the_session_summary_holds_the_mismatch_sweep_and_no_instruction_to_click(app, monkeypatch):
+    """Issue 23, 16 (and 15: the editor says why it opens on its method, and what this model's sweep measured)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made = {}
+    real = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        made[file_name] = data_callable
+        return real(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    app.switch_page("pages/mismatch.py").run()
+    next(b for b in app.button if b.label == "Run the sweep").click().run()
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+    why = next(c.value for c in app.caption if c.value.startswith("The editor opens on fwsvd-output"))
+    assert "paper's FWSVD" in why and "On this model's sweep the higher accuracy:" in why
+    next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
+    html = made["fwsvd-session.html"]()
+    assert "The SVD mismatch: svd, fwsvd-input, fwsvd-output" in html and "Fisher-weighted error" in html
+    assert "Budget frontier" in html and "click a point" not in html and "Mismatch sweep on 400 examples" in html

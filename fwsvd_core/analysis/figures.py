@@ -261,10 +261,11 @@ def pareto_front(points: pd.DataFrame, score_column: str, size_column: str = "pa
 
 def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[float, float] | None = None,
                     dense: float | None = None, dense_examples: int | None = None,
-                    measured_now: tuple[float, float] | None = None) -> go.Figure:
+                    measured_now: tuple[float, float] | None = None, clickable: bool = True) -> go.Figure:
     """Score against the parameter ratio of the layers, one line per method and allocator, the best-so-far frontier
     dashed, and the current rank map as a star at its predicted score, or, when those ranks were measured
-    (`measured_now`), a ring around that measured point and no star. Each point's `point` id is its customdata.
+    (`measured_now`), a ring around that measured point and no star. Each point's `point` id is its customdata;
+    `clickable` (the dashboard) says in the title that a click loads a point.
 
     Points scored on different examples (an `examples` column, with the `dense score` on those same examples) get
     a dense line each, so that a sweep's subsample is not read against the full split's dense score."""
@@ -301,7 +302,8 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
         # the highest line labelled above it, the others below, so that close lines keep readable labels
         fig.add_hline(y=score, line_dash="dot", annotation_text=label,
                       annotation_position="top right" if i == 0 else "bottom right")
-    fig.update_layout(title="Budget frontier: score against kept parameters (click a point to load its ranks)",
+    click = " (click a point to load its ranks)" if clickable else ""  # a static report has nothing to load into
+    fig.update_layout(title=f"Budget frontier: score against kept parameters{click}",
                       xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_column,
                       height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
     return fig
