@@ -22,6 +22,7 @@ from fwsvd_core.errors import InsufficientMemoryError
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.inputs.batching import CancelFn
 from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.families import higher_is_better, improvement
 from fwsvd_core.inputs.memory import MemoryEstimate, require_fits
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
 
@@ -124,10 +125,12 @@ def float32_copy(model: nn.Module, say: Callable[[str], None]) -> nn.Module | No
 
 
 def allocation_gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per budget: the best automatic allocation (any method) against the best uniform-ratio FWSVD variant.
+    """Per budget: the best automatic allocation (any method) against the best uniform-ratio FWSVD variant, "best"
+    and the gain in the metric's own direction (a lower perplexity is a gain).
 
     Rows whose method ends in "+ft" (fine-tuned after compression) are left out of both sides.
     """
+    up = higher_is_better(metric)
     plain = table[~table["method"].str.endswith("+ft")]
     rows = []
     for budget, part in plain.groupby("target param ratio"):
@@ -135,9 +138,9 @@ def allocation_gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:
         allocated = part[~part["allocator"].isin(["uniform"])]
         if uniform.empty or allocated.empty:
             continue
-        best = allocated.loc[allocated[metric].idxmax()]
-        base = float(uniform[metric].max())
+        best = allocated.loc[allocated[metric].idxmax() if up else allocated[metric].idxmin()]
+        base = float(uniform[metric].max() if up else uniform[metric].min())
         rows.append({"param ratio": budget, "best uniform FWSVD": round(base, 4),
                      "best allocation": f"{best['method']} / {best['allocator']}", "its score": round(float(best[metric]), 4),
-                     "gain": round(float(best[metric]) - base, 4)})
+                     "gain": round(improvement(metric, base, float(best[metric])), 4)})
     return pd.DataFrame(rows)

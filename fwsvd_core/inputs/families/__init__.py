@@ -20,6 +20,8 @@ from fwsvd_core.inputs.families.registry import (
     family_of_class,
     family_of_model,
     get_family,
+    higher_is_better,
+    improvement,
     label_mapping,
     register,
 )
@@ -43,5 +45,7 @@ def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Enco
     return family_of(data.task).encode(tokenizer, data, max_length, model)
 
 
-__all__ = ["DEFAULT_FAMILY", "Family", "encode", "family_names", "family_of", "family_of_architectures",
-           "family_of_class", "family_of_model", "get_family", "label_mapping", "load_task_data", "register"]
+__all__ = [
+    "DEFAULT_FAMILY", "Family", "encode", "family_names", "family_of", "family_of_architectures", "family_of_class",
+    "family_of_model", "get_family", "higher_is_better", "improvement", "label_mapping", "load_task_data", "register",
+]

@@ -105,6 +105,16 @@ def family_of(task: TaskSpec) -> Family:
     return get_family(task.family)
 
 
+def higher_is_better(metric: str) -> bool:
+    """A metric's direction, as the families declare it (perplexity and a loss are lower-is-better)."""
+    return not any(metric in family.lower_is_better for family in _FAMILIES.values())
+
+
+def improvement(metric: str, reference: float, value: float) -> float:
+    """How much better `value` is than `reference` in `metric`'s own direction (negative: worse)."""
+    return value - reference if higher_is_better(metric) else reference - value
+
+
 def label_mapping(model_config, task: TaskSpec) -> LabelMapping | None:
     """How the model's outputs match the task's labels; None for a family whose outputs are not labels (a language
     model's are the vocabulary)."""
