@@ -50,7 +50,7 @@ from fwsvd_core.folders import (
 )
 from fwsvd_core.inputs.families import Family, family_of_model
 from fwsvd_core.inputs.memory import check_model_load, config_dtype
-from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, offload_folder, require_model_tokenizer
+from fwsvd_core.inputs.models import LoadedModel, ensure_pad_token, offload_folder, place, require_model_tokenizer
 from fwsvd_core.inputs.precision import as_dtype, dtype_name, model_dtype
 
 CARD_FILE = "README.md"
@@ -217,14 +217,7 @@ def load_compressed(directory: str | Path, device: str | torch.device | None = N
                              "(`tokenizer.save_pretrained(FOLDER)`), then load it again.") from None
     ensure_pad_token(model, tokenizer)
     require_model_tokenizer(model, tokenizer, f"compressed model {directory}", directory)
-    notes = []
-    if device_map is None:
-        model.to(resolve_device(device))
-    else:
-        placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()})
-        notes.append(f"layers placed by device_map={device_map!r}: {', '.join(placed) or 'one device'}")
-    model.eval()
-    return LoadedModel(model, tokenizer, f"compressed model {directory}", notes)
+    return LoadedModel(model, tokenizer, f"compressed model {directory}", place(model, device, device_map))
 
 
 def _compressed_skeleton(config, table: RankTable, dtype: torch.dtype, directory: Path, family: Family) -> Any:

@@ -194,13 +194,21 @@ def load_pretrained(
     ensure_pad_token(model, tokenizer)
     require_model_tokenizer(model, tokenizer, origin, local if local.is_dir() else None)
     require_finite_weights(model, origin)
+    notes += place(model, device, device_map)
+    return LoadedModel(model, tokenizer, origin + ("" if revision is None else f" at revision {revision}"), notes)
+
+
+def place(model: nn.Module, device: str | torch.device | None, device_map: str | dict | None) -> list[str]:
+    """Put a loaded model on `device` (accelerate placed it already when a `device_map` was given) in eval mode;
+    returns the note that says where a device map put the layers."""
+    notes = []
     if device_map is None:
         model.to(resolve_device(device))
     else:
         placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()})
         notes.append(f"layers placed by device_map={device_map!r}: {', '.join(placed) or 'one device'}")
     model.eval()
-    return LoadedModel(model, tokenizer, origin + ("" if revision is None else f" at revision {revision}"), notes)
+    return notes
 
 
 def nonfinite_tensors(model: nn.Module) -> dict[str, int]:
