@@ -3,9 +3,6 @@ import traceback
 
 import streamlit as st
 
-from fwsvd_core.errors import FwsvdError
-from studio.state import get_choice
-
 # emoji icons, drawn by the browser itself (a :material/ favicon is fetched from Google's font server); these
 # older symbols are in common text fonts too, for a browser without a colour emoji font
 st.set_page_config(page_title="FWSVD Studio", page_icon="✂️", layout="wide")
@@ -17,11 +14,21 @@ pages = [
     st.Page("pages/rank_editor.py", title="Rank editor", icon="✏️"),
 ]
 navigation = st.navigation(pages)
-
-choice = get_choice()
-with st.sidebar:
+with st.sidebar:  # the app's own frame first: the imports below (torch, transformers) take seconds on a first visit
     st.markdown("### FWSVD Studio")
     st.caption("Fisher-weighted low-rank compression of fine-tuned transformers")
+    summary = st.empty()
+    summary.caption("Loading the libraries (torch, transformers) ...")
+starting = st.empty()
+starting.info("Starting FWSVD Studio: loading torch and transformers (a few seconds, once per server start) ...")
+
+from fwsvd_core.errors import FwsvdError  # noqa: E402
+from studio.state import get_choice  # noqa: E402
+
+starting.empty()
+
+choice = get_choice()
+with summary.container():
     dtype = "" if choice.dtype == "auto" else f" ({choice.dtype})"
     st.markdown(f"**Model** `{choice.model}`{dtype}  \n**Task** {choice.task}  \n**Data** {choice.data_source}  \n"
                 f"**Fisher** {choice.fisher_samples} examples, {choice.estimator}")

@@ -193,6 +193,31 @@ def test_a_refused_rank_is_replaced_in_its_cell_by_the_rank_used(server, page):
     assert first_rank_shown(page) == used != "500"
 
 
+def test_the_first_screen_shows_the_apps_own_frame_at_once(page, tmp_path, glue_dir):
+    """Issue 23, 17: on a fresh server the app's own navigation and title come before the libraries are loaded;
+    Streamlit's lower-case list of the page files never shows."""
+    proc, url = start_app(str(tmp_path / "cache"), glue_dir, "someone/not-a-model")  # no model: the frame alone
+    try:
+        page.goto(url)
+        seen = []
+        for _ in range(600):  # every 50 ms, from the first paint until the sidebar's summary is in
+            nav = page.locator('[data-testid="stSidebarNav"]').all_inner_texts()
+            sidebar = page.locator('[data-testid="stSidebar"]').all_inner_texts()
+            seen.append((" ".join(nav), " ".join(sidebar)))
+            if "Task" in seen[-1][1] and "Fisher" in seen[-1][1]:
+                break
+            if len(seen) == 10:
+                page.screenshot(path=str(SHOTS / "17-first-screen.png"))
+            page.wait_for_timeout(50)
+        assert not any("rank editor" in nav or "model and task" in nav for nav, _ in seen)
+        framed = [i for i, (nav, side) in enumerate(seen) if "Rank editor" in nav and "FWSVD Studio" in side]
+        summary = next(i for i, (_, side) in enumerate(seen) if "Task" in side and "Fisher" in side)
+        assert framed and framed[0] < summary  # the frame was up while the libraries loaded
+        assert any("Loading the libraries" in side for _, side in seen)
+    finally:
+        stop_app(proc)
+
+
 def test_saving_into_a_folder_with_someone_elses_files_is_refused_in_the_browser(server, page, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
