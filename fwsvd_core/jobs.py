@@ -20,6 +20,8 @@ from fwsvd_core.errors import Cancelled
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+MIN_ITEMS_FOR_ESTIMATE = 2  # items done since a step's first report before its time left is told
+MIN_SECONDS_FOR_ESTIMATE = 3.0  # and seconds measured
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Job:
     total: int = 0
     stage: str = ""  # the step under way, for a job of several steps
     stage_started: float = field(default_factory=time.monotonic)
+    # (time, items done) at the step's first progress report: the rate is counted from there, leaving out the
+    # step's start-up (loading, tokenising, the first batch's warm-up), which made early estimates hours too long
+    rate_origin: tuple[float, int] | None = None
     status: str = RUNNING
     result: Any = None
     error: BaseException | None = None
@@ -43,11 +48,14 @@ class Job:
 
     def report(self, done: int, total: int) -> None:
         """The progress callback handed to the computation."""
+        if self.rate_origin is None and done > 0:
+            self.rate_origin = (time.monotonic(), done)
         self.done, self.total = done, total
 
     def begin(self, stage: str) -> None:
         """A new step starts: its progress, and the time left, are counted from here."""
         self.stage, self.stage_started, self.done, self.total = stage, time.monotonic(), 0, 0
+        self.rate_origin = None
 
     def cancel_requested(self) -> bool:
         """The cancel callback handed to the computation."""
@@ -63,10 +71,16 @@ class Job:
 
     @property
     def remaining(self) -> float | None:
-        """Seconds left in the current step at its rate so far; None before its first progress report."""
-        if self.status != RUNNING or not self.total or not self.done:
+        """Seconds left in the current step at its rate since its first progress report; None until that rate
+        rests on at least MIN_ITEMS_FOR_ESTIMATE items and MIN_SECONDS_FOR_ESTIMATE seconds (an estimate before
+        then is mostly start-up, and misleads)."""
+        if self.status != RUNNING or not self.total or self.rate_origin is None:
             return None
-        return (time.monotonic() - self.stage_started) * (self.total - self.done) / self.done
+        since, first = self.rate_origin
+        items, seconds = self.done - first, time.monotonic() - since
+        if items < MIN_ITEMS_FOR_ESTIMATE or seconds < MIN_SECONDS_FOR_ESTIMATE:
+            return None
+        return seconds / items * (self.total - self.done)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends (True) or `timeout` passes (False)."""
@@ -74,12 +88,14 @@ class Job:
             self._thread.join(timeout)
         return self.status != RUNNING
 
-    def describe(self) -> str:
-        """One line for a person: what, how far, how long so far, how long left."""
+    def describe(self, titled: bool = True) -> str:
+        """One line for a person: what (the label, unless `titled` is False because a title shows it already),
+        the step, how far, how long so far, how long left once that can be told."""
         share = f"{self.done}/{self.total}, " if self.total else ""
         left = self.remaining
-        where = f" ({self.stage})" if self.stage else ""
-        return (f"{self.label}{where}: {share}{self.elapsed:.0f} s elapsed"
+        where = (f" ({self.stage})" if titled else self.stage[:1].upper() + self.stage[1:]) if self.stage else ""
+        head = f"{self.label}{where}: " if titled else f"{where}: " if where else ""
+        return (f"{head}{share}{self.elapsed:.0f} s elapsed"
                 + (f", about {left:.0f} s left{' in this step' if self.stage else ''}" if left is not None else ""))
 
 

@@ -37,7 +37,7 @@ from studio.serving import allowed_model, readable, session_owner, session_prese
 
 # what the demo build (fine-tuning and first screens) takes, as measured by `python benchmarks/first_screens.py`
 # (docs/first_screens.md)
-DEMO_BUILD_TIME = "about 5 minutes"
+DEMO_BUILD_TIME = "about 5 minutes on 2 idle CPU cores, longer on a busy machine"
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
 
 
@@ -166,7 +166,7 @@ def show_job(job: Job, stop: bool = True) -> None:
         def poll() -> None:
             if job.status != RUNNING:
                 st.rerun(scope="app")
-            st.progress(job.done / job.total if job.total else 0.0, text=job.describe())
+            st.progress(job.done / job.total if job.total else 0.0, text=job.describe(titled=False))
 
         poll()
         st.caption("This runs on the server: closing the tab stops nothing, and any tab opened later shows it here.")
@@ -252,7 +252,7 @@ def build_demo_with_progress(choice: Choice) -> bool:
         show_cancelled(key, "Building the demo")
         return False
     job = background_jobs().submit_staged(
-        key, f"Building the demo model {name} and its first screens (once; {DEMO_BUILD_TIME} on 2 CPU cores)",
+        key, f"Building the demo model {name} and its first screens (once; {DEMO_BUILD_TIME})",
         lambda progress, cancel, stage: build_demo_and_screens(
             name, train if first_screens_wanted(choice) else None, dev, data_dir, choice.dtype,
             progress=progress, cancel=cancel, stage=stage), owner=session_owner())

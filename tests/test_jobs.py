@@ -60,12 +60,17 @@ def test_a_failure_is_kept_for_the_page_to_show():
     assert job.wait(5) and job.status == FAILED and str(job.error) == "no data"
 
 
-def test_time_left_follows_the_rate_so_far():
+def test_time_left_follows_the_rate_since_the_first_report_and_waits_until_it_means_something():
+    """Issue 23, 18: the start-up before the first item does not count, and one item tells nothing."""
     jobs, gate, calls = Jobs(), threading.Event(), []
     job = jobs.submit("k", "k", stepping(1, gate, calls))
-    job.report(1, 4)
-    left = job.remaining
-    assert left is not None and left == pytest.approx(3 * job.elapsed, rel=0.5)
+    job.stage_started -= 500.0  # a long start-up (loading, tokenising) before the first item
+    job.report(1, 100)
+    assert job.remaining is None and "left" not in job.describe()  # one item: no estimate
+    job.rate_origin = (job.rate_origin[0] - 20.0, 1)  # twenty seconds later, 11 items done: 2 s per item
+    job.report(11, 100)
+    assert job.remaining == pytest.approx(2.0 * 89, rel=0.05)  # not 500 s of start-up spread over the items
+    assert "about 178 s left" in job.describe()
     gate.set()
     job.wait(5)
 
@@ -86,12 +91,15 @@ def test_a_job_of_several_steps_names_the_step_and_counts_time_left_from_its_sta
     while not seen:
         gate.wait(0.01)
     assert job.stage == "the sweep" and (job.done, job.total) == (0, 0)  # the new step starts at zero
-    job.stage_started -= 10.0  # ten seconds into the step, a fifth of it done
     job.started -= 100.0
-    job.report(1, 5)
-    assert job.remaining == pytest.approx(40.0, rel=0.05)  # from the step's rate, not the whole job's
+    job.report(1, 10)
+    job.rate_origin = (job.rate_origin[0] - 10.0, 1)  # ten seconds after the step's first item, half of it done
+    job.report(5, 10)
+    assert job.remaining == pytest.approx(12.5, rel=0.05)  # from the step's rate, not the whole job's
     text = job.describe()
-    assert text.startswith("Building (the sweep): 1/5") and "s left in this step" in text
+    assert text.startswith("Building (the sweep): 5/10") and "s left in this step" in text
+    # under a box titled with the label, the line does not repeat it (issue 23, 18)
+    assert job.describe(titled=False).startswith("The sweep: 5/10") and "Building" not in job.describe(titled=False)
     gate.set()
     assert job.wait(5) and job.status == DONE and job.result == "ready"
 

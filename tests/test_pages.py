@@ -269,6 +269,8 @@ def test_the_fisher_runs_in_the_background_two_tabs_share_it_and_only_the_last_o
     no_failure(tab)
     assert any("Estimating the Fisher" in m.value for m in tab.markdown)
     assert not any(m.label == "Dense accuracy" for m in tab.metric)  # the page shows the job and nothing that waits
+    lines = [p.proto.text for p in tab.get("progress")]
+    assert lines and all("elapsed" in t and "Estimating the Fisher" not in t for t in lines)  # no repeated title
     other = make_app(str(tiny_models["bert"]), glue_dir, fisher_samples=64).run()  # another visitor, the same job
     assert any("Estimating the Fisher" in m.value for m in other.markdown) and len(calls) == 1
     job = fisher_job()
