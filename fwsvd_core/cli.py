@@ -31,7 +31,7 @@ from fwsvd_core.compression.finetune import finetune_compressed
 from fwsvd_core.compression.methods import ACTIVATIONS, FISHER, KRONECKER, canonical_method, get_method, method_names
 from fwsvd_core.compression.ranks import RankRequest, count_params, read_rank_request, summarize
 from fwsvd_core.compression.session import CompressionSession
-from fwsvd_core.demo import is_demo, needs_build
+from fwsvd_core.demo import DEMOS, is_demo, needs_build
 from fwsvd_core.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -125,7 +125,8 @@ def _split(text: str) -> str:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--model-name-or-path", required=True,
-                   help="hub id, local directory, or a compressed model directory")
+                   help=f"a built-in demo ({', '.join(DEMOS)}: MiniLM-L6 fine-tuned by this tool on first use, "
+                        "minutes, then reused), a hub id, a local directory, or a compressed model directory")
     p.add_argument("--device", default=None, help="cuda or cpu (none given: cuda when present)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
     p.add_argument("--dtype", "--torch-dtype", default="auto", type=_dtype, choices=DTYPE_CHOICES,
@@ -485,7 +486,7 @@ def cmd_sweep(args) -> int:
                       subsample=args.eval_subsample, report=log.info,
                       train_data=fisher_data, finetune_steps=args.finetune_steps, finetune_lr=args.finetune_lr)
     table = with_removed_columns(table)
-    print(table.to_string(index=False))
+    print(table.to_string(index=False, na_rep=""))  # a cell that does not apply (the dense row's allocator) is blank
     meta = {"model": loaded.source, "task": args.task, "eval data": eval_data.source, "eval split": eval_data.split,
             "fisher data": fisher_data.source, "fisher split": fisher_data.split, "fisher samples": args.fisher_samples,
             "estimator": args.estimator, "seed": args.seed,

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fwsvd_core.cli import main
+from fwsvd_core.cli import build_parser, main
 from fwsvd_core.compression.rank_table import rank_table_of
 from fwsvd_core.loading import load_model
 
@@ -253,3 +253,18 @@ def test_a_full_disk_keeps_the_earlier_results_whole(tiny_models, glue_dir, tmp_
     err = capsys.readouterr().err
     assert "No space left on device" in err and "earlier files were kept" in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left, nothing changed
+
+
+def test_the_models_help_names_the_demos_and_the_sweep_table_shows_no_nan(tiny_models, glue_dir, tmp_path, capsys):
+    """Issue 23, 20: a newcomer finds the demos in --help; a cell that does not apply is blank, not NaN."""
+    from fwsvd_core.demo import DEMOS
+
+    compress = next(a for a in build_parser()._subparsers._group_actions[0].choices["compress"]._actions
+                    if "--model" in a.option_strings)
+    assert all(name in compress.help for name in DEMOS)
+    code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                 "--fisher-samples", "8", "--eval-subsample", "20", "--methods", "svd", "--ratios", "0.5",
+                 "--output-dir", str(tmp_path / "sweep")])
+    out = capsys.readouterr().out
+    assert code == 0 and "dense" in out and "NaN" not in out
+
