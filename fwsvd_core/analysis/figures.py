@@ -174,7 +174,7 @@ def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
     fig = go.Figure()
     for label, spectrum in spectra.items():
         s = spectrum.detach().float().cpu().numpy()
-        line = {"color": method_color_map().get(label)}
+        line: dict[str, object] = {"color": method_color_map().get(label)}
         if label in covering:
             line["dash"] = "dash"
         elif label in covered:
