@@ -30,8 +30,16 @@ def noise_sentence(table: pd.DataFrame, metric: str, examples: int | None) -> st
         "Bars: 95% bootstrap intervals over the examples scored."
     if not pairs:
         return bars + " At every rank ratio the methods' intervals are apart."
-    shown = "; ".join(f"{a} and {b} at rank ratio {v:g}" for v, a, b in pairs)
-    return (bars + f" Within noise (overlapping intervals, so this many examples cannot tell them apart): {shown}.")
+    scored = table[(table["method"] != "dense") & table["rank ratio"].notna()]
+    by_ratio: dict[str, list[float]] = {}  # what is within noise -> the rank ratios where it is
+    for value in sorted({v for v, _, _ in pairs}, reverse=True):
+        here = [(a, b) for v, a, b in pairs if v == value]
+        n = scored.loc[scored["rank ratio"] == value, "method"].nunique()
+        said = f"all {n} methods" if len(here) == n * (n - 1) // 2 else ", ".join(f"{a} and {b}" for a, b in here)
+        by_ratio.setdefault(said, []).append(value)
+    shown = "; ".join(f"at rank ratio{'s' if len(v) > 1 else ''} {', '.join(f'{r:g}' for r in v)}, {said}"
+                      for said, v in by_ratio.items())
+    return bars + f" Within noise (overlapping intervals: this many examples cannot tell them apart): {shown}."
 
 
 def ablation_noise_sentence(table: pd.DataFrame) -> str:

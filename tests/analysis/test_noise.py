@@ -16,8 +16,15 @@ def sweep() -> pd.DataFrame:
 def test_methods_with_overlapping_intervals_at_one_ratio_are_within_noise():
     assert overlapping_methods(sweep(), "accuracy") == [(0.25, "fwsvd-output", "fwsvd-input")]
     text = noise_sentence(sweep(), "accuracy", 400)
-    assert "400 examples" in text and "fwsvd-output and fwsvd-input at rank ratio 0.25" in text
+    assert "400 examples" in text and "at rank ratio 0.25, fwsvd-output and fwsvd-input." in text
     assert "svd and" not in text
+
+
+def test_ratios_where_every_method_is_within_noise_are_said_once():
+    close = pd.DataFrame([{"method": m, "rank ratio": r, "accuracy": 0.8, "ci low": 0.75, "ci high": 0.85}
+                          for r in (0.5, 0.33) for m in ("svd", "fwsvd-input", "fwsvd-output")])
+    text = noise_sentence(pd.concat([sweep(), close]), "accuracy", 400)
+    assert "at rank ratios 0.5, 0.33, all 3 methods; at rank ratio 0.25, fwsvd-output and fwsvd-input." in text
 
 
 def test_a_sweep_of_the_whole_split_says_it_has_no_intervals():
