@@ -154,16 +154,18 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     return fig
 
 
-def coinciding_spectra(spectra: dict[str, torch.Tensor], tolerance: float = 1e-2) -> list[tuple[str, str]]:
+def coinciding_spectra(spectra: dict[str, torch.Tensor], decades: float = 0.02,
+                       floor: float = 1e-6) -> list[tuple[str, str]]:
     """Pairs (earlier, later) whose spectra, each divided by its largest value, differ nowhere by more than
-    `tolerance` of the largest: drawn as they are, the later curve would hide the earlier one."""
-    normed = {}
+    `decades` on the log scale they are drawn on (0.02: under 5%, about a pixel), values below `floor` left out:
+    drawn as they are, the later curve would hide the earlier one."""
+    logs = {}
     for label, spectrum in spectra.items():
         s = spectrum.detach().double().cpu()
-        normed[label] = s / s[0] if s.numel() and s[0] > 0 else s
-    labels = list(normed)
+        logs[label] = (s / s[0]).clamp_min(floor).log10() if s.numel() and s[0] > 0 else s
+    labels = list(logs)
     return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]
-            if normed[a].shape == normed[b].shape and float((normed[a] - normed[b]).abs().max()) <= tolerance]
+            if logs[a].shape == logs[b].shape and float((logs[a] - logs[b]).abs().max()) <= decades]
 
 
 def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:

@@ -90,6 +90,9 @@ def test_coinciding_spectra_are_named_and_both_drawn_visibly():
     assert traces["fwsvd-input (= svd)"].line.dash == "dash" and traces["svd"].line.width == 6
     assert traces["fwsvd-both (= fwsvd-output)"].line.dash == "dash"
     assert coinciding_spectra({"svd": base, "fwsvd-output": torch.tensor([4.0, 3.0, 2.5, 2.0])}) == []
+    # on the log axis they are drawn on: 3% apart is one curve to the eye, 15% apart is two
+    assert coinciding_spectra({"svd": base, "near": base * torch.tensor([1.0, 1.03, 0.97, 1.03])}) == [("svd", "near")]
+    assert coinciding_spectra({"svd": base, "apart": base * torch.tensor([1.0, 1.15, 1.0, 1.0])}) == []
 
 
 def test_log_axes_label_whole_decades_as_powers_of_ten():
