@@ -202,7 +202,7 @@ def rank_table() -> None:
         column_config={
             "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
                                                   help="above the break-even rank the layer is kept dense"),
-            "role": st.column_config.TextColumn("role", width="medium"),
+            "role": st.column_config.TextColumn("role", width=115),  # "attention output" whole, the rank in view
             "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
                                                             max_value=float(table["Fisher share"].max())),
         },
