@@ -154,10 +154,10 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     return fig
 
 
-def coinciding_spectra(spectra: dict[str, torch.Tensor], decades: float = 0.02,
+def coinciding_spectra(spectra: dict[str, torch.Tensor], decades: float = 0.03,
                        floor: float = 1e-6) -> list[tuple[str, str]]:
     """Pairs (earlier, later) whose spectra, each divided by its largest value, differ nowhere by more than
-    `decades` on the log scale they are drawn on (0.02: under 5%, about a pixel), values below `floor` left out:
+    `decades` on the log scale they are drawn on (0.03: 7%, a pixel or two), values below `floor` left out:
     drawn as they are, the later curve would hide the earlier one."""
     logs = {}
     for label, spectrum in spectra.items():
