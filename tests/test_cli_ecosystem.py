@@ -62,7 +62,7 @@ def test_registry_choices_are_checked_before_any_model_is_loaded(argv, message, 
     if "method" in message.lower():
         assert "svd" in err and "fwsvd-output" in err  # the list to choose from
     code = main(["sweep", "--model", str(tiny_models["bert"]), "--task", "sst-3", "--output-dir", str(tmp_path / "o")])
-    assert code == 2 and "Known GLUE tasks: cola, sst2" in capsys.readouterr().err
+    assert code == 2 and "Known tasks: cola, sst2" in capsys.readouterr().err
 
 
 def test_compress_with_the_tasks_own_folder_a_peft_rank_pattern_and_a_results_file(tiny_models, glue_dir, tmp_path,
