@@ -215,14 +215,7 @@ def latency_break_even(in_features: int, out_features: int, device: str | torch.
     if runtime == "onnxruntime" and (torch.device(device).type != "cpu" or dtype != torch.float32):
         raise RankError("The ONNX Runtime latency break-even is measured on the CPU in float32 only.")
     max_rank = min(in_features, out_features)
-    versions = {"torch": torch.__version__}
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    path = _cache_file(kind="latency break-even", device=device_label(device, threads), runtime=runtime,
-                       dtype=str(dtype), shape=[in_features, out_features], tokens=tokens, rounds=rounds,
-                       points=points, step=step, versions=versions)
+    path = _entry(in_features, out_features, device, dtype, tokens, runtime, threads, rounds, points, step)
     if not refresh and (cached := _read_cached(path)) is not None and 0 <= cached <= max_rank:
         return cached
     timer = timer or layer_timer(in_features, out_features, device, dtype, tokens, runtime, threads)
@@ -230,6 +223,29 @@ def latency_break_even(in_features: int, out_features: int, device: str | torch.
     store_bytes(path, json.dumps({"rank": rank, "in": in_features, "out": out_features, "tokens": tokens,
                                   "runtime": runtime, "device": device_label(device, threads)}).encode())
     return rank
+
+
+def _entry(in_features: int, out_features: int, device: str | torch.device, dtype: torch.dtype, tokens: int,
+           runtime: str, threads: int | None, rounds: int, points: int, step: int) -> Path:
+    """Where a latency break-even is cached: per device, runtime, threads, dtype, shape, tokens, library versions."""
+    versions = {"torch": torch.__version__}
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    return _cache_file(kind="latency break-even", device=device_label(device, threads), runtime=runtime,
+                       dtype=str(dtype), shape=[in_features, out_features], tokens=tokens, rounds=rounds,
+                       points=points, step=step, versions=versions)
+
+
+def measured_break_even(in_features: int, out_features: int, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, tokens: int = 128, *, runtime: str = "torch",
+                        threads: int | None = None, rounds: int = 7, points: int = 8, step: int = 8) -> int | None:
+    """The latency break-even measured before with these settings (`latency_break_even`), or None: nothing is
+    timed, so a page can show it at once where it is known."""
+    cached = _read_cached(_entry(in_features, out_features, device, dtype, tokens, runtime, threads, rounds, points,
+                                 step))
+    return cached if cached is not None and 0 <= cached <= min(in_features, out_features) else None
 
 
 def _read_cached(path: Path) -> int | None:

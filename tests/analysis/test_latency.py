@@ -111,3 +111,13 @@ def test_a_compressed_model_is_merged_where_its_measured_break_even_says_so(tiny
     fast = merged_where_slow(model, tokens=9, timer=linear_timer(100, 10, 22.5), step=1)
     assert {row.form for row in rank_table_of(fast).layers.values()} == {"dense"}
     assert merged_where_slow(model, tokens=10, timer=linear_timer(100, 10, 0.5), step=1) is model  # all fast enough
+
+
+def test_a_measured_break_even_is_read_without_timing_anything():
+    from fwsvd_core.analysis.latency import measured_break_even
+
+    assert measured_break_even(48, 40, tokens=16) is None  # not measured yet: nothing is timed here
+    times = {0: 1.0}
+    rank = latency_break_even(48, 40, tokens=16, timer=lambda r: times.get(r, 0.2 + 0.02 * r), rounds=1, step=1)
+    assert measured_break_even(48, 40, tokens=16, rounds=1, step=1) == rank
+    assert measured_break_even(48, 40, tokens=32, rounds=1, step=1) is None
