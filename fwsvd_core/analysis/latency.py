@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -186,7 +187,7 @@ def _onnxruntime_runner(in_f: int, out_f: int, tokens: int, threads: int | None)
             options.intra_op_num_threads = threads or torch.get_num_threads()
             session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                    providers=["CPUExecutionProvider"])
-            made[rank] = lambda session=session: session.run(None, {"x": x})
+            made[rank] = partial(session.run, None, {"x": x})
         return made[rank]
     return run
 
