@@ -11,6 +11,7 @@ import streamlit as st
 
 from fwsvd_core.analysis.figures import frontier_figure, history_figure, mismatch_figure, ranks_figure
 from fwsvd_core.analysis.forecast import forecast, sweep_dense_score, sweep_runs
+from fwsvd_core.analysis.latency import device_label, latency_break_even, measured_break_even
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
 from fwsvd_core.compression.apply import layer_form
@@ -24,10 +25,19 @@ from fwsvd_core.compression.ranks import (
 )
 from fwsvd_core.errors import ExportError, FwsvdError
 from fwsvd_core.estimation.evaluation import EvalResult, evaluate
+from fwsvd_core.inputs.batching import check_cancel
 from fwsvd_core.screens import DEFAULTS
 from studio.exports import export_extra
 from studio.serving import example_path, writable
-from studio.state import dense_score, prepare_methods, ready, sweeps_with_stored
+from studio.state import (
+    dense_score,
+    prepare_methods,
+    ready,
+    request,
+    requested,
+    requested_result,
+    sweeps_with_stored,
+)
 from studio.tables import show_table
 
 st.title("Rank editor")
@@ -118,11 +128,43 @@ def calibration_runs() -> list[tuple[float, float]]:
     return runs
 
 
+LATENCY_TOKENS = 128  # rows of one call to a layer: a few sentences of a batch
+shapes = list(dict.fromkeys((l.in_features, l.out_features) for l in layers))
+device, weights_dtype = state.loaded.device, next(session.model.parameters()).dtype
+
+
+def latency_break_evens() -> dict[tuple[int, int], int | None]:
+    """Each layer shape's latency break-even on this machine where it was measured before (None: not yet)."""
+    return {shape: measured_break_even(*shape, device=device, dtype=weights_dtype, tokens=LATENCY_TOKENS)
+            for shape in shapes}
+
+
+def measure_latency(progress, cancel, stage) -> bool:
+    stage(f"timing the two factors against the dense product ({len(shapes)} layer shapes)")
+    for done, shape in enumerate(shapes, 1):
+        check_cancel(cancel)
+        latency_break_even(*shape, device=device, dtype=weights_dtype, tokens=LATENCY_TOKENS)
+        progress(done, len(shapes))
+    return True
+
+
+latency_key = (device_label(device), str(weights_dtype), tuple(shapes))
+if requested("latency", latency_key):
+    requested_result("latency", latency_key, "Measuring the latency break-even", measure_latency, "Measuring")
+elif None in latency_break_evens().values() and st.button(
+        "Measure the latency break-even here", help=f"once per machine, a few seconds per layer shape: the rank above "
+        f"which the two factors take longer than the dense product on {device_label(device)} ({LATENCY_TOKENS} tokens "
+        "per call)"):
+    request("latency", latency_key)
+    st.rerun()
+
+
 def layer_frame(ranks: dict[str, int]) -> pd.DataFrame:
+    latency = latency_break_evens()
     return pd.DataFrame([{
         "layer": l.name, "block": l.block, "role": l.role, "shape": f"{l.out_features}x{l.in_features}",
         "Fisher share": mass[l.name] / total_mass, "max rank": l.max_rank, "break-even rank": l.break_even_rank,
-        "rank": ranks[l.name],
+        "latency break-even": latency[(l.in_features, l.out_features)], "rank": ranks[l.name],
     } for l in layers])
 
 
@@ -202,6 +244,9 @@ def rank_table() -> None:
         column_config={
             "rank": st.column_config.NumberColumn("rank", min_value=1, step=1, required=True,
                                                   help="above the break-even rank the layer is kept dense"),
+            "latency break-even": st.column_config.NumberColumn(
+                "latency break-even", help=f"above this rank the two factors take longer than the dense product on "
+                f"{device_label(device)} ({LATENCY_TOKENS} tokens per call); empty until measured here"),
             "role": st.column_config.TextColumn("role", width=115),  # "attention output" whole, the rank in view
             "Fisher share": st.column_config.ProgressColumn("Fisher share", format="%.3f", min_value=0.0,
                                                             max_value=float(table["Fisher share"].max())),

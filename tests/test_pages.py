@@ -558,3 +558,24 @@ def test_the_session_summary_holds_the_mismatch_sweep_and_no_instruction_to_clic
     html = made["fwsvd-session.html"]()
     assert "The SVD mismatch: svd, fwsvd-input, fwsvd-output" in html and "Fisher-weighted error" in html
     assert "Budget frontier" in html and "click a point" not in html and "Mismatch sweep on 400 examples" in html
+
+
+def test_rank_editor_shows_the_latency_break_even_once_measured_here(app):
+    """Issue 22, 3: beside the parameter break-even, the rank above which the factors cost time on this machine:
+    empty until measured (a button, once per machine), then read from the cache on every visit."""
+    import torch
+
+    from fwsvd_core.analysis.latency import measured_break_even
+
+    app.switch_page("pages/rank_editor.py").run()
+    no_failure(app)
+    column = lambda: list(app.dataframe[0].value["latency break-even"])  # noqa: E731  (the rank table)
+    assert all(value is None or value != value for value in column())  # empty (None or NaN) until measured
+    next(b for b in app.button if b.label == "Measure the latency break-even here").click().run()
+    no_failure(app)
+    assert not [b for b in app.button if b.label == "Measure the latency break-even here"]  # measured: no button
+    shapes = {(32, 32), (32, 64), (64, 32)}
+    measured = {s: measured_break_even(*s, device="cpu", dtype=torch.float32, tokens=128) for s in shapes}
+    assert all(value is not None and 0 <= value <= min(s) for s, value in measured.items())
+    layers = app.session_state["ranks"]
+    assert len(column()) == len(layers) and set(column()) <= set(measured.values())
