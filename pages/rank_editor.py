@@ -161,10 +161,11 @@ elif None in latency_break_evens().values() and st.button(
 
 def layer_frame(ranks: dict[str, int]) -> pd.DataFrame:
     latency = latency_break_evens()
+    measured = any(v is not None for v in latency.values())  # the column appears once measured: the rank stays in view
     return pd.DataFrame([{
         "layer": l.name, "block": l.block, "role": l.role, "shape": f"{l.out_features}x{l.in_features}",
         "Fisher share": mass[l.name] / total_mass, "max rank": l.max_rank, "break-even rank": l.break_even_rank,
-        "latency break-even": latency[(l.in_features, l.out_features)], "rank": ranks[l.name],
+        **({"latency break-even": latency[(l.in_features, l.out_features)]} if measured else {}), "rank": ranks[l.name],
     } for l in layers])
 
 
