@@ -25,8 +25,8 @@ from fwsvd_core.inputs.families.registry import Family, register
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.synthetic import synthetic_task_data
 from fwsvd_core.inputs.tasks import TaskSpec, get_task, register_task
+from fwsvd_core.inputs.token_alignment import IGNORED
 
-IGNORED = -100
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".raw")
 JSON_SUFFIXES = (".json", ".jsonl")
 LOCAL_NAMES = {"train": ("train", "wiki.train"), "dev": ("dev", "valid", "validation", "wiki.valid"),

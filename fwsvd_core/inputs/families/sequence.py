@@ -39,15 +39,20 @@ def encode_texts(tokenizer, data: TaskData, max_length: int = 128, model=None) -
     return Encoded(out["input_ids"], extra)
 
 
+def task_to_model(model: nn.Module, task: TaskSpec) -> torch.Tensor:
+    """For each of the task's labels, the model's output that stands for it."""
+    to_task = map_labels(model.config, task).model_to_task
+    to_model = torch.empty(len(to_task), dtype=torch.long)
+    to_model[list(to_task)] = torch.arange(len(to_task))
+    return to_model
+
+
 def task_targets(data: TaskData, model: nn.Module, indices) -> torch.Tensor:
     """Labels of the chosen examples, in the model's output order."""
     labels = torch.as_tensor(data.labels[indices])
     if data.task.is_regression:
         return labels.float()
-    to_task = map_labels(model.config, data.task).model_to_task
-    to_model = torch.empty(len(to_task), dtype=torch.long)
-    to_model[list(to_task)] = torch.arange(len(to_task))
-    return to_model[labels.long()]
+    return task_to_model(model, data.task)[labels.long()]
 
 
 def per_example_loss(logits: torch.Tensor, targets: torch.Tensor, regression: bool) -> torch.Tensor:

@@ -19,6 +19,7 @@ from fwsvd_core.inputs.batching import Encoded, accepts_token_types, collate_tok
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.entity_metrics import scores_from_statistics, sentence_statistics
 from fwsvd_core.inputs.families.registry import Family, register
+from fwsvd_core.inputs.families.sequence import task_to_model
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.synthetic_ner import synthetic_ner_sentences
@@ -55,9 +56,7 @@ def encode_words(tokenizer, data: TaskData, max_length: int = 128, model=None) -
 
 def _targets(data: TaskData, model: nn.Module, indices, encoded: Encoded, batch: dict) -> torch.Tensor:
     """[B, tokens]: the tag of each word's first piece, as the model's output index; -100 elsewhere."""
-    to_task = map_labels(model.config, data.task).model_to_task
-    to_model = torch.full((max(len(to_task), 1),), IGNORED, dtype=torch.long)
-    to_model[list(to_task)] = torch.arange(len(to_task))
+    to_model = task_to_model(model, data.task)
     tags = collate_token_targets(encoded, indices, batch["attention_mask"].cpu())
     return torch.where(tags == IGNORED, tags, to_model[tags.clamp(min=0)])
 
