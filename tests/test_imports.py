@@ -75,7 +75,8 @@ def test_fwsvd_core_has_no_import_cycle():
 
 # The subpackages in the order data moves through them; the shared plumbing first, the applications last.
 LAYERS = [
-    {"fwsvd_core.errors", "fwsvd_core.devices", "fwsvd_core.folders", "fwsvd_core.cache", "fwsvd_core.access"},
+    {"fwsvd_core.errors", "fwsvd_core.devices", "fwsvd_core.folders", "fwsvd_core.cache", "fwsvd_core.access",
+     "fwsvd_core.lazy"},
     {"fwsvd_core.inputs"},
     {"fwsvd_core.estimation"},
     {"fwsvd_core.compression"},
