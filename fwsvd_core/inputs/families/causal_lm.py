@@ -51,6 +51,22 @@ def _read_text_file(path: Path) -> list[str]:
         raw = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from None
+    return _texts(raw, path)
+
+
+def read_uploaded_text(task: TaskSpec, name: str, content: bytes, skip_bad_rows: bool = False) -> TaskData:
+    """An uploaded text or JSON-lines file (its bytes and file name) as one split of text."""
+    try:
+        raw = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name} is not UTF-8 text: {exc}") from None
+    texts = _texts(raw, Path(name))
+    if not texts:
+        raise DataError(f"{name} holds no text. {TEXT_HINT}")
+    return TaskData(task, "file", texts, None, np.zeros(len(texts)), f"uploaded text file {name}")
+
+
+def _texts(raw: str, path: Path) -> list[str]:
     if path.suffix.lower() not in JSON_SUFFIXES:
         return _paragraphs(raw)
     try:
@@ -207,4 +223,8 @@ CAUSAL_LM = register(Family(
     lower_is_better=frozenset({"perplexity", "loss"}),
     uses_labels=False,
     order=2,
+    sample_view="continuation",
+    example_unit="window",
+    local_data="text file or folder (or GLUE folder)",
+    read_upload=read_uploaded_text,
 ))

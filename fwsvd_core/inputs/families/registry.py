@@ -49,6 +49,9 @@ class Family:
     `prepare` turns a loaded split into the examples the model sees once the tokenizer and length are known (a
     language model's text into windows of tokens; the others keep theirs). `uses_labels` says whether the model's
     outputs are the task's labels (matched by `inputs.labels.map_labels`).
+    `sample_view`, `example_unit`, `local_data` and `read_upload` are for the dashboard: the view of a sample it
+    shows beside the score, the name of one example, what the local source reads, and how an uploaded file is read
+    (None: as a table whose columns the user picks).
     `auto_class` is the transformers auto class a model of the family loads with, `class_suffixes` the endings of
     the model class names it recognises (`BertForTokenClassification`), `pipeline_tag` the hub's name for it.
     """
@@ -69,6 +72,12 @@ class Family:
     prepare: Prepare = _as_loaded
     uses_labels: bool = True
     order: int = 100
+    # what the dashboard shows beside the score: "" nothing, "continuation" (a prompt continued greedily by the dense
+    # and the compressed model), "entities" (a sentence with each model's entities marked); `analysis.samples`
+    sample_view: str = ""
+    example_unit: str = "example"  # what one Fisher example is: "window" for a language model's text
+    local_data: str = "GLUE folder"  # what the local data source reads, as the dashboard names it
+    read_upload: Callable[[TaskSpec, str, bytes, bool], TaskData] | None = None  # (task, name, bytes, skip) -> all
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better

@@ -141,4 +141,8 @@ TOKEN = register(Family(
     metrics=lambda task, stats: {k: float(v) for k, v in scores_from_statistics(stats.sum(axis=0)).items()},
     resampled_primary=lambda task, stats: np.asarray(scores_from_statistics(stats.sum(axis=-2))[task.primary_metric]),
     order=1,
+    sample_view="entities",
+    local_data="CoNLL or JSON file or folder",
+    read_upload=lambda task, name, content, skip_bad_rows: read_tagged_file(
+        content, name, task.label_names, skip_bad_rows).to_task_data(task, "file"),
 ))
