@@ -11,7 +11,8 @@ from transformers.pytorch_utils import Conv1D
 
 from fwsvd_core.errors import NoCompressibleLayersError
 
-ROLES = ("query", "key", "value", "qkv", "attention output", "FFN in", "FFN gate", "FFN out", "other")
+ROLES = ("query", "key", "value", "qkv", "attention output", "FFN in", "FFN gate", "FFN gate+in", "FFN out", "other")
+GATED_FFN_ROLES = ("FFN gate", "FFN gate+in")  # a gated FFN (LLaMA's gate_proj, Phi-3's fused gate_up_proj)
 
 # (role, pattern on the module's dotted name); first match wins, so specific names come first
 _ROLE_PATTERNS: list[tuple[str, re.Pattern]] = [
@@ -22,6 +23,7 @@ _ROLE_PATTERNS: list[tuple[str, re.Pattern]] = [
         ("key", r"(key|key_proj|k_proj|k_lin|\.k)$"),
         ("value", r"(value|value_proj|v_proj|v_lin|\.v)$"),
         ("attention output", r"(attention\.output\.dense|attention\.dense|out_lin|o_proj|attn\.c_proj|out_proj|attention\.o)$"),
+        ("FFN gate+in", r"(gate_up_proj|w12)$"),  # Phi-3 (and xformers' SwiGLU w12): gate and up in one map
         ("FFN gate", r"(gate_proj|w1)$"),
         ("FFN in", r"(intermediate\.dense|lin1|\.ffn|mlp\.c_fc|up_proj|fc1|w3)$"),
         ("FFN out", r"(output\.dense|lin2|ffn_output|mlp\.c_proj|down_proj|fc2|w2)$"),

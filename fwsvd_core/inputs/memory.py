@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
-from fwsvd_core.inputs.layers import find_layers
+from fwsvd_core.inputs.layers import GATED_FFN_ROLES, find_layers
 from fwsvd_core.inputs.precision import as_dtype
 
 ESTIMATORS = ("per-sample", "batch")  # the Fisher's estimators (fisher.py computes them)
@@ -218,7 +218,7 @@ def model_shape(config) -> ModelShape:
     blocks = {l.block for l in found}
     # ALBERT runs one shared block num_hidden_layers times: its layers are captured once per call
     calls = math.ceil(layers / len(blocks)) if blocks and len(blocks) < layers else 1
-    gated = any(l.role == "FFN gate" for l in found)
+    gated = any(l.role in GATED_FFN_ROLES for l in found)
     largest = max((p.numel() for p in model.parameters()), default=0)
     return ModelShape(n_params, largest, buffer_bytes, compressible, hidden, layers, intermediate, heads, calls,
                       config_activation(config), gated, exact=True)
