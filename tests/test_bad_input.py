@@ -437,7 +437,7 @@ def test_9_bad_rank_files_are_refused_before_the_model_is_loaded(content, messag
     ranks = tmp_path / "ranks.json"
     if content is not None:
         ranks.write_text(content)
-    monkeypatch.setattr("fwsvd_core.cli.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    monkeypatch.setattr("fwsvd_core.commands.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
     args = compress_args(tiny_models["bert"], glue_dir, tmp_path / "out")
     args[args.index("--rank-ratio"):args.index("--rank-ratio") + 2] = ["--ranks", str(ranks)]
     assert main(args) == EXIT_ERROR
@@ -446,7 +446,7 @@ def test_9_bad_rank_files_are_refused_before_the_model_is_loaded(content, messag
 
 def test_9_an_unwritable_save_folder_is_refused_before_any_work(tiny_models, glue_dir, tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("x")
-    monkeypatch.setattr("fwsvd_core.cli.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    monkeypatch.setattr("fwsvd_core.commands.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
     assert main(compress_args(tiny_models["bert"], glue_dir, tmp_path / "a_file" / "out")) == EXIT_ERROR
     assert "Cannot write to" in capsys.readouterr().err
 
@@ -467,7 +467,7 @@ def test_9_running_out_of_memory_is_a_message_and_exit_4(tiny_models, glue_dir, 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr("fwsvd_core.cli.estimate_fisher", oom)
+    monkeypatch.setattr("fwsvd_core.commands.estimate_fisher", oom)
     assert main(compress_args(tiny_models["bert"], glue_dir, tmp_path / "o", "--method", "fwsvd-input")) == EXIT_MEMORY
     assert "out of memory" in capsys.readouterr().err
 
@@ -1013,7 +1013,7 @@ def test_a_result_set_fails_whole_and_leftovers_of_killed_writes_are_removed(tmp
 def test_the_positions_a_model_takes_come_from_its_config():
     from transformers import BertConfig, DebertaV2Config, GPT2Config, RobertaConfig
 
-    from fwsvd_core.cli import model_positions
+    from fwsvd_core.commands import model_positions
 
     assert model_positions(BertConfig()) == 512 and model_positions(GPT2Config()) == 1024
     assert model_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512

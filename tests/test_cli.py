@@ -268,3 +268,16 @@ def test_the_models_help_names_the_demos_and_the_sweep_table_shows_no_nan(tiny_m
     out = capsys.readouterr().out
     assert code == 0 and "dense" in out and "NaN" not in out
 
+
+
+def test_help_answers_without_importing_transformers_or_scipy():
+    """`--help` and a mistyped option are answered from the options alone (issue 23: it took seconds of imports)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom fwsvd_core.cli import build_parser\nbuild_parser().format_help()\n"
+             "print(sorted(m for m in ('transformers', 'scipy', 'sklearn', 'seqeval', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    shown = subprocess.run([sys.executable, "-m", "fwsvd_core", "compress", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "conll2003" in shown.stdout and "demo:sst2" in shown.stdout

@@ -53,7 +53,7 @@ def test_bf16_and_fp16_name_dtypes():
 ])
 def test_registry_choices_are_checked_before_any_model_is_loaded(argv, message, tiny_models, glue_dir, tmp_path,
                                                                  monkeypatch, capsys):
-    monkeypatch.setattr("fwsvd_core.cli.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    monkeypatch.setattr("fwsvd_core.commands.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
     command, *rest = argv
     code = main([command, "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--output-dir", str(tmp_path / "o"), *rest])
@@ -105,7 +105,7 @@ def test_compress_with_the_tasks_own_folder_a_peft_rank_pattern_and_a_results_fi
 
 
 def test_a_task_folder_under_another_name_is_named_before_any_work(tiny_models, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("fwsvd_core.cli.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
+    monkeypatch.setattr("fwsvd_core.commands.load_model", lambda *a, **k: pytest.fail("loaded the model first"))
     folder = tmp_path / "my-sst"
     folder.mkdir()
     (folder / "train.tsv").write_text("sentence\tlabel\n")

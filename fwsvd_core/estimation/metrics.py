@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import bootstrap
 
 from fwsvd_core.inputs.families import family_of
 from fwsvd_core.inputs.families.sequence import batched_metric, compute_metrics
@@ -22,6 +21,8 @@ def stats_interval(task: TaskSpec, stats: np.ndarray, n_boot: int = 1000, level:
                    seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the task's primary metric, resampling the examples' statistics (rows of
     `stats`, as the task's family computes them)."""
+    from scipy.stats import bootstrap  # scipy.stats takes most of a second to import: on first use
+
     family = family_of(task)
     result = bootstrap((np.arange(len(stats)),), lambda rows, axis=-1: family.resampled_primary(task, stats[rows]),
                        vectorized=True, n_resamples=n_boot, confidence_level=level, method="percentile",

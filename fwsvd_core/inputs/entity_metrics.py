@@ -5,8 +5,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-from seqeval.metrics.sequence_labeling import get_entities
 
 # columns of `sentence_statistics`: they add up over sentences
 TRUE_POSITIVES, PREDICTED, GOLD, CORRECT_WORDS, WORDS = range(5)
@@ -25,6 +23,8 @@ def _as_names(sequences, label_names: Sequence[str] | None) -> list[list[str]]:
 
 
 def _entities(tags: list[str]) -> set[tuple[str, int, int]]:
+    from seqeval.metrics.sequence_labeling import get_entities  # seqeval imports scikit-learn: on first use
+
     with warnings.catch_warnings():  # seqeval warns about tags it reads as O; the metric reads them the same way
         warnings.simplefilter("ignore", UserWarning)
         return set(get_entities(tags))
@@ -77,6 +77,8 @@ def entity_scores(
     gold: Sequence[Sequence], predicted: Sequence[Sequence], label_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Entity-level micro precision, recall and F1 (seqeval's default, CoNLL mode) and token accuracy over words."""
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
     g, p = _as_names(gold, label_names), _as_names(predicted, label_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -1,15 +1,23 @@
 """Finding the compressible linear layers of a model, with their block, role and sizes."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from fwsvd_core.errors import NoCompressibleLayersError
+
+
+@functools.cache
+def conv1d_class() -> type:
+    """GPT-2's `Conv1D` (imported when first asked for: transformers is slow to import, and `--help` needs none of it)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return Conv1D
 
 ROLES = ("query", "key", "value", "qkv", "attention output", "FFN in", "FFN gate", "FFN gate+in", "FFN out", "other")
 GATED_FFN_ROLES = ("FFN gate", "FFN gate+in")  # a gated FFN (LLaMA's gate_proj, Phi-3's fused gate_up_proj)
@@ -88,7 +96,7 @@ def weight_out_in(module: nn.Module) -> torch.Tensor:
     the layer runs) is read from where accelerate keeps it.
     """
     weight = stored_tensor(module, "weight")
-    return weight.t() if isinstance(module, Conv1D) else weight
+    return weight.t() if isinstance(module, conv1d_class()) else weight
 
 
 def stored_tensor(module: nn.Module, name: str) -> torch.Tensor:
@@ -109,7 +117,7 @@ def execution_device(module: nn.Module) -> torch.device:
 
 
 def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D))
+    return isinstance(module, (nn.Linear, conv1d_class()))
 
 
 def find_layers(model: nn.Module, include_other: bool = False) -> list[LayerInfo]:
@@ -131,7 +139,7 @@ def find_layers(model: nn.Module, include_other: bool = False) -> list[LayerInfo
             continue
         weight = weight_out_in(module)
         out_f, in_f = weight.shape
-        kind = "conv1d" if isinstance(module, Conv1D) else "linear"
+        kind = "conv1d" if isinstance(module, conv1d_class()) else "linear"
         found.append(LayerInfo(name, block, role, int(in_f), int(out_f), kind))
     return found
 

@@ -13,6 +13,7 @@ import torch
 from fwsvd_core.compression.factorization import Factors
 from fwsvd_core.compression.methods.registry import (
     ACTIVATIONS,
+    DEFAULT_METHOD,
     FISHER,
     KRONECKER,
     LayerInputs,
@@ -39,5 +40,5 @@ def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = N
     return chosen.factorize(weight.detach().float(), LayerInputs(fisher=fisher, mean_abs=mean_abs, second_moment=second_moment))
 
 
-__all__ = ["ACTIVATIONS", "FISHER", "KRONECKER", "LayerInputs", "Method", "canonical_method", "factorize",
+__all__ = ["ACTIVATIONS", "DEFAULT_METHOD", "FISHER", "KRONECKER", "LayerInputs", "Method", "canonical_method", "factorize",
            "get_method", "method_colors", "method_names", "register", "unregister"]

@@ -19,6 +19,7 @@ FISHER = "fisher"  # the diagonal (element-wise) empirical Fisher of the layer
 ACTIVATIONS = "activations"  # input statistics from calibration data: mean |x| and the second moment
 KRONECKER = "kronecker"  # Kronecker factors A (inputs) and B (outputs) of the layer's Fisher
 NEEDS = (FISHER, ACTIVATIONS, KRONECKER)
+DEFAULT_METHOD = "fwsvd-output"  # the command line's and the rank editor's default
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import pearsonr, rankdata, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from torch import nn
 
 from fwsvd_core.inputs.batching import Encoded, accepts_token_types
@@ -73,6 +71,10 @@ def _batch_stats(logits: torch.Tensor, targets: torch.Tensor, data: TaskData, in
 
 
 def _metric(name: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    # imported when a split is first scored: scipy and scikit-learn take a second to import, which `--help` need not pay
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     if name == "accuracy":
         return float(accuracy_score(labels, preds))
     if name == "f1":
@@ -103,6 +105,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def batched_metric(name: str, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """`_metric` of every row at once (resamples along the first axes, examples along the last); F1 and MCC for
     binary labels, the tasks that use them. The bootstrap calls this: a thousand resamples cost one array pass."""
+    from scipy.stats import rankdata
+
     if name == "accuracy":
         return (preds == labels).mean(axis=-1)
     if name in ("pearson", "spearman"):
