@@ -9,7 +9,9 @@ from typing import Any
 
 from fwsvd_core.compression.rank_table import RankTable
 from fwsvd_core.errors import FwsvdError
-from fwsvd_core.inputs.tasks import get_task
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.families import family_of
+from fwsvd_core.inputs.tasks import TaskSpec, get_task
 
 TOOL_TAG = "fwsvd-studio"
 # an absolute path (or one under the home folder) standing in a text: not a URL's path, not a hub id
@@ -27,6 +29,23 @@ def without_local_paths(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [without_local_paths(item) for item in value]
     return value
+
+
+def calibration_record(data: TaskData, n_examples: int | None = None) -> dict[str, str]:
+    """What an export's card says of the data its Fisher (or activation statistics) came from: how much, in the
+    family's own terms ('32 sequences x 2048 tokens', '256 examples'), and where from. The `calibration` entry of
+    `save_compressed`'s `extra`."""
+    n = len(data) if n_examples is None else n_examples
+    return {"size": family_of(data.task).describe_size(data, n), "data": data.source}
+
+
+def primary_metric(task_name: str, measured: dict) -> str | None:
+    """The metric a score is stated in: the task's primary one when it was measured, else the first measured."""
+    try:
+        metric = get_task(task_name).primary_metric if task_name else None
+    except FwsvdError:
+        metric = None
+    return metric if metric in measured else next(iter(measured), None)
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ def card_data(table: RankTable, base: BaseModel, merged: bool, pipeline_tag: str
     scores = extra.get("scores") or {}
     measured = scores.get(table.method) or next((v for k, v in scores.items() if k != "dense"), None)
     if measured and task_name:
-        dataset_type, dataset_config = _dataset_of(task_name)
+        dataset_type, dataset_config = _dataset_of(task_name, extra.get("eval data"))
         results = [EvalResult(task_type=pipeline_tag, dataset_type=dataset_type, dataset_name=task_name,
                               dataset_config=dataset_config, dataset_split=_split_of(extra.get("eval data")),
                               metric_type=str(metric), metric_value=float(value))
@@ -88,13 +107,25 @@ def card_data(table: RankTable, base: BaseModel, merged: bool, pipeline_tag: str
         model_name=f"{task_name or 'model'}-{table.method or 'compressed'}" if results else None)
 
 
-def _dataset_of(task_name: str) -> tuple[str, str | None]:
-    """The hub data set (and its configuration) a registered task is read from; the task's own name otherwise."""
+def _dataset_of(task_name: str, eval_data: Any = None) -> tuple[str, str | None]:
+    """The hub data set (and its configuration) a registered task is read from, when the scored data is that data
+    set (or not described); the task's own name otherwise: a score on generated sentences, or on other text than
+    the task's (a language model scored on the GLUE sentences offline), is not claimed for the hub data set."""
     try:
         task = get_task(task_name)
     except FwsvdError:
         return task_name, None
+    if isinstance(eval_data, str) and not _names_dataset(task, eval_data):
+        return task_name, None
     return task.hub_path, task.hub_config
+
+
+def _names_dataset(task: TaskSpec, eval_data: str) -> bool:
+    """Whether the description of scored data names the task's hub data set (by its id, or its name for a local copy)."""
+    described = eval_data.lower()
+    if "synthetic" in described or "generated" in described:
+        return False
+    return task.hub_path.lower() in described or task.hub_path.rsplit("/", 1)[-1].lower() in described
 
 
 def _split_of(eval_data: Any) -> str | None:

@@ -152,7 +152,7 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
             tokenizer.save_pretrained(staging)
             header = card_data(table, base, merge, family.pipeline_tag).to_yaml()
             (staging / CARD_FILE).write_text(f"---\n{header}\n---\n\n" + model_card(
-                table, saved_params, dtype_name(dtype), merged=merge, auto_class=family.auto_class))
+                table, saved_params, dtype_name(dtype), merged=merge, family=family))
     except (OSError, SafetensorError) as exc:  # a full disk, a folder gone read-only: the staging folder is gone
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise ExportError(f"Could not write the export to {directory}: {reason}. Nothing was kept of the new export"

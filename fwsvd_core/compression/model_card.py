@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fwsvd_core.compression.card_metadata import primary_metric
 from fwsvd_core.compression.rank_table import FORM_LOWRANK, FORM_ORIGINAL, RankTable
+from fwsvd_core.inputs.families import Family, higher_is_better
 
 RANKS_FILE = "fwsvd_ranks.json"  # beside a compressed export's weights
 MERGED_RANKS_FILE = "fwsvd_merged_ranks.json"  # beside a merged one's: not a compressed export to the loader
@@ -18,9 +20,11 @@ def layer_params(row) -> tuple[int, int]:
 
 
 def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = False,
-               auto_class: str = "AutoModelForSequenceClassification") -> str:
+               auto_class: str = "AutoModelForSequenceClassification", family: Family | None = None) -> str:
     """Markdown for the export's README.md; `model_params` counts the saved model's parameters, `auto_class` is the
-    transformers class a model of its task loads with."""
+    transformers class a model of its task loads with (the family's, when `family` is given)."""
+    if family is not None:
+        auto_class = family.auto_class
     before = sum(layer_params(r)[0] for r in table.layers.values())
     after = sum(layer_params(r)[1] for r in table.layers.values())
     if merged:  # every layer is stored dense again: nothing is saved
@@ -29,14 +33,21 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
         saved_params, original = model_params, model_params - after + before
     extra = table.extra
     fisher = extra.get("fisher") or {}
+    calibration = extra.get("calibration") or {}
     lines = [
         f"# {'Merged' if merged else 'Compressed'} {extra.get('task', '')} model (FWSVD Studio)".replace("  ", " "),
         "",
         f"- Base model: {extra.get('source', 'not recorded')}",
+        *([f"- Task family: {family.name} ({family.description}); hub pipeline `{family.pipeline_tag}`"]
+          if family is not None else []),
         f"- Method: {table.method or 'not recorded'}",
-        f"- Fisher: {fisher.get('estimator', 'none')} estimator, {fisher.get('examples', 0)} training examples"
+        f"- Fisher: {fisher.get('estimator', 'none')} estimator, "
+        + (f"{calibration['size']}" if calibration.get("size") else f"{fisher.get('examples', 0)} training examples")
         + (f" ({fisher['skipped']} skipped: no finite gradient)" if fisher.get("skipped") else "")
         if fisher else "- Fisher: not used by this method",
+        *([f"- Calibration data: {calibration['size']}, drawn from {calibration.get('data', 'data not recorded')}"]
+          if calibration.get("size") else []),
+        *_score_lines(table),
         f"- Weights' dtype: {dtype}",
         f"- Compressible layers: {len(table.layers)}; their weights kept: {after:,} of {before:,} "
         f"(parameter ratio {after / max(before, 1):.3f})",
@@ -72,6 +83,25 @@ def model_card(table: RankTable, model_params: int, dtype: str, merged: bool = F
     lines += ["", "## Ranks per layer", ""]
     lines += _rank_lines(table, MERGED_RANKS_FILE if merged else RANKS_FILE)
     return "\n".join(lines) + "\n"
+
+
+def _score_lines(table: RankTable) -> list[str]:
+    """The compressed model's score in its task's metric, beside the dense one, with the metric's direction."""
+    scores = table.extra.get("scores") or {}
+    measured = scores.get(table.method) or next((v for k, v in scores.items() if k != "dense"), None)
+    metric = primary_metric(str(table.extra.get("task") or ""), measured or {})
+    if not measured or metric is None:
+        return ["- Score: not measured"]
+    dense = (scores.get("dense") or {}).get(metric)
+    direction = "higher is better" if higher_is_better(metric) else "lower is better"
+    where = f", measured on {table.extra['eval data']}" if table.extra.get("eval data") else ""
+    return [f"- Score: {metric} {_number(measured[metric])} ("
+            + (f"dense {_number(dense)}; " if dense is not None else "") + f"{direction}){where}"]
+
+
+def _number(value: float) -> str:
+    """A score for a person: four significant digits, a large perplexity in whole numbers rather than powers of ten."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
 def _history_lines(history: list[dict], table: RankTable) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +164,13 @@ def _starts_with_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and tokenizer.sep_token_id is None
 
 
+def describe_windows(data: TaskData, n: int) -> str:
+    """n windows as the LLM papers state calibration data: 'N sequences x L tokens' (texts before they are cut)."""
+    if data.text_a and not isinstance(data.text_a[0], str):
+        return f"{n} sequences x {len(data.text_a[0])} tokens"
+    return f"{n} texts"
+
+
 def encode_text(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Encoded:
     """Token ids per example: the windows as they are (cut to `max_length`), or each text tokenized alone."""
     if data.text_a and not isinstance(data.text_a[0], str):
@@ -206,6 +215,11 @@ def _resampled(task: TaskSpec, stats: np.ndarray) -> np.ndarray:
     return np.exp(loss) if task.primary_metric == "perplexity" else loss
 
 
+def task_for_text_files(model_config, files: Sequence[Path]) -> TaskSpec:
+    """A language-modelling task for a user's text files, judged as WikiText-2 is (perplexity over windows)."""
+    return replace(WIKITEXT2, name=Path(files[0]).stem, hub_path="", hub_config="", hub_splits={}, aliases=())
+
+
 CAUSAL_LM = register(Family(
     name="causal-lm",
     description="next-token prediction on text, judged by perplexity (lower is better)",
@@ -227,4 +241,6 @@ CAUSAL_LM = register(Family(
     example_unit="window",
     local_data="text file or folder (or GLUE folder)",
     read_upload=read_uploaded_text,
+    describe_size=describe_windows,
+    task_for_files=task_for_text_files,
 ))

@@ -30,10 +30,15 @@ BatchStats = Callable[[torch.Tensor, torch.Tensor, TaskData, np.ndarray, nn.Modu
 Metrics = Callable[[TaskSpec, np.ndarray], dict[str, float]]  # (task, stats [n, k]) -> every metric
 Resampled = Callable[[TaskSpec, np.ndarray], np.ndarray]  # (task, stats [..., n, k]) -> primary metric [...]
 Prepare = Callable[[Any, TaskData, int], TaskData]  # (tokenizer, data, max_length) -> the examples the model sees
+Size = Callable[[TaskData, int], str]  # (data, n) -> n of its examples in the family's unit ('32 sequences x 2048 tokens')
 
 
 def _as_loaded(tokenizer, data: TaskData, max_length: int) -> TaskData:
     return data
+
+
+def _examples(data: TaskData, n: int) -> str:
+    return f"{n} examples"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Family:
     (None: as a table whose columns the user picks).
     `auto_class` is the transformers auto class a model of the family loads with, `class_suffixes` the endings of
     the model class names it recognises (`BertForTokenClassification`), `pipeline_tag` the hub's name for it.
+    `describe_size` says how much data n examples are in the family's own terms (what an export's card states).
     """
 
     name: str
@@ -78,6 +84,7 @@ class Family:
     example_unit: str = "example"  # what one Fisher example is: "window" for a language model's text
     local_data: str = "GLUE folder"  # what the local data source reads, as the dashboard names it
     read_upload: Callable[[TaskSpec, str, bytes, bool], TaskData] | None = None  # (task, name, bytes, skip) -> all
+    describe_size: Size = _examples
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better
