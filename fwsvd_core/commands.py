@@ -23,6 +23,7 @@ from fwsvd_core.analysis.markdown import markdown_table
 from fwsvd_core.analysis.predictor import PredictorValidation, validate_predictor
 from fwsvd_core.analysis.sweep import ranks_for, run_sweep, same_split_warning
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate
+from fwsvd_core.compression.card_metadata import calibration_record
 from fwsvd_core.compression.export import check_export_target, save_compressed
 from fwsvd_core.compression.finetune import finetune_compressed
 from fwsvd_core.compression.methods import (
@@ -431,6 +432,10 @@ def cmd_compress(args) -> int:
     if session.fisher is not None:
         extra["fisher"] = {"estimator": session.fisher.estimator, "examples": session.fisher.n_examples,
                            "skipped": session.fisher.n_skipped}
+    if any(x is not None for x in (session.fisher, session.activations, session.kronecker)):
+        # every statistic is taken over the same seeded sample of the calibration split
+        used = len(fisher_data) if args.fisher_samples is None else min(args.fisher_samples, len(fisher_data))
+        extra["calibration"] = calibration_record(fisher_data, used)
     saved = save_compressed(compressed, loaded.tokenizer, args.output_dir, extra, overwrite=args.overwrite,
                             source=args.model, merge=args.merge)
     print(f"saved to {saved}")

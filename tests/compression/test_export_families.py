@@ -120,3 +120,31 @@ def test_the_card_names_the_family_the_calibration_data_and_the_score_in_its_met
     # scored on generated sentences, or on GLUE sentences as text: the card claims no hub data set it was not scored on
     expected = "nyu-mll/glue" if kind == "sequence-classification" else train.task.name
     assert results[metric].dataset_type == expected
+
+
+def test_compress_merge_on_the_command_line_states_the_calibration_windows(tmp_path, minilm_dir, glue_dir, capsys):
+    """compress --merge of a fused-projection decoder (Phi-3): a standard checkpoint plain transformers loads, whose
+    card says how many windows of how many tokens made the Fisher and the perplexity measured."""
+    import transformers as tf
+
+    from fwsvd_core.cli import main
+
+    torch.manual_seed(0)
+    config = tf.Phi3Config(vocab_size=30522, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32,
+                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=64)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "phi3")
+    tf.AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(tmp_path / "phi3")
+    out = tmp_path / "merged"
+    code = main(["compress", "--model", str(tmp_path / "phi3"), "--task", "wikitext2", "--data-source", "glue",
+                 "--data-dir", str(glue_dir), "--max-length", str(LENGTH), "--fisher-samples", "10", "--method",
+                 "fwsvd-input", "--rank-ratio", "0.25", "--evaluate", "--eval-subsample", "20", "--merge",
+                 "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr()
+    merged = tf.AutoModelForCausalLM.from_pretrained(out)
+    assert type(merged).__name__ == "Phi3ForCausalLM"
+    assert merged.generate(torch.tensor([[101, 2023, 2143]]), max_new_tokens=3, do_sample=False).shape == (1, 6)
+    card = (out / "README.md").read_text()
+    assert ModelCard.load(out / "README.md").data.pipeline_tag == "text-generation"
+    assert f"- Calibration data: 10 sequences x {LENGTH} tokens, drawn from GLUE SST-2 train sentences" in card
+    assert "- Task family: causal-lm (" in card and "- Score: perplexity " in card and "; lower is better)" in card
