@@ -30,7 +30,7 @@ from fwsvd_core.inputs.batching import CancelFn, ProgressFn, check_cancel
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.models import LoadedModel
 
-SCREENS_VERSION = 1
+SCREENS_VERSION = 2  # 2: an ablation's drops are the score lost in the metric's direction (a rise of perplexity)
 StageFn = Callable[[str], None]
 log = logging.getLogger("fwsvd_core")
 

@@ -135,3 +135,46 @@ def full_fisher_does_not_fit(monkeypatch):
             raise InsufficientMemoryError("the element-wise Fisher needs 900 GiB, 8 GiB available")
         return real(config, device, *args, form=form, **kwargs)
     monkeypatch.setattr(fisher_module, "check_fisher", check)
+
+
+LM_WINDOW = 24  # tokens per window of the tiny language model's text
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny LLaMA (grouped-query attention) with its language-model head, saved with the MiniLM tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_lm") / "llama"
+    AutoModelForCausalLM.from_config(tiny_config("llama")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lm_windows(tiny_lm_dir, glue_dir):
+    """(calibration, scored) windows of LM_WINDOW tokens of the offline text (the GLUE SST-2 dev sentences): a
+    perplexity task, lower is better."""
+    from transformers import AutoTokenizer
+
+    from fwsvd_core.inputs.families import load_task_data
+    from fwsvd_core.inputs.families.causal_lm import windows
+    from fwsvd_core.inputs.tasks import get_task
+
+    text = windows(AutoTokenizer.from_pretrained(tiny_lm_dir), load_task_data(get_task("wikitext2"), "dev", "glue", glue_dir),
+                   LM_WINDOW)
+    return text.sample(16, seed=1), text.sample(48, seed=2)
+
+
+@pytest.fixture
+def tiny_lm_session(tiny_lm_dir, lm_windows):
+    """The tiny LLaMA with the Fisher of 16 windows of text."""
+    from fwsvd_core.compression.session import CompressionSession
+    from fwsvd_core.estimation.fisher import estimate_fisher
+    from fwsvd_core.loading import load_model
+
+    loaded = load_model(tiny_lm_dir, device="cpu")
+    session = CompressionSession(loaded)
+    session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, lm_windows[0], n_examples=16, max_length=LM_WINDOW))
+    return session

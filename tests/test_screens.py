@@ -137,3 +137,23 @@ def test_a_cancelled_preparation_is_not_marked_ready(tiny_models, sst2_small):
         prepare_first_screens(loaded, train, dev, SMALL, cancel=cancel, stage=stages.append)
     assert not first_screens_ready(loaded, train, dev, SMALL)
     assert stored_dense(loaded, dev) is None
+
+
+def test_a_language_models_first_screens_store_rises_of_perplexity_as_drops(tiny_lm_dir, lm_windows, monkeypatch):
+    """Issue 24, 4: the stored ablation of a perplexity task holds the score lost in perplexity's direction
+    (compressed minus dense), and an ablation stored by version 1 (drops as dense minus compressed) is not read."""
+    train, dev = lm_windows
+    loaded = load_model(tiny_lm_dir, device="cpu")
+    defaults = ScreenDefaults(fisher_samples=16, sweep_methods=("svd",), sweep_ratios=(0.25,), sweep_scored=30,
+                              ablation_scored=30)
+    session = prepare_first_screens(loaded, train, dev, defaults)
+    stored = stored_ablation(session, dev, "svd", 30)
+    dense = dense_evaluation(loaded, dev, 30)  # on the examples the ablation scored
+    assert dense.primary_metric == "perplexity"
+    assert stored is not None and set(stored["metric"]) == {"perplexity"}
+    assert (stored["drop"] - (stored["score"] - dense.score)).abs().max() < 1e-6
+    monkeypatch.setattr(screens, "SCREENS_VERSION", 1)
+    ablation_table(session, dev, "svd", 20)
+    assert stored_ablation(session, dev, "svd", 20) is not None
+    monkeypatch.undo()
+    assert stored_ablation(session, dev, "svd", 20) is None

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from fwsvd_core.analysis.direction import best_first_ascending, loss_title, loss_word, score_title
 from fwsvd_core.compression.methods import method_colors
 from fwsvd_core.inputs.layers import ROLES, LayerInfo
 
@@ -108,7 +109,8 @@ def _error_bars(part: pd.DataFrame, low: str, high: str, y: str) -> dict | None:
 
 def mismatch_figure(table: pd.DataFrame, score_column: str, examples: int | None = None) -> go.Figure:
     """Task score (with its 95% bootstrap interval where the table has one) and reconstruction errors against the
-    parameter ratio, one colour per method; the dense line is the table's own dense row, on the same `examples`."""
+    parameter ratio, one colour per method; the dense line is the table's own dense row, on the same `examples`.
+    The score's axis names its direction ("perplexity (lower is better)")."""
     on = f" on {examples} examples" if examples else ""
     fig = make_subplots(rows=1, cols=3, subplot_titles=(f"task score ({score_column}{on})", "plain error ||W-W_r|| / ||W||",
                                                         "Fisher-weighted error"))
@@ -123,6 +125,7 @@ def mismatch_figure(table: pd.DataFrame, score_column: str, examples: int | None
     if not dense.empty:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text=f"dense{on}", row=1, col=1)
     fig.update_xaxes(title_text="parameter ratio (layers)")
+    fig.update_yaxes(title_text=score_title(score_column), row=1, col=1)
     fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.25})
     return fig
 
@@ -149,7 +152,7 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     if not dense.empty:
         fig.add_hline(y=float(dense[score_column].iloc[0]), line_dash="dot", annotation_text="dense")
     fig.update_layout(title=f"Task score ({score_column}) against the parameter ratio: uniform, fine-tuned, allocated",
-                      xaxis_title="parameter ratio (layers)", yaxis_title=score_column, height=480,
+                      xaxis_title="parameter ratio (layers)", yaxis_title=score_title(score_column), height=480,
                       margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
 
@@ -191,17 +194,23 @@ def spectra_figure(spectra: dict[str, torch.Tensor]) -> go.Figure:
 
 
 def ablation_figure(table: pd.DataFrame) -> go.Figure:
-    """The score drop per singular-value group, with its paired 95% bootstrap interval where the table has one."""
+    """The score lost per singular-value group (a drop of accuracy, a rise of perplexity: the table's `drop`, in its
+    metric's direction), with its paired 95% bootstrap interval where the table has one."""
     examples = int(table["examples"].iloc[0]) if "examples" in table and len(table) else None
-    fig = go.Figure(go.Bar(x=table["group"], y=table["drop"], marker_color="#1f77b4", name="score drop",
+    metric = str(table["metric"].iloc[0]) if "metric" in table and len(table) else None
+    drop = "drop" if metric is None else loss_word(metric)
+    fig = go.Figure(go.Bar(x=table["group"], y=table["drop"], marker_color="#1f77b4", name=f"score {drop}",
                            error_y=_error_bars(table, "drop low", "drop high", "drop"),
                            customdata=table[["components", "score"]].to_numpy(),
-                           hovertemplate="group %{x} (%{customdata[0]})<br>drop %{y:.4f}<br>score %{customdata[1]:.4f}"
+                           hovertemplate=f"group %{{x}} (%{{customdata[0]}})<br>{drop} %{{y:.4f}}<br>"
+                                         f"{metric or 'score'} %{{customdata[1]:.4f}}"
                                          "<extra></extra>"))
     fig.add_hline(y=0.0, line_color="#888888", line_width=1)
     on = f", {examples} examples" if examples else ""
-    fig.update_layout(title=f"Score drop when one group of singular values is removed from every layer{on}",
-                      xaxis_title="singular value group (1 = largest)", yaxis_title="task score drop",
+    what = "Score drop" if metric is None else f"{metric.capitalize()} {drop}"
+    axis = "task score drop" if metric is None else loss_title(metric)
+    fig.update_layout(title=f"{what} when one group of singular values is removed from every layer{on}",
+                      xaxis_title="singular value group (1 = largest)", yaxis_title=axis,
                       height=340, margin={"l": 60, "r": 20, "t": 50, "b": 40})
     fig.update_xaxes(dtick=1)
     return fig
@@ -246,18 +255,21 @@ def history_figure(history: pd.DataFrame, score_column: str, dense: float | None
         fig.update_yaxes(range=[low - pad, high + pad])
     on = f" (each scored on {examples} examples)" if examples else ""
     fig.update_layout(title=f"Runs of this session{on}", height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40},
-                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_column)
+                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_title(score_column))
     return fig
 
 
 def pareto_front(points: pd.DataFrame, score_column: str, size_column: str = "param ratio (layers)") -> pd.DataFrame:
-    """The points no other point beats with fewer or as many parameters: the best score at each budget, by size."""
+    """The points no other point beats with fewer or as many parameters: the best score at each budget, by size, best
+    in the score's own direction (the lowest perplexity)."""
+    ascending = best_first_ascending(score_column)
+    sign = -1.0 if ascending else 1.0  # compare as higher-is-better
     best = float("-inf")
     kept = []
-    for index, row in points.sort_values([size_column, score_column], ascending=[True, False]).iterrows():
-        if row[score_column] > best:
+    for index, row in points.sort_values([size_column, score_column], ascending=[True, ascending]).iterrows():
+        if sign * row[score_column] > best:
             kept.append(index)
-            best = row[score_column]
+            best = sign * row[score_column]
     return points.loc[kept]
 
 
@@ -306,7 +318,7 @@ def frontier_figure(points: pd.DataFrame, score_column: str, current: tuple[floa
                       annotation_position="top right" if i == 0 else "bottom right")
     click = " (click a point to load its ranks)" if clickable else ""  # a static report has nothing to load into
     fig.update_layout(title=f"Budget frontier: score against kept parameters{click}",
-                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_column,
+                      xaxis_title=LAYERS_RATIO_AXIS, xaxis_range=[0, 1.02], yaxis_title=score_title(score_column),
                       height=380, margin={"l": 60, "r": 20, "t": 50, "b": 40}, clickmode="event+select")
     return fig
 

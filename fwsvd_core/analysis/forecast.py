@@ -4,6 +4,9 @@ The allocators already give every layer a curve of the task loss it costs at eac
 the weighted spectra, or interpolated from measured single-layer losses). Adding the curves at the chosen
 ranks predicts the loss increase of the whole rank map; a slope, fitted on the runs measured so far, turns
 it into a score. Evaluating a rank map is seconds; this is microseconds, so it can follow every edit.
+
+A score drop is the score lost in the metric's own direction (a rise of perplexity is a drop), so the slope is
+positive for every metric and the predicted score moves away from the dense one in the direction that is worse.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fwsvd_core.analysis.direction import score_changed_by, score_lost
 from fwsvd_core.compression.ranks import RankMap, uniform_ranks
 from fwsvd_core.inputs.layers import LayerInfo
 
@@ -62,19 +66,29 @@ def sweep_dense_score(sweep: pd.DataFrame, metric: str) -> float | None:
 def sweep_runs(layers: list[LayerInfo], curves: Mapping[str, np.ndarray], sweep: pd.DataFrame, method: str,
                metric: str) -> list[tuple[float, float]]:
     """(predicted loss increase, measured score drop) of a sweep's rows of `method` at uniform rank ratios, each
-    drop against the sweep's own dense row (scored on the same examples): measured runs the slope can be fitted on."""
+    drop against the sweep's own dense row (scored on the same examples) in `metric`'s direction: measured runs the
+    slope can be fitted on."""
     reference = sweep_dense_score(sweep, metric)
     if reference is None or "rank ratio" not in sweep:
         return []
     rows = sweep[(sweep["method"] == method) & (sweep.get("allocator", "uniform") == "uniform")
                  & sweep["rank ratio"].notna()]
     return [(predicted_loss_increase(layers, curves, uniform_ranks(layers, float(row["rank ratio"]))),
-             reference - float(row[metric])) for _, row in rows.iterrows()]
+             score_lost(metric, reference, float(row[metric]))) for _, row in rows.iterrows()]
+
+
+def measured_run(metric: str, loss_increase: float, dense_score: float, score: float) -> tuple[float, float]:
+    """One run the slope can be fitted on: its predicted loss increase and the score it lost against the dense
+    score on the same examples, in `metric`'s direction."""
+    return loss_increase, score_lost(metric, dense_score, score)
 
 
 def forecast(layers: list[LayerInfo], curves: Mapping[str, np.ndarray], ranks: RankMap, dense_score: float,
-             runs: Iterable[tuple[float, float]] = ()) -> Forecast:
-    """The predicted loss increase and score of `ranks`, the slope calibrated on `runs` (see `fitted_slope`)."""
+             runs: Iterable[tuple[float, float]] = (), metric: str | None = None) -> Forecast:
+    """The predicted loss increase and score of `ranks`, the slope calibrated on `runs` (see `fitted_slope`): the
+    score lies that much worse than `dense_score` in `metric`'s direction (above it for perplexity). Without a
+    metric the score is read as higher-is-better."""
     loss = predicted_loss_increase(layers, curves, ranks)
     slope, used = fitted_slope(runs)
-    return Forecast(loss, dense_score - slope * loss, slope, used)
+    score = dense_score - slope * loss if metric is None else score_changed_by(metric, dense_score, slope * loss)
+    return Forecast(loss, score, slope, used)

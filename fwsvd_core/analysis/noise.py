@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import pandas as pd
 
+from fwsvd_core.analysis.direction import best_first_ascending, loss_word
+
 
 def overlapping_methods(table: pd.DataFrame, metric: str, at: str = "rank ratio") -> list[tuple[float, str, str]]:
-    """(value of `at`, method, method) for every two methods whose 95% intervals (`ci low`, `ci high`) overlap at
-    the same `at`: their difference is within the noise of the examples scored. Empty where there are no intervals."""
+    """(value of `at`, better method, worse method) for every two methods whose 95% intervals (`ci low`, `ci high`)
+    overlap at the same `at`: their difference is within the noise of the examples scored. The better one is named first,
+    in `metric`'s direction (the lower perplexity). Empty where there are no intervals."""
     if "ci low" not in table or at not in table:
         return []
     rows = table[(table["method"] != "dense") & table["ci low"].notna() & table[at].notna()]
     pairs = []
     for value, part in rows.groupby(at, sort=True):
-        part = part.sort_values(metric, ascending=False).to_dict(orient="records")
+        part = part.sort_values(metric, ascending=best_first_ascending(metric)).to_dict(orient="records")
         for i, a in enumerate(part):
             for b in part[i + 1:]:
                 if a["ci low"] <= b["ci high"] and b["ci low"] <= a["ci high"]:
@@ -49,7 +52,8 @@ def ablation_noise_sentence(table: pd.DataFrame) -> str:
     quiet = [int(g) for g, low, high in table[["group", "drop low", "drop high"]].itertuples(index=False)
              if low <= 0 <= high]
     examples = f" over the {int(table['examples'].iloc[0])} examples scored" if "examples" in table else ""
-    text = f"Bars: paired 95% bootstrap intervals of each drop{examples} (the same examples with and without the group)."
+    drop = loss_word(str(table["metric"].iloc[0])) if "metric" in table and len(table) else "drop"  # perplexity: rise
+    text = f"Bars: paired 95% bootstrap intervals of each {drop}{examples} (the same examples with and without the group)."
     if not quiet:
-        return text + " Every drop is clear of zero."
-    return text + f" Within noise of no drop at all: group{'s' if len(quiet) > 1 else ''} {', '.join(map(str, quiet))}."
+        return text + f" Every {drop} is clear of zero."
+    return text + f" Within noise of no {drop} at all: group{'s' if len(quiet) > 1 else ''} {', '.join(map(str, quiet))}."

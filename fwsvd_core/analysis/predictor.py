@@ -33,7 +33,7 @@ from fwsvd_core.estimation.evaluation import example_stats
 from fwsvd_core.estimation.fisher import directional_fisher
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.families import family_of
+from fwsvd_core.inputs.families import family_of, improvement
 
 PREDICTORS = {"diagonal": "predicted SVD excess (diagonal)", "full": "predicted SVD excess (full)",
               "kfac": "predicted SVD excess (K-FAC)", "nearest": "predicted SVD excess (nearest Kronecker)"}
@@ -45,7 +45,8 @@ def weighted_loss_column(weighted: str) -> str:
 
 
 def score_gain_column(weighted: str) -> str:
-    """The name of the column holding the weighted method's measured score gain over SVD."""
+    """The name of the column holding the weighted method's measured score gain over SVD (in the metric's direction:
+    a lower perplexity is a gain)."""
     return f"measured score gain of {weighted}"
 
 
@@ -56,7 +57,7 @@ class Agreement:
     with_loss: float  # with the measured extra loss of SVD over the weighted method
     low: float  # 95% bootstrap interval of `with_loss`, resampling the scored examples
     high: float
-    with_score: float  # with the measured score gain of the weighted method
+    with_score: float  # with the measured score gain of the weighted method (in the metric's direction)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def validate_predictor(
             rows, losses[method] = example_stats(model, tokenizer, part, cancel=cancel)
             scores[method] = family.metrics(part.task, rows)[part.task.primary_metric]
         differences.append(losses["svd"] - losses[weighted])
-        score_gains.append(scores[weighted] - scores["svd"])
+        score_gains.append(improvement(part.task.primary_metric, scores["svd"], scores[weighted]))
         if progress is not None:
             progress(i + 1, len(table))
     diff = np.stack(differences)

@@ -128,3 +128,48 @@ def test_the_sweep_and_ablation_figures_draw_their_intervals_and_examples():
     bars = ablation_figure(ablation)
     assert list(bars.data[0].error_y.array) == pytest.approx([0.04, 0.015])
     assert "300 examples" in bars.layout.title.text
+
+
+def frontier_points(metric: str, scores: list[float]) -> pd.DataFrame:
+    """Three points at growing size, scored `scores` in `metric`."""
+    return pd.DataFrame([{"point": f"p{i}", "method": "svd", "allocator": "uniform", "param ratio (layers)": ratio,
+                          metric: score} for i, (ratio, score) in enumerate(zip((0.3, 0.5, 0.7), scores, strict=True))])
+
+
+def test_the_frontier_keeps_the_lowest_perplexity_and_the_highest_accuracy():
+    """Issue 24, 4: "best so far" follows the metric's direction."""
+    from fwsvd_core.analysis.figures import pareto_front
+
+    # perplexity 40 at 0.3, then 55 (worse) at 0.5, then 31 (better) at 0.7
+    ppl = frontier_points("perplexity", [40.0, 55.0, 31.0])
+    assert list(pareto_front(ppl, "perplexity")["point"]) == ["p0", "p2"]
+    acc = frontier_points("accuracy", [0.60, 0.55, 0.70])  # the same shape read higher-is-better
+    assert list(pareto_front(acc, "accuracy")["point"]) == ["p0", "p2"]
+    # the same numbers read in the other direction: a rise of perplexity is no progress, a rise of accuracy is
+    rising = frontier_points("perplexity", [40.0, 55.0, 70.0])
+    assert list(pareto_front(rising, "perplexity")["point"]) == ["p0"]
+    assert list(pareto_front(rising.rename(columns={"perplexity": "accuracy"}), "accuracy")["point"]) == ["p0", "p1", "p2"]
+    best = next(t for t in frontier_figure(ppl, "perplexity", dense=20.0).data if t.name == "best so far")
+    assert list(best.y) == [40.0, 31.0]
+
+
+def test_every_score_axis_names_the_metrics_direction():
+    """Issue 24, 4: perplexity (lower is better) on every score figure; accuracy (higher is better) likewise."""
+    from fwsvd_core.analysis.figures import ablation_figure, history_figure, mismatch_figure
+
+    for metric, words in (("perplexity", "perplexity (lower is better)"), ("accuracy", "accuracy (higher is better)")):
+        points = frontier_points(metric, [40.0, 35.0, 30.0])
+        sweep = points.assign(**{"plain error": 0.1, "fisher error": 0.1})
+        history = points.assign(run=[1, 2, 3])
+        titles = [frontier_figure(points, metric, dense=25.0).layout.yaxis.title.text,
+                  history_figure(history, metric, dense=25.0).layout.yaxis.title.text,
+                  score_curves_figure(points, metric).layout.yaxis.title.text,
+                  mismatch_figure(sweep, metric).layout.yaxis.title.text]
+        assert titles == [words] * 4
+    ablation = pd.DataFrame({"group": [1, 2], "components": ["0-10%", "10-20%"], "score": [900.0, 61.0],
+                             "drop": [850.0, 11.0], "examples": [48, 48], "metric": ["perplexity"] * 2})
+    bars = ablation_figure(ablation)
+    assert bars.layout.title.text.startswith("Perplexity rise when one group")
+    assert bars.layout.yaxis.title.text == "perplexity rise (compressed - dense; lower is better)"
+    accuracy = ablation_figure(ablation.assign(metric="accuracy", score=[0.6, 0.86], drop=[0.27, 0.01]))
+    assert accuracy.layout.yaxis.title.text == "accuracy drop (dense - compressed; higher is better)"

@@ -65,3 +65,34 @@ def test_a_sweeps_uniform_points_of_the_method_are_runs_measured_against_its_own
                 for r, drop in ((0.2, 0.1), (0.5, 0.05))]
     assert np.allclose(runs, expected)
     assert sweep_runs(layers, curves, sweep[sweep["method"] != "dense"], "fwsvd-input", "accuracy") == []
+
+
+def test_a_rise_of_perplexity_is_a_drop_and_the_forecast_lies_above_the_dense_perplexity(tiny_session):
+    """Issue 24, 4: the score lost is measured in the metric's direction, so the slope is positive and the
+    predicted perplexity rises with the predicted loss, while accuracy's forecast is as before."""
+    import pandas as pd
+
+    from fwsvd_core.analysis.forecast import measured_run
+
+    layers = tiny_session.layers
+    curves = spectral_curves(tiny_session, "fwsvd-input")
+    sweep = pd.DataFrame([
+        {"method": "dense", "allocator": None, "rank ratio": 1.0, "perplexity": 20.0},
+        {"method": "fwsvd-input", "allocator": "uniform", "rank ratio": 0.2, "perplexity": 30.0},
+        {"method": "fwsvd-input", "allocator": "uniform", "rank ratio": 0.5, "perplexity": 24.0},
+    ])
+    runs = sweep_runs(layers, curves, sweep, "fwsvd-input", "perplexity")
+    assert [drop for _, drop in runs] == [pytest.approx(10.0), pytest.approx(4.0)]  # rises: positive drops
+    slope, used = fitted_slope(runs)
+    assert slope > 0 and used == 2
+    ranks = uniform_ranks(layers, 0.3)
+    loss = predicted_loss_increase(layers, curves, ranks)
+    ppl = forecast(layers, curves, ranks, 20.0, runs, metric="perplexity")
+    assert ppl.score == pytest.approx(20.0 + slope * loss) and ppl.score > 20.0
+    accuracy = sweep.assign(accuracy=[0.9, 0.8, 0.85]).drop(columns="perplexity")
+    acc_runs = sweep_runs(layers, curves, accuracy, "fwsvd-input", "accuracy")
+    acc = forecast(layers, curves, ranks, 0.9, acc_runs, metric="accuracy")
+    assert acc.score == pytest.approx(0.9 - fitted_slope(acc_runs)[0] * loss)
+    assert acc.score == forecast(layers, curves, ranks, 0.9, acc_runs).score  # as before the metric was given
+    assert measured_run("perplexity", 0.3, 20.0, 26.0) == (0.3, pytest.approx(6.0))
+    assert measured_run("accuracy", 0.3, 0.9, 0.8) == (0.3, pytest.approx(0.1))

@@ -39,3 +39,25 @@ def test_ablation_groups_whose_paired_interval_reaches_zero_are_named():
     text = ablation_noise_sentence(table)
     assert "300 examples" in text and text.endswith("group 2.")
     assert "run it again" in ablation_noise_sentence(table.drop(columns=["drop low", "drop high"]))
+
+
+def test_the_better_method_of_a_pair_within_noise_is_named_first_in_the_metrics_direction():
+    """Issue 24, 4: for perplexity the lower one is the better one."""
+    table = pd.DataFrame([
+        {"method": "dense", "rank ratio": 1.0, "perplexity": 20.0, "ci low": 19.0, "ci high": 21.0},
+        {"method": "svd", "rank ratio": 0.25, "perplexity": 90.0, "ci low": 80.0, "ci high": 100.0},
+        {"method": "fwsvd-input", "rank ratio": 0.25, "perplexity": 31.0, "ci low": 28.0, "ci high": 34.0},
+        {"method": "fwsvd-output", "rank ratio": 0.25, "perplexity": 29.0, "ci low": 26.0, "ci high": 32.0},
+    ])
+    assert overlapping_methods(table, "perplexity") == [(0.25, "fwsvd-output", "fwsvd-input")]
+    # the same numbers as accuracy: the higher one is named first
+    assert overlapping_methods(table.rename(columns={"perplexity": "accuracy"}), "accuracy") == \
+        [(0.25, "fwsvd-input", "fwsvd-output")]
+
+
+def test_an_ablation_of_perplexity_speaks_of_rises():
+    table = pd.DataFrame({"group": [1, 2], "drop": [850.0, 0.5], "drop low": [700.0, -0.2], "drop high": [990.0, 1.1],
+                          "examples": [48] * 2, "metric": ["perplexity"] * 2})
+    text = ablation_noise_sentence(table)
+    assert "intervals of each rise over the 48 examples" in text and text.endswith("Within noise of no rise at all: group 2.")
+    assert "of each drop" in ablation_noise_sentence(table.assign(metric="accuracy"))

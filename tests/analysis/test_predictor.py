@@ -101,3 +101,17 @@ def test_kronecker_predictions_are_the_quadratic_form_of_a_kron_b(tiny_session, 
                 v = (session.factors(method)[row["layer"]].reconstruct(int(row["rank"])).double() - w).T.reshape(-1)
                 expected += sign * 0.5 * float(v @ torch.kron(a, b) @ v)
             assert row[PREDICTORS[kind]] == pytest.approx(expected, rel=1e-4, abs=1e-12)
+
+
+def test_the_measured_score_gain_of_a_language_model_is_a_fall_of_perplexity(tiny_lm_session, lm_windows):
+    """Issue 24, 4: the weighted method gains where its perplexity is lower than SVD's. With windows of equal length
+    the perplexity is lower exactly where the mean loss is, so the gain has the sign of SVD's measured excess loss."""
+    session, dev = tiny_lm_session, lm_windows[1].sample(24, seed=0)
+    table, _ = validate_predictor(session, dev, 0.25, bootstrap_samples=10)
+    gains, excess = table[score_gain_column("fwsvd-input")], table["measured SVD excess loss"]
+    clear = excess.abs() > 1e-9
+    assert clear.sum() >= len(table) // 2 and (np.sign(gains[clear]) == np.sign(excess[clear])).all()
+    row = table.loc[gains.abs().idxmax()]
+    ppl = {m: evaluate(session.compress(m, {row["layer"]: int(row["rank"])}), session.loaded.tokenizer, dev).score
+           for m in ("svd", "fwsvd-input")}
+    assert row[score_gain_column("fwsvd-input")] == pytest.approx(ppl["svd"] - ppl["fwsvd-input"], rel=1e-6)

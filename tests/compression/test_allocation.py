@@ -90,3 +90,25 @@ def test_allocators_meet_the_same_budget(tiny_session, sst2_small, allocator):
     assert compressed_params(session.layers, ranks) >= 0.8 * compressed_params(session.layers, uniform)
     with pytest.raises(RankError, match="Unknown allocator"):
         allocate(tiny_session, "random", 0.4)
+
+
+def test_the_sensitivity_of_a_language_model_is_its_rise_of_log_perplexity(tiny_lm_session, lm_windows):
+    """Issue 24, 4: the sensitivity allocator measures the task loss, lower-is-better in every family, so a layer
+    whose compression raises the perplexity costs loss (windows of equal length: the loss is log perplexity)."""
+    import math
+
+    from fwsvd_core.compression.ranks import uniform_ranks
+    from fwsvd_core.estimation.evaluation import evaluate
+
+    session, calibration = tiny_lm_session, lm_windows[0]
+    table = sensitivity_table(session, calibration, "svd", ratios=(0.1,), n_examples=16)
+    tokenizer = session.loaded.tokenizer
+    dense = evaluate(session.model, tokenizer, calibration.sample(16, 0)).score
+    ranks = uniform_ranks(session.layers, 0.1)
+    for layer, increase in table[["layer", "loss increase"]].itertuples(index=False):
+        ppl = evaluate(session.compress("svd", {layer: ranks[layer]}), tokenizer, calibration.sample(16, 0)).score
+        assert increase == pytest.approx(math.log(ppl / dense), abs=1e-6)  # float32 losses
+    curves = sensitivity_curves(session.layers, table)
+    costly = table.loc[table["loss increase"].idxmax(), "layer"]
+    cheap = table.loc[table["loss increase"].idxmin(), "layer"]
+    assert curves[costly][ranks[costly]] > curves[cheap][ranks[cheap]]
