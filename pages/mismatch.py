@@ -1,6 +1,7 @@
 """The SVD mismatch: smaller reconstruction error, yet a lower task score."""
 import streamlit as st
 
+from fwsvd_core.analysis.direction import direction_words
 from fwsvd_core.analysis.figures import (
     ablation_figure,
     coinciding_spectra,
@@ -40,7 +41,7 @@ st.markdown(
     "feature of one side of the layer by its Fisher importance before the SVD: the input side (each input feature, "
     "a column of W in PyTorch's out x in layout; fwsvd-input, the paper's) or the output side (each output "
     "feature, a row; fwsvd-output). So it spends the rank on the weights the task needs. The result: "
-    "**a larger plain error, and a higher task score.** Compare the left panel of the sweep below with the middle one."
+    "**a larger plain error, and a better task score.** Compare the left panel of the sweep below with the middle one."
 )
 
 # the factors every section below reads, and that the toy's last lines compare on a real layer; the toy goes on
@@ -137,7 +138,7 @@ table = sweeps.get(key)
 if table is not None:
     examples = scored or len(state.dev)
     st.plotly_chart(mismatch_figure(table, metric, examples), width="stretch", key="mismatch")
-    st.caption("Left: task score (higher is better), and the dense model's on the same examples. Middle: plain "
+    st.caption(f"Left: task score ({direction_words(metric)}), and the dense model's on the same examples. Middle: plain "
                "relative reconstruction error (SVD is lowest by construction). Right: the error weighted "
                "element-wise by the Fisher, the one that tracks the score. " + noise_sentence(table, metric, examples))
     show_table(table)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from fwsvd_core.analysis.direction import best_first_ascending
 from fwsvd_core.analysis.figures import frontier_figure, history_figure, mismatch_figure, ranks_figure
-from fwsvd_core.analysis.forecast import forecast, sweep_dense_score, sweep_runs
+from fwsvd_core.analysis.forecast import forecast, measured_run, sweep_dense_score, sweep_runs
 from fwsvd_core.analysis.latency import device_label, latency_break_even, measured_break_even
 from fwsvd_core.analysis.summary import summary_html
 from fwsvd_core.compression.allocation import ALLOCATORS, allocate, spectral_curves, spectral_source
@@ -28,6 +29,8 @@ from fwsvd_core.estimation.evaluation import EvalResult, evaluate
 from fwsvd_core.inputs.batching import check_cancel
 from fwsvd_core.screens import DEFAULTS
 from studio.exports import export_extra
+from studio.labels import delta_color, metric_label
+from studio.samples import show_sample
 from studio.serving import example_path, writable
 from studio.state import (
     dense_score,
@@ -72,9 +75,10 @@ def sides_compared() -> str:
         rows = table[table["method"].isin(list(wins)) & (table.get("allocator", "uniform") == "uniform")]
         for ratio, part in rows.groupby("rank ratio", sort=False):
             if len(part) == 2:
-                wins[part.sort_values(metric, ascending=False)["method"].iloc[0]].append(f"{ratio:g}")
+                wins[part.sort_values(metric, ascending=best_first_ascending(metric))["method"].iloc[0]].append(
+                    f"{ratio:g}")
     said = [f"{m} at rank ratio{'s' if len(r) > 1 else ''} {', '.join(r)}" for m, r in wins.items() if r]
-    return f" On this model's sweep the higher {metric}: " + "; ".join(said) + "." if said else ""
+    return f" On this model's sweep the better {metric_label(metric)}: " + "; ".join(said) + "." if said else ""
 
 
 st.caption(f"The editor opens on {DEFAULTS.editor_method} (the output side weighted by its Fisher), which kept the most "
@@ -120,8 +124,8 @@ curve_source = spectral_source(method)
 def calibration_runs() -> list[tuple[float, float]]:
     """(predicted loss increase, measured score drop) of this method's runs here and its points in this model's
     sweeps (the demo's stored one included): what the prediction is fitted on."""
-    runs = [(run["predicted loss increase"], dense.score - run[metric]) for run in st.session_state["history"]
-            if run["method"] == method and "predicted loss increase" in run]
+    runs = [measured_run(metric, run["predicted loss increase"], dense.score, run[metric])
+            for run in st.session_state["history"] if run["method"] == method and "predicted loss increase" in run]
     for key, table in sweeps_with_stored(state).items():
         if key[0] == choice:
             runs += sweep_runs(layers, curves, table, method, metric)
@@ -269,17 +273,18 @@ def rank_table() -> None:
         st.session_state["rank_origin"] = "by hand"
     st.session_state["ranks"] = ranks
     summary = summarize(count_params(session.model), layers, ranks)
-    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())
+    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs(), metric)
     points, made_by = frontier_points()
     measured = measurement_at(points, made_by, ranks)
     m0, m1, m2, m3, m4 = st.columns(5)
     if measured is None:
-        m0.metric(f"Predicted {metric}", f"{predicted.score:.4f}", f"{predicted.score - dense.score:+.4f} vs dense",
+        m0.metric(f"Predicted {metric_label(metric)}", f"{predicted.score:.4f}",
+                  f"{predicted.score - dense.score:+.4f} vs dense", delta_color=delta_color(metric),
                   help=f"the loss increase the {curve_source} spectra predict at these ranks "
                        f"({predicted.loss_increase:.4g}), times a slope fitted on this method's measured runs; no "
                        "model is evaluated")
     else:
-        m0.metric(f"Measured {metric}", f"{measured[metric]:.4f}",
+        m0.metric(f"Measured {metric_label(metric)}", f"{measured[metric]:.4f}",
                   f"{measured[metric] - measured['dense score']:+.4f} vs dense", delta_color="off",
                   help=f"measured at exactly these ranks ({measured['point']}, on {measured['examples']} examples, "
                        "against the dense score on the same examples), so no prediction is needed")
@@ -334,6 +339,7 @@ def card_extra(compressed, merge: bool) -> dict:
 rank_table()
 ranks = st.session_state["ranks"]
 summary = summarize(count_params(session.model), layers, ranks)
+show_sample(state, method, ranks)
 
 if st.button("Recompress and evaluate", type="primary"):
     start = time.perf_counter()
@@ -342,7 +348,7 @@ if st.button("Recompress and evaluate", type="primary"):
     recompress_ms = (time.perf_counter() - start) * 1000
     with st.spinner("Scoring the compressed model ..."):
         result = evaluate(compressed, state.loaded.tokenizer, state.dev, subsample=choice.eval_subsample or None)
-    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs())  # fitted on the earlier runs only
+    predicted = forecast(layers, curves, ranks, dense.score, calibration_runs(), metric)  # fitted on the earlier runs only
     st.session_state["history"].append({
         "run": len(st.session_state["history"]) + 1, "method": method,
         "allocator": st.session_state.get("rank_origin", "by hand"), "mean rank ratio": round(summary.mean_rank_ratio, 4),
@@ -359,11 +365,13 @@ history = st.session_state["history"]
 if history:
     last = history[-1]
     r1, r2, r3 = st.columns(3)
-    r1.metric(f"Measured {metric} (run {last['run']})", f"{last[metric]:.4f}", f"{last[metric] - dense.score:+.4f} vs dense")
+    r1.metric(f"Measured {metric_label(metric)} (run {last['run']})", f"{last[metric]:.4f}",
+              f"{last[metric] - dense.score:+.4f} vs dense", delta_color=delta_color(metric))
     if f"predicted {metric}" in last:
         r2.metric("Predicted before the run", f"{last[f'predicted {metric}']:.4f}",
                   f"{last[metric] - last[f'predicted {metric}']:+.4f} measured - predicted", delta_color="off")
-    r3.metric(f"Dense {metric}", f"{dense.score:.4f}", help=f"on the same {dense.n_examples} examples as every run here")
+    r3.metric(f"Dense {metric_label(metric)}", f"{dense.score:.4f}",
+              help=f"on the same {dense.n_examples} examples as every run here")
     st.caption(f"Recompression took {last['recompress ms']} ms (slicing cached factors); scoring {last['eval s']} s.")
     frame = pd.DataFrame(history).drop(columns=["ranks"])
     st.plotly_chart(history_figure(frame, metric, dense.score, dense.n_examples), width="stretch", key="history_chart")
@@ -387,7 +395,7 @@ if history:
     shown.append(history_figure(pd.DataFrame(history).drop(columns=["ranks"]), metric, dense.score, dense.n_examples))
 points, made_by = frontier_points()
 if not points.empty:
-    now = (summary.compressible_param_ratio, forecast(layers, curves, ranks, dense.score, calibration_runs()).score)
+    now = (summary.compressible_param_ratio, forecast(layers, curves, ranks, dense.score, calibration_runs(), metric).score)
     measured = measurement_at(points, made_by, ranks)
     ring = None if measured is None else (measured["param ratio (layers)"], measured[metric])
     shown.append(frontier_figure(points, metric, None if measured else now, dense.score, dense.n_examples,
@@ -426,7 +434,7 @@ if st.button("Save compressed model", disabled=not folder):
         saved = save_compressed(compressed, state.loaded.tokenizer, target, card_extra(compressed, merge),
                                 overwrite=overwrite, source=source, merge=merge)
         how = "" if merge else ", trust_remote_code=True"
-        st.success(f"Saved to {saved}; load it with `AutoModelForSequenceClassification.from_pretrained('{saved}'{how})`,"
+        st.success(f"Saved to {saved}; load it with `{choice.family.auto_class}.from_pretrained('{saved}'{how})`,"
                    f" with `fwsvd_core.load_model('{saved}')` or in this app. Its README.md says how it was made.")
     except (FwsvdError, OSError) as exc:
         st.error(f"Could not save: {exc}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from fwsvd_core.analysis.continuations import positions
 from fwsvd_core.compression.methods import ACTIVATIONS, KRONECKER, get_method
 from fwsvd_core.compression.session import CompressionSession
 from fwsvd_core.demo import DEFAULT_DEMO, DEMOS, demo_dir, is_demo, needs_build
@@ -17,6 +18,7 @@ from fwsvd_core.estimation.evaluation import EvalResult
 from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher
 from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.data import TaskData, load_file, load_glue_folder, load_hub
+from fwsvd_core.inputs.families import Family, family_of, load_task_data
 from fwsvd_core.inputs.hub import hub_reachable
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.splits import train_dev_split
@@ -39,6 +41,9 @@ from studio.serving import allowed_model, readable, session_owner, session_prese
 # (docs/first_screens.md)
 DEMO_BUILD_TIME = "about 5 minutes on 2 idle CPU cores, longer on a busy machine"
 DATA_SOURCES = ("Local GLUE folder", "Hugging Face hub", "Uploaded file", "Synthetic (generated)")
+# the loader's name of each source (`Family.load`); an uploaded file is read by the page
+LOADER_SOURCES = {"Local GLUE folder": "local", "Hugging Face hub": "hub", "Synthetic (generated)": "synthetic"}
+WINDOW_LENGTHS = (16, 32, 64, 128)  # tokens per window a language model is calibrated and scored on (CPU-sized)
 
 
 def default_data_dir() -> str:
@@ -68,6 +73,7 @@ class Choice:
     eval_subsample: int = 0  # 0: the whole split
     skip_bad_rows: bool = False
     allow_degenerate_fisher: bool = False
+    seq_len: int = 128  # tokens per window, where the task's family cuts text into windows (a language model)
 
     @property
     def model_key(self) -> tuple[str, str]:
@@ -77,7 +83,12 @@ class Choice:
     @property
     def data_key(self) -> tuple:
         return (self.task, self.data_source, self.data_dir, self.upload_digest, self.text_columns, self.label_column,
-                self.skip_bad_rows)
+                self.skip_bad_rows, self.seq_len)
+
+    @property
+    def family(self) -> Family:
+        """The family of the chosen task: what the model is loaded as, how data is read and what is shown."""
+        return family_of(get_task(self.task))
 
 
 def get_choice() -> Choice:
@@ -116,15 +127,16 @@ def model_stamp(source: str) -> Stamp:
     return files_stamp(source)  # a hub id names no local folder: ()
 
 
-def cached_model(source: str, dtype: str = "auto") -> LoadedModel:
+def cached_model(source: str, dtype: str = "auto", family: str | None = None) -> LoadedModel:
     """Shared between browser sessions and never modified: compression works on structural copies. The files'
-    stamp, taken on every use, is part of the key."""
-    return _cached_model(source, dtype, model_stamp(source))
+    stamp, taken on every use, is part of the key. `family` names the task family whose model class a saved model
+    is loaded as (None: the one its config names)."""
+    return _cached_model(source, dtype, family, model_stamp(source))
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
-def _cached_model(source: str, dtype: str, stamp: Stamp) -> LoadedModel:
-    return load_model(source, dtype=dtype)
+def _cached_model(source: str, dtype: str, family: str | None, stamp: Stamp) -> LoadedModel:
+    return load_model(source, dtype=dtype, family=family)
 
 
 @st.cache_resource(show_spinner=False)
@@ -281,7 +293,7 @@ def model_or_error(choice: Choice) -> LoadedModel | None:
         allowed_model(choice.model)  # before anything looks at the path
         if not build_demo_with_progress(choice):
             return None
-        return cached_model(choice.model, choice.dtype)
+        return cached_model(choice.model, choice.dtype, choice.family.name)
     except FwsvdError as exc:
         st.error(str(exc))
         return None
@@ -314,6 +326,11 @@ def _hub(task: str, split: str, skip_bad_rows: bool) -> TaskData:
     return load_hub(get_task(task), split, skip_bad_rows)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _family_split(task: str, source: str, folder: str | None, split: str, skip_bad_rows: bool, stamp: Stamp) -> TaskData:
+    return load_task_data(get_task(task), split, source, folder, skip_bad_rows)
+
+
 def upload_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -333,14 +350,21 @@ def uploaded(digest: str) -> tuple[str, bytes] | None:
 def load_split(choice: Choice, split: str) -> TaskData:
     """One split of the chosen task from the chosen source (an uploaded file is cut into train/dev by
     `uploaded_split`)."""
+    task = get_task(choice.task)
     if choice.data_source == "Local GLUE folder":
         if not choice.data_dir:
-            raise DataError("Name a local GLUE folder (or set FWSVD_DATA_DIR), or choose another data source.")
-        return glue_split(choice.task, str(readable(choice.data_dir)), split, choice.skip_bad_rows)
-    if choice.data_source == "Hugging Face hub":
+            raise DataError(f"Name a local {choice.family.local_data} (or set FWSVD_DATA_DIR), or choose another data "
+                            "source.")
+        folder = str(readable(choice.data_dir))
+        if task.glue_file is not None:
+            return glue_split(choice.task, folder, split, choice.skip_bad_rows)
+        return _family_split(choice.task, "local", folder, split, choice.skip_bad_rows, files_stamp(folder))
+    if task.glue_file is not None and choice.data_source == "Hugging Face hub":
         return _hub(choice.task, split, choice.skip_bad_rows)
-    if choice.data_source == "Synthetic (generated)":
+    if task.glue_file is not None and choice.data_source == "Synthetic (generated)":
         return synthetic_task_data(choice.task, split, 2000 if split == "train" else 500)
+    if choice.data_source in LOADER_SOURCES:
+        return _family_split(choice.task, LOADER_SOURCES[choice.data_source], None, split, choice.skip_bad_rows, ())
     train, dev, _ = uploaded_split(choice)
     return train if split == "train" else dev
 
@@ -355,16 +379,39 @@ def uploaded_split(choice: Choice) -> tuple[TaskData, TaskData, str]:
     if upload is None:
         raise DataError("Upload a CSV, TSV or JSON file first.")
     name, content = upload
-    data = load_file(get_task(choice.task), content, choice.text_columns, choice.label_column, "file", name=name,
-                     skip_bad_rows=choice.skip_bad_rows)
+    task = get_task(choice.task)
+    read_upload = choice.family.read_upload
+    data = (read_upload(task, name, content, choice.skip_bad_rows) if read_upload is not None else
+            load_file(task, content, choice.text_columns, choice.label_column, "file", name=name,
+                      skip_bad_rows=choice.skip_bad_rows))
     parts = train_dev_split(data)
     st.session_state["upload split"] = (choice.data_key, parts)
     return parts
 
 
-def data_or_error(choice: Choice, split: str) -> TaskData | None:
+def window_length(choice: Choice, loaded: LoadedModel) -> int:
+    """The tokens per window of the choice, no more than the model reads."""
+    return min(choice.seq_len, positions(loaded.model))
+
+
+def prepared_split(choice: Choice, loaded: LoadedModel, split: str) -> TaskData:
+    """One split as the model sees it, by its family's `prepare` (a language model's text cut into windows of
+    `window_length` tokens; the other families' examples as loaded)."""
+    data = load_split(choice, split)
+    return _prepared(choice.model_key, loaded.fingerprint, choice.data_key, split, len(data), data.source,
+                     window_length(choice, loaded), loaded.tokenizer, data)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _prepared(model_key: tuple, fingerprint: str, data_key: tuple, split: str, size: int, source: str, length: int,
+              _tokenizer, _data: TaskData) -> TaskData:
+    return family_of(_data.task).prepare(_tokenizer, _data, length)
+
+
+def data_or_error(choice: Choice, split: str, loaded: LoadedModel | None = None) -> TaskData | None:
+    """One split (prepared for `loaded` when given: `prepared_split`), or None after showing why not."""
     try:
-        return load_split(choice, split)
+        return load_split(choice, split) if loaded is None else prepared_split(choice, loaded, split)
     except FwsvdError as exc:
         st.error(str(exc))
         return None
@@ -433,7 +480,7 @@ def ready() -> Ready | None:
     loaded = model_or_error(choice)
     if loaded is None:
         return None
-    train, dev = data_or_error(choice, "train"), data_or_error(choice, "dev")
+    train, dev = data_or_error(choice, "train", loaded), data_or_error(choice, "dev", loaded)
     if train is None or dev is None or not first_screens_with_progress(choice, loaded, train, dev):
         return None
     fisher = fisher_with_progress(choice, loaded, train)
