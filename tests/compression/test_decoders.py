@@ -5,9 +5,11 @@ exported, read back by this tool and by plain transformers (`trust_remote_code=T
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from fwsvd_core.analysis.figures import fisher_overview
 from fwsvd_core.compression.apply import with_weights
 from fwsvd_core.compression.export import save_compressed
 from fwsvd_core.compression.finetune import finetune_compressed
@@ -81,6 +83,9 @@ def test_every_layer_has_a_role_the_figures_know(decoder):
     layers = session.layers
     assert len({l.block for l in layers}) == 2
     assert all(l.role in ROLES and l.role != "other" for l in layers), [(l.name, l.role) for l in layers]
+    heatmap = fisher_overview(layers, {l.name: float(session.fisher.per_layer[l.name].sum()) for l in layers}).data[0]
+    assert list(heatmap.y) == [r for r in ROLES if any(l.role == r for l in layers)]
+    assert not np.isnan(np.asarray(heatmap.z, dtype=float)).any()  # one cell per layer, no role left out
     by_role = {l.role: l for l in layers if l.block == 0}
     if arch in GROUPED:
         assert by_role["key"].out_features == by_role["value"].out_features == by_role["query"].out_features // 2
