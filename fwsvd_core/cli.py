@@ -15,13 +15,13 @@ from fwsvd_core import __version__
 from fwsvd_core.compression.allocation import ALLOCATORS
 from fwsvd_core.compression.factorization import KRONECKER_DAMPING
 from fwsvd_core.compression.methods import DEFAULT_METHOD, method_names
-from fwsvd_core.demo import DEMOS
-from fwsvd_core.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MEMORY
+from fwsvd_core.demo import DEMOS, demo_spec, is_demo
+from fwsvd_core.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MEMORY, FwsvdError
 from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS
 from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
 from fwsvd_core.inputs.families import family_names
 from fwsvd_core.inputs.precision import DTYPE_CHOICES
-from fwsvd_core.inputs.tasks import TASKS
+from fwsvd_core.inputs.tasks import TASKS, get_task
 
 
 def _whole_number(minimum: int, why: str = ""):
@@ -107,7 +107,15 @@ def task_names_by_family() -> str:
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", "--task-name", required=True, help=f"the task, by family: {task_names_by_family()}")
+    p.add_argument("--task", "--task-name", default=None,
+                   help=f"the task, by family: {task_names_by_family()} (none given with a built-in demo: the demo's "
+                        f"own). With --train-file and --validation-file, a "
+                        f"family's name ({', '.join(family_names())}) makes a task of your own files")
+    p.add_argument("--train-file", default=None,
+                   help="your own file for the Fisher and calibration split: CSV/TSV/JSON with the task's text columns "
+                        "and 'label' (sequence tasks), CoNLL or JSON tokens and tags (token tasks), text or JSON lines "
+                        "(language models)")
+    p.add_argument("--validation-file", default=None, help="your own file for the scored split, as --train-file")
     p.add_argument("--data-source", default="auto", choices=["auto", "hub", "glue", "local", "synthetic"],
                    help="auto: the local folder when one is set, else the hub (a token task offline: the generated "
                         "one); glue or local: --data-dir; synthetic: the generated stand-in task")
@@ -313,12 +321,39 @@ def _without_secrets(argv: list[str]) -> list[str]:
     return shown
 
 
+def _default_task(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--task is required, except with a built-in demo: then it is the demo's own task, and a task of another family
+    than the demo's is refused (a language model has no labels to classify with)."""
+    if not is_demo(args.model):
+        if args.task is None:
+            parser.error("the following arguments are required: --task")
+        return
+    try:
+        own = get_task(demo_spec(args.model).task)
+    except FwsvdError as exc:
+        if args.task is None:
+            parser.error(f"argument --model: {exc}")
+        return  # loading the model says which demos there are
+    if args.task is None:
+        args.task = own.name
+        return
+    try:
+        given = get_task(args.task)
+    except FwsvdError:
+        return  # an unknown task, or a family's name, is explained with the lists of both
+    if given.family != own.family:
+        parser.error(f"argument --task: {args.model} is a {own.family} model (fine-tuned on {own.name}); task "
+                     f"{given.name} is {given.family}. Leave --task out for the demo's own task.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verbose and args.quiet:  # one before the command, the other after it
         parser.error("argument -q/--quiet: not allowed with argument -v/--verbose")
     args.command_line = "python -m fwsvd_core " + shlex.join(_without_secrets(sys.argv[1:] if argv is None else argv))
+    if hasattr(args, "task"):
+        _default_task(parser, args)
     from fwsvd_core.commands import run
 
     return run(args)

@@ -59,11 +59,11 @@ from fwsvd_core.folders import (
     write_result_files,
 )
 from fwsvd_core.inputs.data import TaskData
-from fwsvd_core.inputs.families import family_of, label_mapping, load_task_data
+from fwsvd_core.inputs.families import family_names, family_of, label_mapping, load_task_data, task_for_files
 from fwsvd_core.inputs.layers import layer_table
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
-from fwsvd_core.inputs.tasks import TaskSpec, get_task
+from fwsvd_core.inputs.tasks import TASKS, TaskSpec, get_task
 from fwsvd_core.loading import load_model
 
 
@@ -105,10 +105,35 @@ def _load(args) -> LoadedModel:
     if is_demo(args.model) and needs_build(args.model, data_dir):
         log.info(f"{args.model} is not built yet: fine-tuning it once (minutes on a CPU); later runs load it from the "
                  f"cache")
-    task = getattr(args, "task", None)
     return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
                       progress=_progress("building the demo (once)", "steps"), data_dir=data_dir,
-                      family=get_task(task).family if task else None, **_hub_args(args))
+                      family=family_of_option(getattr(args, "task", None)), **_hub_args(args))
+
+
+def family_of_option(task: str | None) -> str | None:
+    """The family --task names: itself (a family's name, for your own files) or the registered task's family."""
+    if task is None:
+        return None
+    return task if task in family_names() else get_task(task).family
+
+
+def split_files(args) -> dict[str, Path]:
+    """Your own files by the split they stand for: --train-file for the Fisher split, --validation-file scored."""
+    given = ((args.fisher_split, args.train_file), (args.eval_split, args.validation_file))
+    return {split: Path(file) for split, file in given if file}
+
+
+def task_of(args, loaded: LoadedModel) -> TaskSpec:
+    """The task of --task: a registered one, or the one a family makes of your own files and the model's config."""
+    files = split_files(args)
+    return task_for_files(args.task, loaded.model.config, list(files.values())) if files else get_task(args.task)
+
+
+def task_split(args, task: TaskSpec, split: str) -> TaskData:
+    """One split: your own file where one is given for it, else from --data-source and --data-dir."""
+    if (file := split_files(args).get(split)) is not None:
+        return load_task_data(task, split, "local", file, args.skip_bad_rows)
+    return load_task_data(task, split, args.data_source, args.data_dir, args.skip_bad_rows)
 
 
 # models whose position numbers start after the padding index, as RoBERTa's do
@@ -143,13 +168,12 @@ def check_max_length(max_length: int, loaded: LoadedModel, pair: bool) -> None:
 
 
 def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]:
-    task = get_task(args.task)
     loaded = _load(args)
+    task = task_of(args, loaded)
     check_max_length(args.max_length, loaded, task.is_pair)
     family = family_of(task)
-    eval_data, fisher_data = (
-        family.prepare(loaded.tokenizer, load_task_data(task, split, args.data_source, args.data_dir, args.skip_bad_rows),
-                       args.max_length) for split in (args.eval_split, args.fisher_split))
+    eval_data, fisher_data = (family.prepare(loaded.tokenizer, task_split(args, task, split), args.max_length)
+                              for split in (args.eval_split, args.fisher_split))
     log.info(f"model: {loaded.source} ({dtype_name(model_dtype(loaded.model))})")
     log.info(f"data: {eval_data.source} (scored), {fisher_data.source} (Fisher)")
     for note in dict.fromkeys(eval_data.notes + fisher_data.notes):
@@ -419,7 +443,7 @@ def cmd_compress(args) -> int:
                                                 lr=args.finetune_lr, max_length=args.max_length,
                                                 progress=_progress("fine-tuning", "steps"))
         log.info(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}")
-    extra: dict = {"source": loaded.source, "task": args.task,
+    extra: dict = {"source": loaded.source, "task": eval_data.task.name,
                    "command": args.command_line}
     scores: dict[str, dict] = {}
     if args.evaluate:
@@ -461,7 +485,12 @@ def check_choices(args) -> None:
         except FwsvdError as exc:
             raise UsageError(f"{option} {value}: {exc}") from None
 
-    if getattr(args, "task", None) is not None:
+    if getattr(args, "task", None) in family_names():
+        if not (args.train_file and args.validation_file):
+            tasks = [t.name for t in TASKS.values() if t.family == args.task]
+            raise UsageError(f"--task {args.task} names a family: give your own --train-file and --validation-file, "
+                             f"or name one of its tasks ({', '.join(tasks)}).")
+    elif getattr(args, "task", None) is not None:
         known("--task", args.task, get_task)
     for option, attribute in (("--method", "method"), ("--weighted", "weighted")):
         if getattr(args, attribute, None):
@@ -473,7 +502,7 @@ def check_choices(args) -> None:
             raise UsageError(f"--allocators {allocator}: unknown allocator; choose from {', '.join(ALLOCATORS)}.")
     for option, attribute in (("--fisher-split", "fisher_split"), ("--eval-split", "eval_split")):
         split = getattr(args, attribute, None)
-        if split is not None and getattr(args, "task", None) is not None:
+        if split is not None and getattr(args, "task", None) is not None and args.task not in family_names():
             spec = get_task(args.task)
             splits = spec.glue_file.split_files if spec.glue_file is not None else spec.hub_splits
             if split not in splits:
@@ -531,7 +560,7 @@ def run(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()  # transformers' own bars (loading weights) too
     try:
         check_choices(args)
-        if getattr(args, "task", None) is not None:
+        if getattr(args, "task", None) is not None and args.task not in family_names():
             args.data_dir = glue_root(args.data_dir, get_task(args.task))
         check_device(args.device)
         _join_process_group(args)

@@ -23,7 +23,7 @@ def _norm(name: str) -> str:
     return _SYNONYMS.get(key, key)
 
 
-def _generic_number(name: str) -> int | None:
+def generic_label_number(name: str) -> int | None:
     """k for a generic name such as LABEL_k, else None."""
     match = _GENERIC.match(name.strip().lower())
     return int(match.group(1)) if match else None
@@ -94,7 +94,7 @@ def _join(*sentences: str) -> str:
 def _map_generic(names: list[str], task: TaskSpec, conflict: str) -> LabelMapping:
     """Generic LABEL_k names: identity when in order; mapped by k when they are a reordering."""
     n = len(names)
-    numbers = [k for k in map(_generic_number, names) if k is not None]  # all of them: the names are generic
+    numbers = [k for k in map(generic_label_number, names) if k is not None]  # all of them: the names are generic
     if numbers == list(range(n)):
         return LabelMapping(tuple(range(n)), "identity (generic names)",
                             "the model's labels are generic (LABEL_i); assumed to follow the task's order",
@@ -142,7 +142,7 @@ def map_labels(model_config, task: TaskSpec) -> LabelMapping:
     id2label = {int(str(k).strip()): str(v) for k, v in raw.items()}
     names = [id2label.get(i, f"LABEL_{i}") for i in range(n_model)]
     conflict = _label2id_conflicts(model_config, names)
-    if all(_generic_number(n) is not None for n in names):
+    if all(generic_label_number(n) is not None for n in names):
         return _map_generic(names, task, conflict)
     wanted = {_norm(n): i for i, n in enumerate(task.label_names)}
     mapped = [k for k in (wanted.get(_norm(n)) for n in names) if k is not None]

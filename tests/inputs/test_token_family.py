@@ -145,3 +145,18 @@ def test_a_compressed_tagger_exports_and_loads_in_plain_transformers(tagger_dir,
     with torch.no_grad():
         dense = AutoModelForTokenClassification.from_pretrained(merged)
         np.testing.assert_allclose(dense(**batch).logits.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_a_task_of_your_own_files_takes_the_model_s_tags_or_else_the_files(tmp_path):
+    from types import SimpleNamespace
+
+    from fwsvd_core.inputs.families import task_for_files
+
+    path = tmp_path / "mine.conll"
+    path.write_text("Take O\naspirin B-DRUG\n\nMaria B-PER\nsaw O\n")
+    generic = SimpleNamespace(id2label={0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"})
+    from_files = task_for_files("token-classification", generic, [path])
+    assert from_files.name == "mine" and set(from_files.label_names) == {"O", "B-DRUG", "I-DRUG", "B-PER", "I-PER"}
+    named = SimpleNamespace(id2label={0: "B-PER", 1: "O", 2: "B-DRUG", 3: "I-DRUG"})
+    assert task_for_files("token-classification", named, [path]).label_names == ("B-PER", "O", "B-DRUG", "I-DRUG")
+    assert task_for_files("conll2003", named, [path]).name == "conll2003"  # a registered task keeps its own tags

@@ -24,6 +24,7 @@ from fwsvd_core.inputs.families.registry import (
     improvement,
     label_mapping,
     register,
+    task_for_files,
 )
 from fwsvd_core.inputs.tasks import TaskSpec
 
@@ -48,4 +49,5 @@ def encode(tokenizer, data: TaskData, max_length: int = 128, model=None) -> Enco
 __all__ = [
     "DEFAULT_FAMILY", "Family", "encode", "family_names", "family_of", "family_of_architectures", "family_of_class",
     "family_of_model", "get_family", "higher_is_better", "improvement", "label_mapping", "load_task_data", "register",
+    "task_for_files",
 ]

@@ -8,8 +8,9 @@ nothing elsewhere branches on a family's name.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from fwsvd_core.errors import DataError
 from fwsvd_core.inputs.batching import Encoded
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.labels import LabelMapping, map_labels
-from fwsvd_core.inputs.tasks import TaskSpec
+from fwsvd_core.inputs.tasks import TASKS, TaskSpec, get_task
 
 Load = Callable[..., TaskData]  # (task, split, source, data_dir, skip_bad_rows) -> one split
 Encode = Callable[[Any, TaskData, int, Any], Encoded]  # (tokenizer, data, max_length, model or None)
@@ -85,6 +86,9 @@ class Family:
     local_data: str = "GLUE folder"  # what the local data source reads, as the dashboard names it
     read_upload: Callable[[TaskSpec, str, bytes, bool], TaskData] | None = None  # (task, name, bytes, skip) -> all
     describe_size: Size = _examples
+    # a task for a user's own files outside the registry: (the model's config, the files) -> its TaskSpec; None: the
+    # family takes only its registered tasks' data
+    task_for_files: Callable[[Any, Sequence[Path]], TaskSpec] | None = None
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in self.lower_is_better
@@ -157,3 +161,15 @@ def family_of_model(model: nn.Module | type) -> Family:
     names = [c.__name__ for c in cls.__mro__]
     names += list(getattr(getattr(model, "config", None), "architectures", None) or [])
     return next((f for f in map(family_of_class, names) if f is not None), get_family(DEFAULT_FAMILY))
+
+
+def task_for_files(name: str, model_config, files: Sequence[Path]) -> TaskSpec:
+    """The task of a user's files: `name` names a registered task (its labels kept), or a family, which makes a task
+    of the files and the model's config (a family's name wins over a task's, none being both)."""
+    if name not in _FAMILIES:
+        return get_task(name)
+    family = _FAMILIES[name]
+    if family.task_for_files is None:
+        raise DataError(f"The {family.name} family takes files only as one of its tasks: name the task, e.g. "
+                        f"{', '.join(t.name for t in TASKS.values() if t.family == family.name)}.")
+    return family.task_for_files(model_config, files)

@@ -5,13 +5,15 @@ The loss is cross-entropy (squared error for regression) of the example's logits
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fwsvd_core.inputs.batching import Encoded, accepts_token_types
-from fwsvd_core.inputs.data import TaskData, load_sequence_data
+from fwsvd_core.inputs.data import TaskData, load_file, load_sequence_data
 from fwsvd_core.inputs.families.registry import Family, register
 from fwsvd_core.inputs.labels import map_labels
 from fwsvd_core.inputs.synthetic import synthetic_task_data
@@ -21,10 +23,13 @@ SYNTHETIC_SIZES = {"train": 2000, "dev": 500}
 
 
 def load_texts(task: TaskSpec, split: str, source: str = "auto", data_dir=None, skip_bad_rows: bool = False) -> TaskData:
-    """One split from a local GLUE folder ('glue' or 'local'), the hub, 'auto' (the folder first), or the generated
-    stand-in task ('synthetic', for sst2 and stsb)."""
+    """One split from a local GLUE folder ('glue' or 'local'), a CSV/TSV/JSON file with the task's text columns and a
+    'label' column ('local'), the hub, 'auto' (the folder first), or the generated stand-in task ('synthetic', for sst2
+    and stsb)."""
     if source == "synthetic":
         return synthetic_task_data(task.name, split, SYNTHETIC_SIZES.get(split, 500))
+    if source == "local" and data_dir and Path(data_dir).is_file():  # one file of the split: the task's own columns
+        return load_file(task, Path(data_dir), task.text_columns, "label", split, skip_bad_rows=skip_bad_rows)
     return load_sequence_data(task, split, "glue" if source == "local" else source, data_dir, skip_bad_rows)
 
 

@@ -7,6 +7,7 @@ Data: CoNLL-2003 from the hub, local CoNLL-format or JSON files, or a generated 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from fwsvd_core.inputs.entity_metrics import scores_from_statistics, sentence_st
 from fwsvd_core.inputs.families.registry import Family, register
 from fwsvd_core.inputs.families.sequence import task_to_model
 from fwsvd_core.inputs.hub import hub_reachable
-from fwsvd_core.inputs.labels import map_labels
+from fwsvd_core.inputs.labels import generic_label_number, map_labels
 from fwsvd_core.inputs.synthetic_ner import synthetic_ner_sentences
 from fwsvd_core.inputs.tasks import TaskSpec, register_task
 from fwsvd_core.inputs.token_alignment import IGNORED, encode_tagged
@@ -31,6 +32,7 @@ from fwsvd_core.inputs.token_data import (
     HUB_SPLITS,
     TaggedSentences,
     load_hub_tagged,
+    ordered_label_names,
     read_tagged_file,
 )
 
@@ -127,6 +129,20 @@ def load_tagged(task: TaskSpec, split: str, source: str = "auto", data_dir: str 
     return sentences.to_task_data(task, split)
 
 
+def task_for_tagged_files(model_config, files: Sequence[Path]) -> TaskSpec:
+    """A token-classification task for a user's tagged files (CoNLL format or JSON): tagged with the model's own tag
+    list when its config names one (a fine-tuned NER model does), else with the tags the files use."""
+    id2label = getattr(model_config, "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    if not names or any(generic_label_number(n) is not None for n in names):
+        found: set[str] = set()
+        for path in files:
+            found.update(read_tagged_file(path).label_names)
+        names = list(ordered_label_names(found))
+    return TaskSpec(Path(files[0]).stem, ("tokens",), tuple(names), CONLL2003.metrics, CONLL2003.primary_metric,
+                    "", "", {}, None, family="token-classification")
+
+
 TOKEN = register(Family(
     name="token-classification",
     description="a tag per word: named entities (CoNLL-2003)",
@@ -142,6 +158,7 @@ TOKEN = register(Family(
     resampled_primary=lambda task, stats: np.asarray(scores_from_statistics(stats.sum(axis=-2))[task.primary_metric]),
     order=1,
     sample_view="entities",
+    task_for_files=task_for_tagged_files,
     local_data="CoNLL or JSON file or folder",
     read_upload=lambda task, name, content, skip_bad_rows: read_tagged_file(
         content, name, task.label_names, skip_bad_rows).to_task_data(task, "file"),
