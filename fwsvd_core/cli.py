@@ -128,8 +128,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fisher-split", default="train", type=_split,
                    help="the split the Fisher and calibration statistics come from")
     p.add_argument("--eval-split", default="dev", type=_split, help="the split that is scored (validation names it too)")
-    p.add_argument("--fisher-samples", type=_whole_number(1), default=256,
-                   help="training examples for the Fisher (seeded sample)")
+    p.add_argument("--fisher-samples", "--calib-samples", "--nsamples", type=_whole_number(1), default=256,
+                   help="training examples for the Fisher and the calibration statistics (seeded sample); for a "
+                        "language model, windows of --max-length tokens (the LLM papers' N sequences)")
     p.add_argument("--estimator", default="per-sample", choices=ESTIMATORS,
                    help="per-sample: each example's squared gradient (the definition); batch: squared mini-batch "
                         "gradients, cheaper and biased low")
@@ -141,8 +142,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                    help="continue when the Fisher is all zero or most examples gave no finite gradient "
                         "(Fisher-weighted methods then behave like plain SVD)")
     p.add_argument("--seed", type=_whole_number(0), default=0, help="seed of the example samples")
-    p.add_argument("--max-length", "--max-seq-length", type=_whole_number(1), default=128,
-                   help="tokens per example; longer ones are cut (at most the model's positions)")
+    p.add_argument("--max-length", "--max-seq-length", "--seq-len", type=_whole_number(1), default=128,
+                   help="tokens per example; longer ones are cut (at most the model's positions); for a language "
+                        "model, the length L of each window its text is cut into (the LLM papers use 2048)")
     p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
     p.add_argument("--batch-size", "--per-device-eval-batch-size", type=_whole_number(1), default=64,

@@ -125,3 +125,10 @@ def test_the_sweep_states_each_budget_as_kept_and_as_removed(tiny_models, glue_d
     for scope in ("layers", "model"):
         assert (table[f"removed ({scope})"] - (1 - table[f"param ratio ({scope})"])).abs().max() < 1e-3
     assert "removed (layers)" in capsys.readouterr().out
+
+
+def test_the_llm_papers_words_for_calibration_size_and_window_length():
+    args = build_parser().parse_args(["sweep", "--model", "m", "--task", "wikitext2", "--calib-samples", "32",
+                                      "--seq-len", "2048"])
+    assert (args.fisher_samples, args.max_length) == (32, 2048)
+    assert build_parser().parse_args(["sweep", "--model", "m", "--task", "wikitext2", "--nsamples", "8"]).fisher_samples == 8
