@@ -33,6 +33,7 @@ from fwsvd_core.compression.methods import (
     KRONECKER,
     canonical_method,
     get_method,
+    kronecker_iterations,
 )
 from fwsvd_core.compression.ranks import RankRequest, count_params, read_rank_request, summarize
 from fwsvd_core.compression.session import CompressionSession
@@ -216,12 +217,13 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
         session.set_activations(stats)
     if KRONECKER in needs:
-        session.set_kronecker(_kronecker(args, session, fisher_data), args.damping)
+        iterations = kronecker_iterations(methods, args.kronecker_iterations)  # none for K-FAC alone
+        session.set_kronecker(_kronecker(args, session, fisher_data, iterations), args.damping)
 
 
-def _kronecker(args, session: CompressionSession, fisher_data: TaskData) -> KroneckerFactors:
+def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
     factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.seed,
-                                 args.kronecker_iterations, max_length=args.max_length,
+                                 iterations, max_length=args.max_length,
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
@@ -291,7 +293,7 @@ def cmd_statistics(args) -> int:
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
     if args.kronecker:
-        _kronecker(args, session, fisher_data)
+        _kronecker(args, session, fisher_data, args.kronecker_iterations)
     if rank == 0:
         print(f"Fisher of {fisher.n_examples} examples ({fisher.n_skipped} skipped) over {size} process(es), cached "
               f"as {fisher.key}: sweep, compress and predictor read it with the same --model, --task, data, "

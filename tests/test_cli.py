@@ -84,6 +84,18 @@ def test_sweep_with_the_kronecker_factored_methods(tiny_models, glue_dir, tmp_pa
     assert body["accuracy"].notna().all()
 
 
+@pytest.mark.parametrize(("method", "passes"), [("kfac", "0 power iterations"), ("gfwsvd", "2 power iterations")])
+def test_compress_computes_only_the_kronecker_passes_its_method_needs(tiny_models, glue_dir, tmp_path, caplog, method,
+                                                                       passes):
+    """K-FAC is one pass over the calibration data; the power iterations to the nearest Kronecker product are for
+    gfwsvd only (issue 25: `compress --method kfac` ran them too)."""
+    with caplog.at_level("INFO", logger="fwsvd_core"):
+        code = main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
+                     "--method", method, "--rank-ratio", "0.5", "--fisher-samples", "8", "--kronecker-iterations", "2",
+                     "--output-dir", str(tmp_path / method)])
+    assert code == 0 and f"Kronecker factors: 8 examples of train, 0 skipped, {passes}" in caplog.text
+
+
 def test_compress_with_an_allocator_and_the_predictor_command(tiny_models, glue_dir, tmp_path, capsys):
     save = tmp_path / "c"
     assert main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),

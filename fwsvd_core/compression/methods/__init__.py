@@ -16,10 +16,12 @@ from fwsvd_core.compression.methods.registry import (
     DEFAULT_METHOD,
     FISHER,
     KRONECKER,
+    NEAREST_KRONECKER,
     LayerInputs,
     Method,
     canonical_method,
     get_method,
+    kronecker_iterations,
     method_colors,
     method_names,
     register,
@@ -40,5 +42,6 @@ def factorize(weight: torch.Tensor, method: str, fisher: torch.Tensor | None = N
     return chosen.factorize(weight.detach().float(), LayerInputs(fisher=fisher, mean_abs=mean_abs, second_moment=second_moment))
 
 
-__all__ = ["ACTIVATIONS", "DEFAULT_METHOD", "FISHER", "KRONECKER", "LayerInputs", "Method", "canonical_method", "factorize",
-           "get_method", "method_colors", "method_names", "register", "unregister"]
+__all__ = ["ACTIVATIONS", "DEFAULT_METHOD", "FISHER", "KRONECKER", "NEAREST_KRONECKER", "LayerInputs", "Method",
+           "canonical_method", "factorize", "get_method", "kronecker_iterations", "method_colors", "method_names",
+           "register", "unregister"]

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 
 from fwsvd_core.compression.factorization import Factors, kronecker_svd
-from fwsvd_core.compression.methods.registry import KRONECKER, LayerInputs, Method, register
+from fwsvd_core.compression.methods.registry import KRONECKER, NEAREST_KRONECKER, LayerInputs, Method, register
 from fwsvd_core.errors import FwsvdError
 
 
@@ -37,6 +37,6 @@ register(Method(
 ))
 register(Method(
     name="gfwsvd", description="GFWSVD: SVD of L_B^T W L_A, A (x) B the Kronecker product nearest to the Fisher",
-    needs=frozenset({KRONECKER}), factorize=partial(kronecker_factors, kind="nearest", method="gfwsvd"),
+    needs=frozenset({KRONECKER, NEAREST_KRONECKER}), factorize=partial(kronecker_factors, kind="nearest", method="gfwsvd"),
     loss_scale=_in_loss_units, color="#393b79", order=51,
 ))

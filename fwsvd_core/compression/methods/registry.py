@@ -18,7 +18,10 @@ from fwsvd_core.errors import FwsvdError
 FISHER = "fisher"  # the diagonal (element-wise) empirical Fisher of the layer
 ACTIVATIONS = "activations"  # input statistics from calibration data: mean |x| and the second moment
 KRONECKER = "kronecker"  # Kronecker factors A (inputs) and B (outputs) of the layer's Fisher
-NEEDS = (FISHER, ACTIVATIONS, KRONECKER)
+# those factors refined by power iterations to the Kronecker product nearest to the Fisher: a pass over the
+# calibration data each, so they are computed only for a method that declares it needs them
+NEAREST_KRONECKER = "nearest kronecker"
+NEEDS = (FISHER, ACTIVATIONS, KRONECKER, NEAREST_KRONECKER)
 DEFAULT_METHOD = "fwsvd-output"  # the command line's and the rank editor's default
 
 
@@ -120,3 +123,9 @@ def canonical_method(name: str) -> str:
 
 def method_colors() -> dict[str, str]:
     return {m.name: m.color for m in _METHODS.values()}
+
+
+def kronecker_iterations(methods, requested: int) -> int:
+    """The power iterations the Kronecker statistics of `methods` need: `requested` when one of them needs the
+    nearest Kronecker product, else 0 (K-FAC alone, one pass)."""
+    return requested if any(NEAREST_KRONECKER in get_method(m).needs for m in methods) else 0
