@@ -245,7 +245,8 @@ def cmd_predictor(args) -> int:
     paths = _result_paths(args, "predictor", (".csv", ".json", ".md"))
     loaded, session, fisher_data, eval_data = _prepare(args)
     fisher = _fisher(args, session, fisher_data)
-    session.set_kronecker(_kronecker(args, session, fisher_data, args.kronecker_iterations), args.damping)  # the Kronecker predictors
+    # the Kronecker predictors: K-FAC and the nearest Kronecker product
+    session.set_kronecker(_kronecker(args, session, fisher_data, args.kronecker_iterations), args.damping)
     table, stats = validate_predictor(session, eval_data, args.rank_ratio, args.weighted, calibration=fisher_data,
                                       n_examples=args.fisher_samples, subsample=args.eval_subsample,
                                       progress=_progress("layers", "layers"))
