@@ -12,6 +12,10 @@ import torch
 ASVD_ALPHA = 0.5
 # added to each Kronecker factor, relative to the mean of its diagonal (chosen by measurement: docs/kronecker_damping.md)
 KRONECKER_DAMPING = 1e-2
+# the condition number of a damped Kronecker factor above which its SVD and solves stay in float64: float32's
+# relative precision (6e-8) times sqrt(1e6) keeps the mapped-back factors within about 1e-4 (measured in
+# benchmarks/kronecker_svd.py)
+KRONECKER_FLOAT32_CONDITION = 1e6
 # a row whose importance is below this fraction of the mean is clamped to it (dead neurons, padding)
 IMPORTANCE_FLOOR = 1e-6
 
@@ -70,24 +74,32 @@ def importance_from_sums(sums: torch.Tensor) -> torch.Tensor:
     return sums.clamp_min(IMPORTANCE_FLOOR * mean).sqrt().float()
 
 
-def whitening(second_moment: torch.Tensor,
-              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """S and S^-1 with S S^T equal to the input second moment (SVD-LLM), and how S was had.
-
-    Cholesky first; with growing jitter when the matrix is singular (dead or duplicated channels);
-    an eigendecomposition with clamped eigenvalues as the last resort. Both are returned in `dtype`.
-    """
-    c = second_moment.double()
+def square_root(matrix: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """L with L L^T equal to the symmetric `matrix` (float64), and how it was had: Cholesky (L lower triangular),
+    with growing jitter when the matrix is singular (dead or duplicated channels), else an eigendecomposition with
+    clamped eigenvalues (L = V sqrt(diag), not triangular)."""
+    c = matrix.double()
     scale = float(c.diagonal().mean()) or 1.0
     eye = torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
     for jitter in (0.0, 1e-8, 1e-6, 1e-4, 1e-2):
-        factor, info = torch.linalg.cholesky_ex(c + jitter * scale * eye)
+        factor, info = torch.linalg.cholesky_ex(c + jitter * scale * eye if jitter else c)
         if int(info) == 0:
-            inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
-            return factor.to(dtype), inverse.to(dtype), "cholesky" if jitter == 0 else f"cholesky+jitter {jitter:g}"
+            return factor, "cholesky" if jitter == 0 else f"cholesky+jitter {jitter:g}"
     values, vectors = torch.linalg.eigh(c)
-    values = values.clamp_min(1e-6 * scale)
-    return (vectors * values.sqrt()).to(dtype), (vectors / values.sqrt()).T.to(dtype), "eigh (clamped)"
+    return vectors * values.clamp_min(1e-6 * scale).sqrt(), "eigh (clamped)"
+
+
+def whitening(second_moment: torch.Tensor,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """S and S^-1 with S S^T equal to the input second moment (SVD-LLM), and how S was had (`square_root`), both
+    in `dtype`."""
+    factor, how = square_root(second_moment)
+    if how.startswith("cholesky"):
+        eye = torch.eye(factor.shape[0], dtype=factor.dtype, device=factor.device)
+        inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
+    else:
+        inverse = torch.linalg.pinv(factor)
+    return factor.to(dtype), inverse.to(dtype), how
 
 
 def damped(matrix: torch.Tensor, damping: float) -> torch.Tensor:
@@ -103,14 +115,35 @@ def kronecker_svd(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, method
     """Factors minimising tr(dW^T B dW A) at every rank: the SVD of L_B^T W L_A, mapped back.
 
     With L_A L_A^T = A and L_B L_B^T = B (damped), W_r = L_B^-T [L_B^T W L_A]_r L_A^-1, and the discarded
-    squared singular values add up to the objective. A factor whose Cholesky fails falls back as in `whitening`.
+    squared singular values add up to the objective. The square roots are taken in float64; the mapping back is two
+    triangular solves (no inverse is formed), and the SVD and the solves run in float32 unless a factor is so badly
+    conditioned that float32 would lose the directions it scales up (`KRONECKER_FLOAT32_CONDITION`).
     """
-    w = weight.detach().double()  # float64 throughout: a nearly singular factor scales some directions by 1e4
-    l_a, l_a_inv, _ = whitening(damped(a.to(w.device).double(), damping), torch.float64)
-    l_b, l_b_inv, _ = whitening(damped(b.to(w.device).double(), damping), torch.float64)
+    a, b = a.to(weight.device).double(), b.to(weight.device).double()
+    l_a, how_a = square_root(damped(a, damping))
+    l_b, how_b = square_root(damped(b, damping))
+    triangular = how_a.startswith("cholesky") and how_b.startswith("cholesky")
+    narrow = max(damped_condition_bound(a, damping), damped_condition_bound(b, damping)) <= KRONECKER_FLOAT32_CONDITION
+    dtype = torch.float32 if narrow and triangular else torch.float64
+    w, l_a, l_b = weight.detach().to(dtype), l_a.to(dtype), l_b.to(dtype)
     u, s, vh = torch.linalg.svd(l_b.T @ w @ l_a, full_matrices=False)
-    left, right = balanced(l_b_inv.T @ (u * s[None, :]), vh @ l_a_inv)
+    if triangular:
+        left = torch.linalg.solve_triangular(l_b.T, u * s[None, :], upper=True)  # L_B^-T U S
+        right = torch.linalg.solve_triangular(l_a, vh, upper=False, left=False)  # Vh L_A^-1
+    else:
+        left, right = torch.linalg.pinv(l_b).T @ (u * s[None, :]), vh @ torch.linalg.pinv(l_a)
+    left, right = balanced(left, right)
     return Factors(left.float().contiguous(), right.float().contiguous(), s.float(), None, None, method)
+
+
+def damped_condition_bound(matrix: torch.Tensor, damping: float) -> float:
+    """An upper bound of the condition number of `damped(matrix, damping)` for a positive semi-definite matrix: its
+    largest eigenvalue is at most its largest absolute row sum (Gershgorin), its smallest at least the damping added
+    (inf without damping)."""
+    shift = damping * float(matrix.diagonal().mean())
+    if shift <= 0:
+        return float("inf")
+    return (float(matrix.abs().sum(dim=1).max()) + shift) / shift
 
 
 def balanced(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

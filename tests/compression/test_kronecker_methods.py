@@ -102,3 +102,38 @@ def test_the_factors_are_balanced_whatever_the_scale_of_the_kronecker_factors():
                                                                          random_spd(12, 11).float(), "gfwsvd",
                                                                          0.01).reconstruct(rank), rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(tiny.left.norm(dim=0), tiny.right.norm(dim=1), rtol=1e-4, atol=0)
+
+
+def reference_kronecker_products(weight, a, b, damping, ranks):
+    """The rank-r products of the definition, in float64 with both inverse factors formed explicitly."""
+    eye_a, eye_b = torch.eye(a.shape[0], dtype=torch.float64), torch.eye(b.shape[0], dtype=torch.float64)
+    l_a = torch.linalg.cholesky(damped(a.double(), damping))
+    l_b = torch.linalg.cholesky(damped(b.double(), damping))
+    u, s, vh = torch.linalg.svd(l_b.T @ weight.double() @ l_a, full_matrices=False)
+    inv_a, inv_b = torch.linalg.inv(l_a), torch.linalg.inv(l_b)
+    assert torch.allclose(inv_a @ l_a, eye_a, atol=1e-8) and torch.allclose(inv_b @ l_b, eye_b, atol=1e-8)
+    return {r: inv_b.T @ (u[:, :r] * s[:r]) @ vh[:r] @ inv_a for r in ranks}
+
+
+@pytest.mark.parametrize(("spread", "damping", "tolerance"), [(3.0, 1e-2, 1e-4), (12.0, 1e-9, 1e-6)])
+def test_triangular_solves_give_the_products_of_the_definition(spread, damping, tolerance):
+    """Well-conditioned factors go through float32 solves (within 1e-4 of the float64 definition); factors too badly
+    conditioned for float32 (eigenvalues spread over 12 decades, almost no damping) stay in float64 and agree to the
+    float32 the factors are stored in."""
+    torch.manual_seed(0)
+    weight, a, b = torch.randn(24, 40), random_spd(40, 1, spread), random_spd(24, 2, spread)
+    factors = kronecker_svd(weight, a, b, "kfac", damping)
+    for r, expected in reference_kronecker_products(weight, a, b, damping, [1, 5, 24]).items():
+        got = factors.left[:, :r].double() @ factors.right[:r].double()
+        assert (got - expected).norm() / expected.norm() < tolerance
+
+
+def test_the_condition_bound_is_never_below_the_true_condition_number():
+    from fwsvd_core.compression.factorization import damped_condition_bound
+
+    for seed in range(5):
+        matrix = random_spd(30, seed, spread=8.0)
+        for damping in (1e-4, 1e-2, 1.0):
+            values = torch.linalg.eigvalsh(damped(matrix.double(), damping))
+            assert damped_condition_bound(matrix.double(), damping) >= float(values.max() / values.min()) * (1 - 1e-9)
+    assert damped_condition_bound(random_spd(5, 0), 0.0) == float("inf")
