@@ -44,3 +44,45 @@ def test_two_processes_cache_the_single_process_fisher_and_activations(tiny_mode
     for name in alone.second_moment:
         torch.testing.assert_close(stats.second_moment[name], alone.second_moment[name], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(stats.mean_abs[name], alone.mean_abs[name], rtol=1e-5, atol=1e-7)
+
+
+def test_two_processes_give_a_language_model_s_single_process_statistics(tiny_lm_dir, glue_dir, monkeypatch):
+    """The causal-LM family under torchrun: per-window Fisher, token-wise activations and Kronecker factors (K-FAC and
+    a power iteration) each equal to one process's, cached once (issue 25, 5)."""
+    from fwsvd_core.estimation.kronecker import compute_kronecker, estimate_kronecker
+    from fwsvd_core.inputs.families import get_family, load_task_data
+
+    env = {**os.environ, "FWSVD_CACHE_DIR": str(cache_root()), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "fwsvd_core", "statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source",
+               "glue", "--data-dir", str(glue_dir), "--calib-samples", "9", "--seq-len", "16", "--activations",
+               "--kronecker", "--kronecker-iterations", "1", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert [len(list((cache_root() / kind).iterdir())) for kind in ("fisher", "activations", "kronecker")] == [1, 1, 1]
+
+    loaded = load_model(tiny_lm_dir, device="cpu")
+    task = get_task("wikitext2")
+    train = get_family(task.family).prepare(loaded.tokenizer, load_task_data(task, "train", "glue", glue_dir), 16)
+    cached = estimate_fisher(loaded.model, loaded.tokenizer, train, n_examples=9, max_length=16)
+    assert cached.from_cache and cached.n_examples == 9
+    single = compute_fisher(loaded.model, loaded.tokenizer, train.sample(9, 0), max_length=16)
+    for name, f in single.per_layer.items():
+        torch.testing.assert_close(cached.per_layer[name], f, rtol=1e-5, atol=1e-12)
+    factors = estimate_kronecker(loaded.model, loaded.tokenizer, train, 9, iterations=1, max_length=16)
+    alone = compute_kronecker(loaded.model, loaded.tokenizer, train.sample(9, 0), iterations=1, max_length=16)
+    assert factors.from_cache and factors.n_examples == alone.n_examples == 9
+    for kind in alone.inputs:
+        for name in alone.inputs[kind]:
+            for got, expected in ((factors.inputs[kind][name], alone.inputs[kind][name]),
+                                  (factors.outputs[kind][name], alone.outputs[kind][name])):
+                # sums over two processes' halves: equal up to float32 rounding at the matrix's own scale
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    from fwsvd_core.estimation import activations
+
+    monkeypatch.setattr(activations, "collect_activation_stats", lambda *a, **k: pytest.fail("not read from the cache"))
+    stats = estimate_activation_stats(loaded.model, loaded.tokenizer, train, n_examples=9, max_length=16)
+    reference = collect_activation_stats(loaded.model, loaded.tokenizer, train.sample(9, 0), max_length=16)
+    assert stats.n_tokens == reference.n_tokens and set(reference.n_tokens.values()) == {9 * 16}
+    for name in reference.second_moment:
+        torch.testing.assert_close(stats.second_moment[name], reference.second_moment[name], rtol=1e-5, atol=1e-9)
