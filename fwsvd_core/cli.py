@@ -145,6 +145,10 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", "--max-seq-length", "--seq-len", type=_whole_number(1), default=128,
                    help="tokens per example; longer ones are cut (at most the model's positions); for a language "
                         "model, the length L of each window its text is cut into (the LLM papers use 2048)")
+    p.add_argument("--blocks-per-pass", type=_whole_number(1), default=None,
+                   help="compute the statistics (Fisher, activations, Kronecker factors) for this many blocks per pass "
+                        "over the calibration data, each group cached as it is finished: lower peak memory, one pass "
+                        "per group (none given: every block in one pass)")
     p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
     p.add_argument("--batch-size", "--per-device-eval-batch-size", type=_whole_number(1), default=64,

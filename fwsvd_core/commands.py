@@ -191,7 +191,7 @@ def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherR
     fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
                              progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher,
-                             form=args.fisher_form)
+                             form=args.fisher_form, blocks_per_pass=args.blocks_per_pass)
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
@@ -213,7 +213,8 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
         _fisher(args, session, fisher_data)
     if ACTIVATIONS in needs:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
+                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
+                                          blocks_per_pass=args.blocks_per_pass)
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
         session.set_activations(stats)
     if KRONECKER in needs:
@@ -224,7 +225,8 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
     factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.seed,
                                  iterations, max_length=args.max_length,
-                                 fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"))
+                                 fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
+                                 blocks_per_pass=args.blocks_per_pass)
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "
@@ -291,7 +293,8 @@ def cmd_statistics(args) -> int:
     rank, size = process_group()
     if args.activations:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint)
+                                          args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
+                                          blocks_per_pass=args.blocks_per_pass)
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
     if args.kronecker:
         _kronecker(args, session, fisher_data, args.kronecker_iterations)

@@ -17,6 +17,7 @@ from torch import nn
 from fwsvd_core.cache import Check, cache_key, cache_root, computing, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
+from fwsvd_core.estimation.passes import block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
@@ -34,6 +35,15 @@ class ActivationStats:
     seconds: float
     key: str = ""
     shared_with: dict[str, str] = field(default_factory=dict)  # layer -> the layer whose input (and statistics) it shares
+
+    @classmethod
+    def merged(cls, parts: list[ActivationStats]) -> ActivationStats:
+        """The statistics of every layer from those of groups of layers (`estimation.passes`; layers sharing an input
+        sit in one block, so in one group)."""
+        return cls({n: t for p in parts for n, t in p.mean_abs.items()},
+                   {n: t for p in parts for n, t in p.second_moment.items()}, min(p.n_examples for p in parts),
+                   {n: c for p in parts for n, c in p.n_tokens.items()}, sum(p.seconds for p in parts),
+                   joined_key([p.key for p in parts]) or "", {n: o for p in parts for n, o in p.shared_with.items()})
 
 
 def collect_activation_stats(
@@ -127,9 +137,15 @@ def estimate_activation_stats(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, seed: int = 0,
     layers: list[LayerInfo] | None = None, max_length: int = 128, fingerprint: str | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None, use_cache: bool = True,
+    blocks_per_pass: int | None = None,
 ) -> ActivationStats:
-    """Statistics over a seeded sample of `n_examples`, read from the on-disk cache when computed before."""
+    """Statistics over a seeded sample of `n_examples`, read from the on-disk cache when computed before
+    (`blocks_per_pass`: that many blocks per pass over the data, `estimation.passes`)."""
     layers = layers or require_layers(model)
+    if len(groups := block_groups(layers, blocks_per_pass)) > 1:
+        return ActivationStats.merged([estimate_activation_stats(
+            model, tokenizer, data, n_examples, seed, group, max_length, fingerprint, progress, cancel, use_cache)
+            for group in groups])
     part = data.sample(n_examples, seed)
     key = cache_key(kind="activations", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, layers=[l.name for l in layers], shared=True)

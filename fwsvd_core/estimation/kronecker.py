@@ -32,6 +32,7 @@ from fwsvd_core.cache import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
+from fwsvd_core.estimation.passes import block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
@@ -59,6 +60,17 @@ class KroneckerFactors:
     change: list[float] = field(default_factory=list)
     key: str | None = None
     from_cache: bool = False
+
+    @classmethod
+    def merged(cls, parts: list[KroneckerFactors]) -> KroneckerFactors:
+        """The factors of every layer from those of groups of layers (`estimation.passes`); a power iteration's
+        change is the largest any group's layers moved."""
+        kinds = parts[0].inputs.keys()
+        return cls({k: {n: t for p in parts for n, t in p.inputs[k].items()} for k in kinds},
+                   {k: {n: t for p in parts for n, t in p.outputs[k].items()} for k in kinds},
+                   min(p.n_examples for p in parts), max(p.n_skipped for p in parts), parts[0].iterations,
+                   sum(p.seconds for p in parts), [max(c) for c in zip(*(p.change for p in parts), strict=True)],
+                   joined_key([p.key for p in parts]), all(p.from_cache for p in parts))
 
     def pair(self, name: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) of one layer."""
@@ -201,10 +213,15 @@ def estimate_kronecker(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, seed: int = 0,
     iterations: int = DEFAULT_ITERATIONS, batch_size: int = 16, max_length: int = 128,
     layers: list[LayerInfo] | None = None, fingerprint: str | None = None, progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None, use_cache: bool = True,
+    cancel: CancelFn | None = None, use_cache: bool = True, blocks_per_pass: int | None = None,
 ) -> KroneckerFactors:
-    """Kronecker factors over a seeded sample of `n_examples` (the Fisher's sample for the same seed), cached on disk."""
+    """Kronecker factors over a seeded sample of `n_examples` (the Fisher's sample for the same seed), cached on disk
+    (`blocks_per_pass`: that many blocks per pass over the data, `estimation.passes`)."""
     layers = layers or require_layers(model)
+    if len(groups := block_groups(layers, blocks_per_pass)) > 1:
+        return KroneckerFactors.merged([estimate_kronecker(
+            model, tokenizer, data, n_examples, seed, iterations, batch_size, max_length, group, fingerprint, progress,
+            cancel, use_cache) for group in groups])
     part = data.sample(n_examples, seed)
     key = cache_key(kind="kronecker", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, iterations=iterations,
