@@ -130,13 +130,15 @@ def load_pretrained(
     token: str | bool | None = None,
     device_map: str | dict | None = None,
     family: str | None = None,
+    config_updates: dict | None = None,
 ) -> LoadedModel:
     """Load a model saved with save_pretrained from a local directory or a hub id; fail within seconds when the
     hub is out of reach. The model class is the task `family`'s (`inputs.families`; None: the family its config's
     `architectures` names, else sequence classification). `dtype` None or 'auto' keeps the checkpoint's dtype;
     `revision` (branch, tag or commit) and `token` go to the hub as in transformers; `device_map` ('auto', or a
     module -> device mapping) lets accelerate spread the layers over the GPUs, then the CPU, then the disk,
-    instead of placing the model on `device`."""
+    instead of placing the model on `device`. `config_updates` are set on the config before the weights load (an
+    encoder run as a decoder: `{"is_decoder": True}`)."""
     from transformers import AutoConfig, AutoTokenizer
 
     source = str(source)
@@ -170,6 +172,8 @@ def load_pretrained(
                                             **hub)
         if num_labels is not None:
             config.num_labels = num_labels
+        for key, value in (config_updates or {}).items():
+            setattr(config, key, value)
         if device_map is None:  # with a device map, accelerate places what fits and offloads the rest
             check_model_load(config, resolve_device(device), chosen)  # refuse what would not fit, before reading weights
         if chosen is None:
