@@ -553,7 +553,7 @@ def test_the_session_summary_holds_the_mismatch_sweep_and_no_instruction_to_clic
     app.switch_page("pages/rank_editor.py").run()
     no_failure(app)
     why = next(c.value for c in app.caption if c.value.startswith("The editor opens on fwsvd-output"))
-    assert "paper's FWSVD" in why and "On this model's sweep the higher accuracy:" in why
+    assert "paper's FWSVD" in why and "On this model's sweep the better accuracy:" in why
     next(b for b in app.button if b.label == "Recompress and evaluate").click().run()
     html = made["fwsvd-session.html"]()
     assert "The SVD mismatch: svd, fwsvd-input, fwsvd-output" in html and "Fisher-weighted error" in html

@@ -7,7 +7,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 from test_pages import figures, make_app, no_failure
 
-from fwsvd_core.inputs.families import family_names, get_family
+from fwsvd_core.inputs.families import family_names
 from fwsvd_core.inputs.tasks import TASKS, get_task
 
 CONLL = get_task("conll2003")
