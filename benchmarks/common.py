@@ -59,18 +59,19 @@ def device_description(device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def calibrate(session, train, fisher_samples: int, kronecker_iterations: int):
-    """Give `session` what every method needs, from `fisher_samples` training examples: the Fisher, calibration
-    activations (from at most 256) and the Kronecker factors (returned)."""
+def calibrate(session, train, fisher_samples: int, kronecker_iterations: int, max_length: int = 128):
+    """Give `session` what every method needs, from `fisher_samples` training examples of at most `max_length`
+    tokens: the Fisher, calibration activations (from at most 256) and the Kronecker factors (returned)."""
     from fwsvd_core.estimation.activations import estimate_activation_stats
     from fwsvd_core.estimation.fisher import estimate_fisher
     from fwsvd_core.estimation.kronecker import estimate_kronecker
 
     model, tokenizer, fingerprint = session.model, session.loaded.tokenizer, session.loaded.fingerprint
-    session.set_fisher(estimate_fisher(model, tokenizer, train, fisher_samples, fingerprint=fingerprint))
+    session.set_fisher(estimate_fisher(model, tokenizer, train, fisher_samples, max_length=max_length,
+                                       fingerprint=fingerprint))
     session.set_activations(estimate_activation_stats(model, tokenizer, train, min(fisher_samples, 256),
-                                                      fingerprint=fingerprint))
+                                                      max_length=max_length, fingerprint=fingerprint))
     factors = estimate_kronecker(model, tokenizer, train, fisher_samples, iterations=kronecker_iterations,
-                                 fingerprint=fingerprint)
+                                 max_length=max_length, fingerprint=fingerprint)
     session.set_kronecker(factors)
     return factors
