@@ -22,7 +22,7 @@ from fwsvd_core import __version__
 from fwsvd_core.analysis.markdown import markdown_table
 from fwsvd_core.analysis.predictor import PredictorValidation, validate_predictor
 from fwsvd_core.analysis.sweep import ranks_for, run_sweep, same_split_warning
-from fwsvd_core.compression.allocation import ALLOCATORS, allocate
+from fwsvd_core.compression.allocation import ALLOCATORS, allocate, loss_model
 from fwsvd_core.compression.card_metadata import calibration_record
 from fwsvd_core.compression.export import check_export_target, save_compressed
 from fwsvd_core.compression.finetune import finetune_compressed
@@ -208,7 +208,7 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
     """Estimate what the chosen methods and allocators need: the Fisher, input activations."""
     session.tfwsvd_settings = {"max_iter": args.solver_iters, "tol": 1e-4, "time_budget": args.solver_seconds}
     needs = set().union(*(get_method(m).needs for m in methods))
-    needs_fisher = FISHER in needs or any(a in allocators for a in ("spectral", "sensitivity"))
+    needs_fisher = FISHER in needs or any(loss_model(a) is not None for a in allocators.split(","))
     if needs_fisher:
         _fisher(args, session, fisher_data)
     if ACTIVATIONS in needs:

@@ -99,7 +99,8 @@ with f2:
     allocator = st.radio("Allocator", ALLOCATORS, horizontal=True,
                          help="uniform: one rank ratio for all; spectral: closed form from the weighted spectra and the "
                               "Fisher (instant); sensitivity: measures each layer's calibration loss at a few ranks "
-                              "(about a minute on the demo, then cached)")
+                              "(about a minute on the demo, then cached); exact-: the same curves, the budget solved "
+                              "exactly as an integer program (greedy buying is optimal only on convex curves)")
     if st.button("Fill from parameter budget"):
         try:
             with st.spinner(f"Allocating ranks ({allocator}) ..."):

@@ -118,3 +118,15 @@ def test_runtime_quick(tiny_models, tmp_path):
     assert graphs["r0.25 factorized"]["MatMul"] > graphs["dense"]["MatMul"] == graphs["r0.25 merged"]["MatMul"]
     text = out.with_suffix(".md").read_text()
     assert "intra_op_num_threads" in text and "shared" in text and "## Latency break-even rank" in text
+
+
+def test_allocation_benchmark_quick(tmp_path):
+    """Issue 25, 6: the exact allocator against greedy on decoder-shaped layers, both within the budget."""
+    out = tmp_path / "allocation"
+    done = run("allocation.py", "--blocks", "1", "--ratios", "0.5", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {r["curves"] for r in rows} == {"spectral", "sensitivity"} and all(r["layers"] == 7 for r in rows)
+    for r in rows:
+        assert r["greedy unspent"] >= 0 and r["exact unspent"] >= 0
+        assert float(r["exact loss"]) <= float(r["greedy loss"]) * (1 + 1e-6)

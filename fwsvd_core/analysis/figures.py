@@ -136,7 +136,8 @@ def score_curves_figure(table: pd.DataFrame, score_column: str) -> go.Figure:
     Variants: the uniform ratio, the same after fine-tuning (method names ending in "+ft"), and each
     automatic allocator (the "allocator" column).
     """
-    dashes = {"uniform": "solid", "+ft": "dash", "spectral": "dot", "sensitivity": "dashdot"}
+    dashes = {"uniform": "solid", "+ft": "dash", "spectral": "dot", "sensitivity": "dashdot",
+              "exact-spectral": "longdash", "exact-sensitivity": "longdashdot"}
     fig = go.Figure()
     rows = table[table["method"] != "dense"].assign(
         base=lambda t: t["method"].str.removesuffix("+ft"),

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from fwsvd_core.compression.allocation import allocate
+from fwsvd_core.compression.allocation import allocate, needs_calibration
 from fwsvd_core.compression.finetune import finetune_compressed
 from fwsvd_core.compression.ranks import (
     RankMap,
@@ -57,8 +57,8 @@ def run_sweep(
     With `finetune_steps`, each compressed model is also fine-tuned on `train_data` and scored again, in
     a row of its own (method name + "+ft"). `train_data` is also the sensitivity allocator's calibration set.
     """
-    if (finetune_steps or "sensitivity" in (allocators or [])) and train_data is None:
-        raise ValueError("Fine-tuning after compression and the sensitivity allocator need training data.")
+    if (finetune_steps or any(needs_calibration(a) for a in allocators or [])) and train_data is None:
+        raise ValueError("Fine-tuning after compression and the sensitivity allocators need training data.")
     if not methods:
         raise ValueError("Choose at least one method.")
     model_params = count_params(session.model)
