@@ -334,7 +334,7 @@ def card_extra(compressed, merge: bool) -> dict:
     """What the export's model card says, as the command line's export does: Fisher, scores at these ranks, the
     command that makes it again."""
     return export_extra(choice, state.loaded.source, state.fisher, method, merge, dense,
-                        measured_here(method, ranks, compressed), state.dev.source)
+                        measured_here(method, ranks, compressed), state.dev.source, state.train)
 
 
 rank_table()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shlex
 
+from fwsvd_core.compression.card_metadata import calibration_record
 from fwsvd_core.estimation.evaluation import EvalResult
 from fwsvd_core.estimation.fisher import FisherResult
+from fwsvd_core.inputs.data import TaskData
 
 REPRODUCE_OUTPUT = "results/compressed"  # a folder under results/, which the repository ignores
 
@@ -24,11 +26,13 @@ def reproduce_command(choice, method: str, merge: bool) -> str:
         note = (f"# the Fisher and the scores came from a file uploaded to the dashboard ({choice.upload_name}, cut "
                 "80/20 into train and dev); the command line reads GLUE folders and the hub: give it one of those\n")
     else:
-        note = ("# the Fisher and the scores came from the dashboard's generated (synthetic) task; the command line "
-                "reads GLUE folders and the hub: give it one of those\n")
+        args += ["--data-source", "synthetic"]
+        note = "# the Fisher and the scores came from the generated (synthetic) task: no real data\n"
     if choice.dtype != "auto":
         args += ["--dtype", choice.dtype]
     args += ["--fisher-samples", str(choice.fisher_samples), "--estimator", choice.estimator]
+    if choice.family.example_unit == "window":  # a language model's text, cut into windows of this many tokens
+        args += ["--seq-len", str(choice.seq_len)]
     if choice.allow_degenerate_fisher:
         args.append("--allow-degenerate-fisher")
     args += ["--method", method, "--ranks", "THIS_FOLDER", "--evaluate"]
@@ -41,13 +45,15 @@ def reproduce_command(choice, method: str, merge: bool) -> str:
 
 
 def export_extra(choice, source: str, fisher: FisherResult, method: str, merge: bool, dense: EvalResult,
-                 compressed: EvalResult, eval_source: str) -> dict:
+                 compressed: EvalResult, eval_source: str, fisher_data: TaskData) -> dict:
     """The `extra` of `save_compressed` for an export made in the dashboard: what the command line's export carries
-    (source, task, the Fisher's settings, dense and compressed scores on the same examples, the command)."""
+    (source, task, the Fisher's settings and calibration data, dense and compressed scores on the same examples, the
+    command)."""
     return {
         "source": source, "task": choice.task,
         "command": reproduce_command(choice, method, merge),
         "fisher": {"estimator": fisher.estimator, "examples": fisher.n_examples, "skipped": fisher.n_skipped},
+        "calibration": calibration_record(fisher_data, fisher.n_examples),
         "scores": {"dense": dict(dense.metrics), method: dict(compressed.metrics)},
         "eval data": f"{eval_source}, {compressed.n_examples} examples",
     }

@@ -192,7 +192,7 @@ def test_the_editors_export_card_has_the_fisher_the_measured_scores_and_how_to_r
     next(b for b in app.button if b.label == "Save compressed model").click().run()
     no_failure(app)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "Fisher: per-sample estimator, 32 training examples" in card
+    assert "Fisher: per-sample estimator, 32 examples" in card and "- Calibration data: 32 examples, drawn from" in card
     assert "not used by this method" not in card
     scores = card.split("## Scores measured")[1].split("##")[0]
     assert f"| fwsvd-output | {measured:.4f} |" in scores and "| dense |" in scores and "100 examples" in scores

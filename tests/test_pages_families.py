@@ -161,3 +161,22 @@ def test_the_rank_editor_marks_a_sentences_entities_by_the_dense_and_the_compres
     assert set(table["dense"]) | set(table["compressed (fwsvd-output)"]) <= set(CONLL.label_names)
     marked = [m.value for m in at.markdown if m.value.startswith(("**Dense:**", "**Compressed (fwsvd-output):**"))]
     assert len(marked) == 2 and all("Peter" in m and "Paris" in m for m in marked)
+
+
+def test_the_export_card_of_a_language_model_states_its_windows_and_a_command_that_repeats_them(lm, tmp_path):
+    """Issue 24, 7 from the dashboard's door: the card names the family, the calibration data as N sequences x L
+    tokens and the perplexity, and its command keeps the window length."""
+    import shlex
+
+    from fwsvd_core.cli import build_parser
+
+    at = low_rank(lm)
+    next(t for t in at.text_input if t.label.startswith("Save the compressed model")).set_value(str(tmp_path / "out")).run()
+    next(b for b in at.button if b.label == "Save compressed model").click().run()
+    no_failure(at)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- Calibration data: 8 sequences x 32 tokens" in card and "lower is better" in card
+    assert "text-generation" in card
+    command = card.split("## Reproducing it")[1].split("```")[1].strip()
+    args = build_parser().parse_args(shlex.split(command.splitlines()[-1])[3:])
+    assert args.max_length == 32 and args.fisher_samples == 8 and args.task == "wikitext2"
