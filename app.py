@@ -31,7 +31,7 @@ choice = get_choice()
 with summary.container():
     dtype = "" if choice.dtype == "auto" else f" ({choice.dtype})"
     st.markdown(f"**Model** `{choice.model}`{dtype}  \n**Task** {choice.task}  \n**Data** {choice.data_source}  \n"
-                f"**Fisher** {choice.fisher_samples} examples, {choice.estimator}")
+                f"**Fisher** {choice.fisher_samples} {choice.family.example_unit}s, {choice.estimator}")
     if choice.data_source.startswith("Synthetic"):
         st.warning("Synthetic data: a generated task, not real data.")
 
