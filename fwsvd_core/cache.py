@@ -18,7 +18,7 @@ from platformdirs import user_cache_dir
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fwsvd_core.errors import Cancelled
+from fwsvd_core.errors import Cancelled, FwsvdError
 from fwsvd_core.folders import probe_writable
 
 CACHE_ENV = "FWSVD_CACHE_DIR"
@@ -208,6 +208,38 @@ def load_tensors(path: Path, check: Check | None = None) -> tuple[dict[str, torc
         _discard(path, reason)
         return None
     return tensors, metadata
+
+
+class StoredTensors(Mapping[str, torch.Tensor]):
+    """Tensors of a cache entry already checked whole, each read from disk when asked for: statistics of a model too
+    large to hold (`estimation.passes`) stay on disk, one layer's in memory at a time. `names` maps each key to the
+    tensor's name in the file."""
+
+    def __init__(self, path: Path, names: dict[str, str]):
+        self.path, self.names = path, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        name = self.names[key]  # an unknown key is a KeyError, as for a dict, and reads nothing
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                tensor = fh.get_tensor(name)
+        except (SafetensorError, OSError) as exc:
+            raise FwsvdError(f"The statistics of {key} are kept in {self.path}, which can no longer be read ({exc}): "
+                             "estimate them again.") from None
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FwsvdError(f"The statistics of {key} in {self.path} hold NaN or infinity: estimate them again.")
+        return tensor
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def _discard(path: Path, reason: str) -> None:

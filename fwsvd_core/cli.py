@@ -19,6 +19,7 @@ from fwsvd_core.demo import DEMOS, demo_spec, is_demo
 from fwsvd_core.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MEMORY, FwsvdError
 from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS
 from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
+from fwsvd_core.estimation.passes import AUTO
 from fwsvd_core.inputs.families import family_names
 from fwsvd_core.inputs.precision import DTYPE_CHOICES
 from fwsvd_core.inputs.tasks import TASKS, get_task
@@ -34,6 +35,15 @@ def _whole_number(minimum: int, why: str = ""):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more{why}, got {value}")
         return value
+    return parse
+
+
+def _whole_number_or_auto(minimum: int):
+    """An argparse type: 'auto', or a whole number of at least `minimum`."""
+    number = _whole_number(minimum)
+
+    def parse(text: str) -> int | str:
+        return AUTO if text == AUTO else number(text)
     return parse
 
 
@@ -145,10 +155,12 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", "--max-seq-length", "--seq-len", type=_whole_number(1), default=128,
                    help="tokens per example; longer ones are cut (at most the model's positions); for a language "
                         "model, the length L of each window its text is cut into (the LLM papers use 2048)")
-    p.add_argument("--blocks-per-pass", type=_whole_number(1), default=None,
-                   help="compute the statistics (Fisher, activations, Kronecker factors) for this many blocks per pass "
-                        "over the calibration data, each group cached as it is finished: lower peak memory, one pass "
-                        "per group (none given: every block in one pass)")
+    p.add_argument("--blocks-per-pass", type=_whole_number_or_auto(1), default=AUTO, metavar="N|auto",
+                   help="compute the statistics (Fisher, activations, Kronecker factors) for N blocks per pass over the "
+                        "calibration data, each group cached as it is finished (the Kronecker factors then read back "
+                        "one layer at a time): lower peak memory, one pass per group. auto (the default): every block "
+                        "in one pass when the memory estimate says the statistics fit in half the memory available, "
+                        "else the largest groups that do, said in the log")
     p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
     p.add_argument("--batch-size", "--per-device-eval-batch-size", type=_whole_number(1), default=64,

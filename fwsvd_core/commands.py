@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,11 +47,12 @@ from fwsvd_core.errors import (
     FwsvdError,
     InsufficientMemoryError,
 )
-from fwsvd_core.estimation.activations import estimate_activation_stats
+from fwsvd_core.estimation.activations import activation_estimate, estimate_activation_stats
 from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
-from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher
-from fwsvd_core.estimation.kronecker import KroneckerFactors, estimate_kronecker
+from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher, fisher_estimate
+from fwsvd_core.estimation.kronecker import KroneckerFactors, estimate_kronecker, kronecker_estimate
+from fwsvd_core.estimation.passes import AUTO, STATISTICS_SHARE, plan_passes
 from fwsvd_core.folders import (
     RESULT_MARKER,
     check_result_targets,
@@ -61,7 +63,8 @@ from fwsvd_core.folders import (
 )
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.families import family_names, family_of, label_mapping, load_task_data, task_for_files
-from fwsvd_core.inputs.layers import layer_table
+from fwsvd_core.inputs.layers import LayerInfo, layer_table
+from fwsvd_core.inputs.memory import MemoryEstimate, available_bytes
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import TASKS, TaskSpec, get_task
@@ -187,11 +190,26 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
     return loaded, session, fisher_data, eval_data
 
 
+def _blocks_per_pass(args, session: CompressionSession, what: str,
+                     estimate: Callable[[list[LayerInfo]], MemoryEstimate]) -> int | None:
+    """--blocks-per-pass as given, or for `auto` planned from the statistic's memory `estimate` (said in the log
+    when it takes more than one pass)."""
+    if args.blocks_per_pass != AUTO:
+        return args.blocks_per_pass
+    budget = int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+    plan = plan_passes(session.layers, lambda group: estimate(group).total, budget)
+    if plan.blocks_per_pass is not None:
+        log.info(plan.describe(what))
+    return plan.blocks_per_pass
+
+
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
     fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
                              args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
                              progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher,
-                             form=args.fisher_form, blocks_per_pass=args.blocks_per_pass)
+                             form=args.fisher_form,
+                             blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
+                                 g, "full" if args.fisher_form == "full" else "profiles")))
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
@@ -214,7 +232,8 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
     if ACTIVATIONS in needs:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
-                                          blocks_per_pass=args.blocks_per_pass)
+                                          blocks_per_pass=_blocks_per_pass(args, session, "activations",
+                                                                           activation_estimate))
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
         session.set_activations(stats)
     if KRONECKER in needs:
@@ -226,7 +245,8 @@ def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterati
     factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.seed,
                                  iterations, max_length=args.max_length,
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
-                                 blocks_per_pass=args.blocks_per_pass)
+                                 blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
+                                                                  kronecker_estimate))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "
@@ -294,7 +314,8 @@ def cmd_statistics(args) -> int:
     if args.activations:
         stats = estimate_activation_stats(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                           args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
-                                          blocks_per_pass=args.blocks_per_pass)
+                                          blocks_per_pass=_blocks_per_pass(args, session, "activations",
+                                                                           activation_estimate))
         log.info(f"activations: {stats.n_examples} examples of {fisher_data.split}, {stats.seconds:.1f} s")
     if args.kronecker:
         _kronecker(args, session, fisher_data, args.kronecker_iterations)

@@ -105,14 +105,18 @@ class CompressionSession:
                 self.kronecker_damping = damping
             self._forget(KRONECKER)
 
-    def _inputs(self, method: Method, name: str) -> LayerInputs:
-        """What the method reads besides the weight, for one layer."""
+    def _require_statistics(self, method: Method) -> None:
+        """ValueError when a statistic the method reads is missing."""
         if FISHER in method.needs and self.fisher is None:
             raise ValueError(f"{method.name} needs the Fisher: estimate it first.")
         if ACTIVATIONS in method.needs and self.activations is None:
             raise ValueError(f"{method.name} needs calibration activations: collect them first.")
         if KRONECKER in method.needs and self.kronecker is None:
             raise ValueError(f"{method.name} needs Kronecker factors of the Fisher: estimate them first.")
+
+    def _inputs(self, method: Method, name: str) -> LayerInputs:
+        """What the method reads besides the weight, for one layer (statistics kept on disk are read now)."""
+        self._require_statistics(method)
         stats = self.activations if ACTIVATIONS in method.needs else None
         fisher = self.fisher if FISHER in method.needs else None
         kron = self.kronecker if KRONECKER in method.needs else None
@@ -160,7 +164,7 @@ class CompressionSession:
         with self._lock:
             if method in self._factors:
                 return self._factors[method]
-            inputs = {l.name: self._inputs(chosen, l.name) for l in self.layers}
+            self._require_statistics(chosen)
             key = self._disk_key(chosen)
             path = cache_root() / "factors" / f"{key}.safetensors" if key else None
             with computing(path):  # another process factorizing the same: wait for its result and read it
@@ -173,7 +177,8 @@ class CompressionSession:
                                           else None)
                     out = {}
                     for i, l in enumerate(self.layers):
-                        out[l.name] = chosen.factorize(self.weight(l.name).float(), inputs[l.name])
+                        # one layer's statistics at a time: those of a large model may be read from disk
+                        out[l.name] = chosen.factorize(self.weight(l.name).float(), self._inputs(chosen, l.name))
                         if report is not None:
                             report(i + 1, len(self.layers))
                     if path:

@@ -23,6 +23,7 @@ from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
 from fwsvd_core.inputs.families import encode
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
+from fwsvd_core.inputs.memory import MemoryEstimate
 from fwsvd_core.inputs.models import model_fingerprint
 
 
@@ -113,6 +114,13 @@ def collect_activation_stats(
     for name, owner in shared_with.items():
         mean_abs[name], second[name], tokens[name] = mean_abs[owner], second[owner], tokens[owner]
     return ActivationStats(mean_abs, second, n_examples, tokens, time.perf_counter() - start, shared_with=shared_with)
+
+
+def activation_estimate(layers: list[LayerInfo]) -> MemoryEstimate:
+    """The memory the statistics take while they are collected: float64 sums and Gram matrices, float32 results."""
+    elements = sum(l.in_features**2 + l.in_features for l in layers)
+    return MemoryEstimate("calibration activation statistics",
+                          {"running sums (float64)": 8 * elements, "results": 4 * elements})
 
 
 def _cache_check(layers: list[LayerInfo]) -> Check:

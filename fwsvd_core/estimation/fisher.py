@@ -23,7 +23,7 @@ from fwsvd_core.estimation.passes import block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
-from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, FISHER_FORMS, check_fisher
+from fwsvd_core.inputs.memory import CHUNK_ELEMENTS, ESTIMATORS, FISHER_FORMS, MemoryEstimate, check_fisher
 from fwsvd_core.inputs.models import model_fingerprint
 
 
@@ -163,6 +163,13 @@ def compute_fisher(
     per_layer, rows, cols = _from_flat(averaged, form)
     return FisherResult(per_layer, estimator, n_good, len(data) - n_good, data.split, data.source,
                         time.perf_counter() - start, notes=notes, rows=rows, cols=cols)
+
+
+def fisher_estimate(layers: list[LayerInfo], form: str = "full") -> MemoryEstimate:
+    """The memory the Fisher of `layers` takes while it is estimated: float32 sums and the averaged result, element-wise
+    ('full') or each layer's row and column sums ('profiles')."""
+    elements = sum(l.out_features * l.in_features if form == "full" else l.out_features + l.in_features for l in layers)
+    return MemoryEstimate(f"Fisher ({form})", {"sums": 4 * elements, "result": 4 * elements})
 
 
 def _flat_shapes(layers: list[LayerInfo], form: str) -> dict[str, tuple[int, ...]]:

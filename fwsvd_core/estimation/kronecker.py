@@ -15,12 +15,15 @@ Both are in loss units: 0.5 tr(dW^T B dW A) approximates the loss a weight chang
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from fwsvd_core.cache import (
+    StoredTensors,
     cache_key,
     cache_root,
     cache_writable,
@@ -32,7 +35,7 @@ from fwsvd_core.cache import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
-from fwsvd_core.estimation.passes import block_groups, joined_key
+from fwsvd_core.estimation.passes import block_groups, chained, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
@@ -48,11 +51,11 @@ class KroneckerFactors:
     """Per layer and kind: A [in, in] and B [out, out], float32 on the CPU, F ~ A (x) B.
 
     `change[i]` is the largest change of a layer's unit-norm A over the two half-steps up to pass i (how far from
-    converged; the first against K-FAC's).
+    converged; the first against K-FAC's). `path` is the cache entry they were stored in, if any.
     """
 
-    inputs: dict[str, dict[str, torch.Tensor]]  # kind -> layer -> A
-    outputs: dict[str, dict[str, torch.Tensor]]  # kind -> layer -> B
+    inputs: Mapping[str, Mapping[str, torch.Tensor]]  # kind -> layer -> A
+    outputs: Mapping[str, Mapping[str, torch.Tensor]]  # kind -> layer -> B
     n_examples: int
     n_skipped: int
     iterations: int
@@ -60,17 +63,31 @@ class KroneckerFactors:
     change: list[float] = field(default_factory=list)
     key: str | None = None
     from_cache: bool = False
+    path: Path | None = None
 
     @classmethod
     def merged(cls, parts: list[KroneckerFactors]) -> KroneckerFactors:
-        """The factors of every layer from those of groups of layers (`estimation.passes`); a power iteration's
-        change is the largest any group's layers moved."""
+        """The factors of every layer from those of groups of layers (`estimation.passes`), each group's still where
+        it was (in memory, or on disk); a power iteration's change is the largest any group's layers moved."""
         kinds = parts[0].inputs.keys()
-        return cls({k: {n: t for p in parts for n, t in p.inputs[k].items()} for k in kinds},
-                   {k: {n: t for p in parts for n, t in p.outputs[k].items()} for k in kinds},
+        return cls({k: chained([p.inputs[k] for p in parts]) for k in kinds},
+                   {k: chained([p.outputs[k] for p in parts]) for k in kinds},
                    min(p.n_examples for p in parts), max(p.n_skipped for p in parts), parts[0].iterations,
                    sum(p.seconds for p in parts), [max(c) for c in zip(*(p.change for p in parts), strict=True)],
                    joined_key([p.key for p in parts]), all(p.from_cache for p in parts))
+
+    def on_disk(self) -> KroneckerFactors:
+        """The same factors read from their cache entry layer by layer, none held in memory (itself when they were
+        not stored)."""
+        if (path := self.path) is None:
+            return self
+
+        def stored(side: str, source: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Mapping[str, torch.Tensor]]:
+            return {kind: StoredTensors(path, {n: f"{kind}/{side}/{n}" for n in layers})
+                    for kind, layers in source.items()}
+        return KroneckerFactors(stored("in", self.inputs), stored("out", self.outputs), self.n_examples,
+                                self.n_skipped, self.iterations, self.seconds, self.change, self.key, self.from_cache,
+                                self.path)
 
     def pair(self, name: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, B) of one layer."""
@@ -219,9 +236,10 @@ def estimate_kronecker(
     (`blocks_per_pass`: that many blocks per pass over the data, `estimation.passes`)."""
     layers = layers or require_layers(model)
     if len(groups := block_groups(layers, blocks_per_pass)) > 1:
+        # each group's factors go to the cache as they are finished and are read back from there layer by layer
         return KroneckerFactors.merged([estimate_kronecker(
             model, tokenizer, data, n_examples, seed, iterations, batch_size, max_length, group, fingerprint, progress,
-            cancel, use_cache) for group in groups])
+            cancel, use_cache).on_disk() for group in groups])
     part = data.sample(n_examples, seed)
     key = cache_key(kind="kronecker", model=fingerprint or model_fingerprint(model, tokenizer), task=data.task.name,
                     examples=part.content_digest(), max_length=max_length, iterations=iterations,
@@ -236,14 +254,16 @@ def estimate_kronecker(
                 kind, side, name = flat.split("/", 2)
                 (inputs if side == "in" else outputs).setdefault(kind, {})[name] = tensor
             return KroneckerFactors(inputs, outputs, int(meta["n_examples"]), int(meta["n_skipped"]), iterations,
-                                    float(meta["seconds"]), [float(c) for c in meta["change"].split(",") if c], key, True)
+                                    float(meta["seconds"]), [float(c) for c in meta["change"].split(",") if c], key, True,
+                                    path)
         result = compute_kronecker(model, tokenizer, part, layers, iterations, batch_size, max_length, progress, cancel)
         result.key = key
         if use_cache and cache_writable() and writes_results():
             tensors = {f"{kind}/{side}/{name}": t for kind in result.inputs
                        for side, source in (("in", result.inputs), ("out", result.outputs))
                        for name, t in source[kind].items()}
-            store_tensors(path, tensors, {"n_examples": str(result.n_examples), "n_skipped": str(result.n_skipped),
-                                          "seconds": f"{result.seconds:.3f}", "change": ",".join(f"{c:.6g}" for c in
-                                                                                                  result.change)})
+            failed = store_tensors(path, tensors, {"n_examples": str(result.n_examples),
+                                                   "n_skipped": str(result.n_skipped), "seconds": f"{result.seconds:.3f}",
+                                                   "change": ",".join(f"{c:.6g}" for c in result.change)})
+            result.path = None if failed else path
         return result

@@ -5,15 +5,26 @@ each pass over the calibration data computes those of a group of consecutive blo
 the captured layer inputs and the accumulated sums are then a group's, and each group's result is cached on disk as
 soon as it is finished (the estimators' own cache, keyed by the group's layers). A pass repeats the forward and
 backward of the whole model, so N groups cost N passes; every statistic is per layer, so the merged result equals
-one pass's (tested). Each estimator merges its own groups' results.
+one pass's (tested). Each estimator merges its own groups' results; the Kronecker factors, the largest, stay on disk
+after their pass and are read back one layer at a time. `plan_passes` picks the group size from a memory estimate.
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import ChainMap
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar, cast
 
-from fwsvd_core.errors import FwsvdError
+from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.inputs.layers import LayerInfo
+from fwsvd_core.inputs.memory import format_bytes
+
+T = TypeVar("T")
+# the share of the memory available that `auto` lets the statistics take; the rest is for the passes themselves
+# (the model's activations, the captured layer inputs and gradients of a batch)
+STATISTICS_SHARE = 0.5
+AUTO = "auto"  # blocks per pass planned by `plan_passes`
 
 
 def block_groups(layers: Sequence[LayerInfo], blocks_per_pass: int | None) -> list[list[LayerInfo]]:
@@ -37,3 +48,44 @@ def joined_key(keys: Sequence[str | None]) -> str | None:
     if any(k is None for k in keys):
         return None
     return hashlib.sha256("/".join(str(k) for k in keys).encode()).hexdigest()[:32]
+
+
+def chained(parts: Sequence[Mapping[str, T]]) -> Mapping[str, T]:
+    """One view of the groups' per-layer mappings (each layer is in one group), reading none of them until asked:
+    a group kept on disk (`cache.StoredTensors`) stays there."""
+    return ChainMap(*cast(list[MutableMapping[str, T]], list(parts)))
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """How many blocks each pass over the calibration data takes, and why."""
+
+    blocks_per_pass: int | None  # None: every block in one pass
+    passes: int
+    one_pass_bytes: int  # the statistics of every layer at once
+    largest_group_bytes: int
+    budget: int
+
+    def describe(self, what: str) -> str:
+        if self.blocks_per_pass is None:
+            return f"{what}: one pass ({format_bytes(self.one_pass_bytes)} within {format_bytes(self.budget)})"
+        return (f"{what}: {self.passes} passes of {self.blocks_per_pass} block(s), planned from the memory estimate: "
+                f"one pass would need {format_bytes(self.one_pass_bytes)}, a group needs at most "
+                f"{format_bytes(self.largest_group_bytes)} of the {format_bytes(self.budget)} the statistics may take")
+
+
+def plan_passes(layers: Sequence[LayerInfo], group_bytes: Callable[[list[LayerInfo]], int], budget: int) -> PassPlan:
+    """The most blocks per pass whose every group's statistics (`group_bytes`) fit in `budget` bytes: every block in
+    one pass when they all fit; InsufficientMemoryError when not even a single block's do."""
+    one_pass = group_bytes(list(layers))
+    if one_pass <= budget:
+        return PassPlan(None, 1, one_pass, one_pass, budget)
+    n_blocks = len({l.block for l in layers if l.block is not None})
+    for size in range(n_blocks - 1, 0, -1):
+        groups = block_groups(layers, size)
+        if (largest := max(group_bytes(g) for g in groups)) <= budget:
+            return PassPlan(size, len(groups), one_pass, largest, budget)
+    single = max(group_bytes(g) for g in block_groups(layers, 1))
+    raise InsufficientMemoryError(f"Not enough memory for the statistics of even one block per pass: a block needs "
+                                  f"{format_bytes(single)}, {format_bytes(budget)} may be used. Options: a machine "
+                                  "with more memory; a method whose statistics are smaller (FWSVD's are vectors).")

@@ -3,12 +3,12 @@ import pytest
 import torch
 from conftest import LM_WINDOW
 
-from fwsvd_core.errors import FwsvdError
+from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.estimation.kronecker import estimate_kronecker
-from fwsvd_core.estimation.passes import block_groups
-from fwsvd_core.inputs.layers import require_layers
+from fwsvd_core.estimation.passes import block_groups, plan_passes
+from fwsvd_core.inputs.layers import LayerInfo, require_layers
 from fwsvd_core.loading import load_model
 
 
@@ -79,3 +79,112 @@ def test_the_command_line_caches_one_entry_per_group(tiny_lm_dir, glue_dir, caps
     # the tiny decoder has two blocks: two passes, each statistic cached per group
     assert [len(list((cache_root() / kind).glob("*.safetensors"))) for kind in ("fisher", "activations", "kronecker")] \
         == [2, 2, 2]
+
+
+def test_kronecker_factors_of_several_passes_stay_on_disk_and_compress_as_those_of_one(model_and_data):
+    """Issue 25, 1 and 2: each group's factors are read back from its cache entry one layer at a time, and a
+    Kronecker-factored method factorizes from them as from factors held in memory."""
+    from fwsvd_core.cache import StoredTensors
+    from fwsvd_core.compression.session import CompressionSession
+
+    loaded, data, length = model_and_data
+    args = (loaded.model, loaded.tokenizer, data, 12)
+    single = estimate_kronecker(*args, iterations=0, max_length=length, use_cache=False)
+    grouped = estimate_kronecker(*args, iterations=0, max_length=length, blocks_per_pass=1)
+    for side in (grouped.inputs, grouped.outputs):
+        assert all(isinstance(part, StoredTensors) for part in side["kfac"].maps)  # nothing of them in memory
+    factors = {}
+    for label, kron in (("one pass", single), ("passes", grouped)):
+        session = CompressionSession(loaded, use_disk_cache=False)
+        session.set_kronecker(kron)
+        factors[label] = session.factors("kfac")
+    for name, expected in factors["one pass"].items():
+        got = factors["passes"][name]
+        product = expected.left @ expected.right
+        torch.testing.assert_close(got.left @ got.right, product, rtol=1e-4, atol=1e-5 * float(product.abs().max()))
+
+
+def test_a_stored_statistic_that_is_gone_is_a_clear_error(model_and_data):
+    loaded, data, length = model_and_data
+    grouped = estimate_kronecker(loaded.model, loaded.tokenizer, data, 12, iterations=0, max_length=length,
+                                 blocks_per_pass=1)
+    part = grouped.inputs["kfac"].maps[0]
+    name = next(iter(part))
+    part.path.unlink()
+    with pytest.raises(FwsvdError, match=r"can no longer be read.*estimate them again"):
+        grouped.pair(name, "kfac")
+
+
+LAYERS = [LayerInfo(f"b{b}.{role}", b, role, 8, 8, "linear") for b in range(4) for role in ("query", "key")]
+
+
+def test_the_plan_takes_the_largest_groups_of_blocks_that_fit():
+    def size(group):
+        return 100 * len(group)
+    assert plan_passes(LAYERS, size, 800).blocks_per_pass is None
+    plan = plan_passes(LAYERS, size, 450)  # two blocks (400) fit, three (600) do not
+    assert (plan.blocks_per_pass, plan.passes, plan.one_pass_bytes, plan.largest_group_bytes) == (2, 2, 800, 400)
+    assert "2 passes of 2 block(s)" in plan.describe("Kronecker factors")
+    assert plan_passes(LAYERS, size, 200).blocks_per_pass == 1
+    with pytest.raises(InsufficientMemoryError, match="even one block per pass"):
+        plan_passes(LAYERS, size, 150)
+
+
+def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, glue_dir, capsys, monkeypatch, caplog):
+    """`--blocks-per-pass auto` (the default): one pass when the statistics fit in half the memory, else groups."""
+    import logging
+
+    from fwsvd_core import commands
+    from fwsvd_core.cli import main
+    from fwsvd_core.estimation.kronecker import kronecker_estimate
+
+    layers = require_layers(load_model(tiny_lm_dir, device="cpu").model)
+    per_block = max(kronecker_estimate(g).total for g in block_groups(layers, 1))
+    monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)  # half of it: one block
+    with caplog.at_level(logging.INFO, logger="fwsvd_core"):
+        code = main(["statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source", "glue",
+                     "--data-dir", str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--kronecker",
+                     "--kronecker-iterations", "0", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "Kronecker factors: 2 passes of 1 block(s), planned from the memory estimate" in caplog.text
+    assert "Fisher: " in caplog.text and "Fisher: 2 passes" not in caplog.text  # the Fisher's profiles fit in one
+
+
+MEASURE = """
+import resource, sys, numpy as np, torch, transformers as tf
+from fwsvd_core.estimation.kronecker import estimate_kronecker
+from fwsvd_core.inputs.data import TaskData
+from fwsvd_core.inputs.tasks import get_task
+torch.manual_seed(0)
+torch.set_num_threads(1)
+config = tf.LlamaConfig(vocab_size=30522, hidden_size=512, intermediate_size=1536, num_hidden_layers=12,
+                        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=64)
+model = tf.AutoModelForCausalLM.from_config(config).eval()
+tokenizer = tf.AutoTokenizer.from_pretrained(sys.argv[1])
+ids = torch.randint(1000, 2000, (8, 32), generator=torch.Generator().manual_seed(0)).tolist()
+data = TaskData(get_task("wikitext2"), "train", ids, None, np.zeros(len(ids)), "random windows")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+blocks = None if sys.argv[2] == "all" else int(sys.argv[2])
+estimate_kronecker(model, tokenizer, data, 8, iterations=0, max_length=32, blocks_per_pass=blocks)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_the_peak_memory_falls_with_the_group_size(minilm_dir, tmp_path):
+    """Issue 25, 1: a decoder of 12 blocks whose Kronecker statistics (about 120 MB a block while summed in float64)
+    dwarf the rest; the rise of the process's peak resident memory while they are estimated, one pass against one
+    block per pass (each run in a process of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "FWSVD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    rise = {}
+    for blocks in ("all", "1"):
+        done = subprocess.run([sys.executable, "-c", MEASURE, str(minilm_dir), blocks], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rise[blocks] = int(done.stdout.split()[-1])  # kilobytes
+    assert rise["1"] < 0.4 * rise["all"], rise
