@@ -47,6 +47,13 @@ def _whole_number_or_auto(minimum: int):
     return parse
 
 
+def _memory_size(text: str) -> str:
+    """An argparse type: a size such as 5G, 500M or a byte count (`inputs.memory.parse_bytes`)."""
+    if not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*[KMGT]?(I?B)?\s*", text, flags=re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f"expected a size such as 5G or 500M, got {text!r}")
+    return text
+
+
 def _non_negative_number(text: str) -> float:
     """An argparse type: a finite number >= 0."""
     try:
@@ -311,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true",
                    help="store each layer dense (its rank-r product) in the original architecture: loads anywhere "
                         "without custom code, saves no parameters")
+    p.add_argument("--max-shard-size", default="5G", type=_memory_size,
+                   help="the largest weights file of the export (e.g. 2G, 500M): larger weights go into numbered shards "
+                        "and their index, written one at a time, so that no second copy of a large model is made")
     p = command("predictor", "validate the per-layer predictor of SVD failure against measured drops")
     p.add_argument("--rank-ratio", type=float, default=0.1, help="the rank ratio each layer is compressed to alone")
     p.add_argument("--weighted", default="fwsvd-input", help="the Fisher-weighted method SVD is compared with")

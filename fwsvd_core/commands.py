@@ -488,7 +488,7 @@ def cmd_compress(args) -> int:
         used = len(fisher_data) if args.fisher_samples is None else min(args.fisher_samples, len(fisher_data))
         extra["calibration"] = calibration_record(fisher_data, used)
     saved = save_compressed(compressed, loaded.tokenizer, args.output_dir, extra, overwrite=args.overwrite,
-                            source=args.model, merge=args.merge)
+                            source=args.model, merge=args.merge, max_shard_size=args.max_shard_size)
     print(f"saved to {saved}")
     if results is not None:
         settings = {k: v for k, v in vars(args).items()

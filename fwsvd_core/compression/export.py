@@ -15,7 +15,6 @@ from typing import Any, cast
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
-from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
 from fwsvd_core.compression.apply import merged_model, replace_module
@@ -37,6 +36,7 @@ from fwsvd_core.compression.lowrank import LowRankLinear, legacy_factor_names
 from fwsvd_core.compression.model_card import MERGED_RANKS_FILE, RANKS_FILE, model_card
 from fwsvd_core.compression.rank_table import FORM_DENSE, FORM_LOWRANK, RankTable, rank_table_of
 from fwsvd_core.compression.ranks import count_params
+from fwsvd_core.compression.shards import MAX_SHARD_SIZE, save_weights, shard_limit
 from fwsvd_core.devices import resolve_device
 from fwsvd_core.errors import ExportError, ModelLoadError
 from fwsvd_core.folders import (
@@ -114,8 +114,10 @@ def check_export_target(directory: str | Path, overwrite: bool = False, source: 
 
 
 def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: dict | None = None,
-                    overwrite: bool = False, source: str | Path | None = None, merge: bool = False) -> Path:
-    """Write config (with the rank table), weights (safetensors), tokenizer, the modeling file that lets plain
+                    overwrite: bool = False, source: str | Path | None = None, merge: bool = False,
+                    max_shard_size: int | str = MAX_SHARD_SIZE) -> Path:
+    """Write config (with the rank table), weights (safetensors, in shards of at most `max_shard_size` written one
+    at a time, so that no second copy of a large model is made), tokenizer, the modeling file that lets plain
     transformers load it (`trust_remote_code=True`) and a model card; the folder appears whole or not at all.
 
     With `merge`, each factorized layer is stored dense in the original architecture instead: any loader reads
@@ -141,12 +143,12 @@ def save_compressed(model: nn.Module, tokenizer, directory: str | Path, extra: d
                               may_replace=lambda d: overwrite and is_replaceable_export(d)) as staging:
             if merge:
                 dense = merged_model(model)
-                cast(Any, dense).save_pretrained(staging)
+                cast(Any, dense).save_pretrained(staging, max_shard_size=shard_limit(max_shard_size))
                 (staging / MERGED_RANKS_FILE).write_text(json.dumps(table.as_dict(), indent=1))
                 saved_params = count_params(dense)
             else:
                 config.save_pretrained(staging)
-                save_safetensors_from(model, str(staging / WEIGHTS_FILE))
+                save_weights(model, staging, max_shard_size)
                 write_export_files(staging, table, family)
                 saved_params = count_params(model)
             tokenizer.save_pretrained(staging)

@@ -148,3 +148,38 @@ def test_compress_merge_on_the_command_line_states_the_calibration_windows(tmp_p
     assert ModelCard.load(out / "README.md").data.pipeline_tag == "text-generation"
     assert f"- Calibration data: 10 sequences x {LENGTH} tokens, drawn from GLUE SST-2 train sentences" in card
     assert "- Task family: causal-lm (" in card and "- Score: perplexity " in card and "; lower is better)" in card
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_a_large_export_is_written_in_shards_that_load_back(tmp_path, minilm_dir, merge):
+    """Issue 25, 2: weights past max_shard_size go into numbered shards and their index (transformers' layout), each
+    under the limit; the export loads back with the compressed model's outputs, in this tool and in plain
+    transformers."""
+    import json
+
+    from safetensors import safe_open
+
+    from fwsvd_core.compression.checkpoint import WEIGHTS_FILE, WEIGHTS_INDEX_FILE
+
+    loaded = load_model(tiny_model("causal-lm", tmp_path / "model", minilm_dir), device="cpu")
+    session = CompressionSession(loaded, use_disk_cache=False)
+    compressed = session.compress("svd", uniform_ranks(session.layers, 0.25))
+    folder = save_compressed(compressed, loaded.tokenizer, tmp_path / "export", {"task": "wikitext2"}, merge=merge,
+                             max_shard_size="1M")
+    index = json.loads((folder / WEIGHTS_INDEX_FILE).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert not (folder / WEIGHTS_FILE).exists() and len(shards) >= 2
+    for shard in shards:  # the embeddings (3.9 MB) are a shard of their own, every other shard under the limit
+        with safe_open(str(folder / shard), framework="pt") as fh:
+            sizes = [fh.get_slice(k).get_shape() for k in fh.keys()]
+        total = sum(math.prod(s) * 4 for s in sizes)
+        assert total <= 2**20 or len(sizes) == 1
+    batch = dict(loaded.tokenizer(["the film was a joy to watch"], return_tensors="pt"))
+    with torch.no_grad():
+        expected = compressed(**batch).logits
+        auto = family_of(get_task("wikitext2")).auto_model_class()
+        if merge:
+            torch.testing.assert_close(auto.from_pretrained(folder)(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+        else:
+            torch.testing.assert_close(load_model(folder, device="cpu").model(**batch).logits, expected)
+            torch.testing.assert_close(auto.from_pretrained(folder, trust_remote_code=True)(**batch).logits, expected)
