@@ -37,7 +37,7 @@ from fwsvd_core.compression.methods import (
     kronecker_iterations,
 )
 from fwsvd_core.compression.ranks import RankRequest, count_params, read_rank_request, summarize
-from fwsvd_core.compression.session import CompressionSession
+from fwsvd_core.compression.session import CompressionSession, factors_bytes
 from fwsvd_core.demo import is_demo, needs_build
 from fwsvd_core.errors import (
     EXIT_ERROR,
@@ -64,7 +64,7 @@ from fwsvd_core.folders import (
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.families import family_names, family_of, label_mapping, load_task_data, task_for_files
 from fwsvd_core.inputs.layers import LayerInfo, layer_table
-from fwsvd_core.inputs.memory import MemoryEstimate, available_bytes
+from fwsvd_core.inputs.memory import MemoryEstimate, available_bytes, format_bytes
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import TASKS, TaskSpec, get_task
@@ -447,6 +447,24 @@ def data_description(data: TaskData) -> dict[str, Any]:
     return {"source": data.source, "task": data.task.name, "split": data.split, "examples": len(data)}
 
 
+def _scored(args, label: str, model, loaded: LoadedModel, eval_data: TaskData):
+    result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample,
+                      progress=_progress(f"scoring {label}"))
+    print(f"{label}: {result.describe()}")
+    return result
+
+
+def _streams(session: CompressionSession) -> bool:
+    """Whether the factors of every layer would not fit in half the memory available beside the model: then each
+    layer is factorized as it is replaced, in the model itself (said in the log)."""
+    needed, budget = factors_bytes(session.layers), int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+    if needed <= budget:
+        return False
+    log.info(f"factors: every layer's would take {format_bytes(needed)} of the {format_bytes(budget)} they may: each "
+             "layer is factorized as it is replaced, one at a time, in the loaded model itself")
+    return True
+
+
 def cmd_compress(args) -> int:
     # what can be refused without the model is refused before any heavy work
     check_export_target(args.output_dir, args.overwrite, args.model)
@@ -461,8 +479,12 @@ def cmd_compress(args) -> int:
         ranks = allocate(session, args.allocator, args.param_ratio, args.method, calibration=fisher_data)
     else:
         ranks = ranks_for(session, rank_ratio=args.rank_ratio)
-    compressed = session.compress(args.method, ranks)
     budget = budget_description(count_params(session.model), session, ranks)
+    stream = _streams(session)
+    scores: dict[str, dict] = {}
+    if args.evaluate and stream:  # the dense model is about to be compressed in place: score it first
+        scores["dense"] = _scored(args, "dense", session.model, loaded, eval_data).metrics
+    compressed = session.compress(args.method, ranks, stream=stream)
     print(budget_line(budget) + (" (as factors; --merge stores every layer dense, keeping all parameters)"
                                  if args.merge else ""))
     if args.finetune_steps:
@@ -472,14 +494,12 @@ def cmd_compress(args) -> int:
         log.info(f"fine-tuned {tuned.steps} steps: loss {tuned.first_loss:.3f} -> {tuned.last_loss:.3f}")
     extra: dict = {"source": loaded.source, "task": eval_data.task.name,
                    "command": args.command_line}
-    scores: dict[str, dict] = {}
     if args.evaluate:
         for label, model in (("dense", session.model), (args.method, compressed)):
-            result = evaluate(model, loaded.tokenizer, eval_data, args.batch_size, args.max_length, args.eval_subsample,
-                              progress=_progress(f"scoring {label}"))
-            print(f"{label}: {result.describe()}")
-            scores[label] = result.metrics
-        extra.update(scores=scores, **{"eval data": eval_data.source})
+            if label not in scores:
+                scores[label] = _scored(args, label, model, loaded, eval_data).metrics
+        extra.update(scores=dict(sorted(scores.items(), key=lambda item: item[0] != "dense")),
+                     **{"eval data": eval_data.source})
     if session.fisher is not None:
         extra["fisher"] = {"estimator": session.fisher.estimator, "examples": session.fisher.n_examples,
                            "skipped": session.fisher.n_skipped}

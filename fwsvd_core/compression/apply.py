@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
@@ -65,16 +66,19 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def compress(
-    model: nn.Module, layers: list[LayerInfo], factors: dict[str, Factors], ranks: RankMap, method: str = "",
+    model: nn.Module, layers: list[LayerInfo], factors: Mapping[str, Factors], ranks: RankMap, method: str = "",
+    in_place: bool = False,
 ) -> nn.Module:
     """A compressed view of `model`: layers below break-even become LowRankLinear, the rest are shared.
 
-    Ranks are slices of the cached factors: no SVD is computed here. A model compressed before keeps the layers
-    it factorized then, with their rows of its rank table, and the table records each step (`history`).
-    Its `save_pretrained` writes a factorized checkpoint (`checkpoint.SavesAsExport`).
+    Ranks are slices of the factors, each layer's read once (a mapping may compute them as they are asked for): no
+    SVD is computed here. A model compressed before keeps the layers it factorized then, with their rows of its rank
+    table, and the table records each step (`history`). Its `save_pretrained` writes a factorized checkpoint
+    (`checkpoint.SavesAsExport`). `in_place` replaces the layers of `model` itself, each dense weight freed as it is
+    replaced: the peak is the model, not the model and its compressed copy.
     """
     ranks = validate_ranks(layers, ranks)
-    compressed = structural_copy(model)
+    compressed = model if in_place else structural_copy(model)
     previous = rank_table_of(model)
     table: dict[str, LayerRank] = dict(previous.layers) if previous is not None else {}
     for layer in layers:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,30 @@ def factors_check(layers: list[LayerInfo]) -> Check:
                 return f"factors of {l.name} do not fit its {l.out_features}x{l.in_features} weight"
         return ""
     return check
+
+
+class StreamedFactors(Mapping[str, Factors]):
+    """Every layer's factors by one decomposition method, each computed when it is asked for and not kept."""
+
+    def __init__(self, session: CompressionSession, method: str):
+        self.session, self.method = session, method
+        self.names = [l.name for l in session.layers]
+
+    def __getitem__(self, name: str) -> Factors:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.session.layer_factors(self.method, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def factors_bytes(layers: list[LayerInfo]) -> int:
+    """The memory every layer's full-rank float32 factors take together (what `factors` keeps)."""
+    return sum(4 * (l.out_features + l.in_features + 1) * l.max_rank for l in layers)
 
 
 @dataclass
@@ -236,11 +260,36 @@ class CompressionSession:
                 report(i + 1, len(reduced))
         return solved
 
-    def compress(self, method: str, ranks: RankMap) -> nn.Module:
-        """A compressed copy from cached factors (slicing only, but for an iterative method's per-rank solves)."""
-        method = get_method(method).name
+    def layer_factors(self, method: str, name: str) -> Factors:
+        """One layer's factors by a decomposition method: from memory when every layer's are there, else computed
+        from the layer's weight and statistics alone (statistics kept on disk are read for this layer only), and not
+        kept."""
+        chosen = get_method(method)
+        if chosen.factorize is None:
+            raise FwsvdError(f"{chosen.name} solves each rank anew: ask for factors_at(method, ranks).")
+        with self._lock:
+            if chosen.name in self._factors:
+                return self._factors[chosen.name][name]
+            self._require_statistics(chosen)
+            return chosen.factorize(self.weight(name).float(), self._inputs(chosen, name))
+
+    def compress(self, method: str, ranks: RankMap, stream: bool = False) -> nn.Module:
+        """A compressed copy from cached factors (slicing only, but for an iterative method's per-rank solves).
+
+        `stream` is for a model whose factors of every layer would not fit beside it: each layer is factorized when
+        it is replaced and its factors freed, and the layers are replaced in the session's model itself (the peak
+        is the model and one layer's factors). The session's model is then the compressed one: use it last."""
+        chosen = get_method(method)
         ranks = validate_ranks(self.layers, ranks)
-        return compress(self.model, self.layers, self.factors_at(method, ranks), ranks, method)
+        if not stream:
+            return compress(self.model, self.layers, self.factors_at(chosen.name, ranks), ranks, chosen.name)
+        factors: Mapping[str, Factors] = (self.factors_at(chosen.name, ranks) if chosen.factorize is None
+                                          else StreamedFactors(self, chosen.name))
+        with self._lock:
+            compressed = compress(self.model, self.layers, factors, ranks, chosen.name, in_place=True)
+            self._factors.clear()
+            self._solved.clear()
+        return compressed
 
     def layer_errors(self, method: str, name: str, ranks: list[int] | None = None) -> dict[str, np.ndarray]:
         fisher = None if self.fisher is None else self.fisher.per_layer.get(name)  # the weighted error needs it whole

@@ -152,3 +152,34 @@ def test_fwsvd_from_the_low_memory_fisher_equals_fwsvd_from_the_full_one_and_tfw
         low.compress("tfwsvd-als", ranks)
     with pytest.raises(FwsvdError, match="The predictor of SVD failure needs the element-wise Fisher"):
         svd_failure_scores(low, 0.25)
+
+
+@pytest.mark.parametrize("method", ["svd", "fwsvd-input", "tfwsvd-als"])
+def test_a_streamed_compression_replaces_the_layers_in_place_as_the_slicing_one_does(tiny_models, sst2_small, method):
+    """Issue 25, 2: each layer factorized as it is replaced, in the model itself (none of the factors kept), gives
+    the model the cached factors give."""
+    from fwsvd_core.compression.lowrank import LowRankLinear
+    from fwsvd_core.compression.ranks import uniform_ranks
+
+    compressed = {}
+    for stream in (False, True):
+        loaded = load_model(tiny_models["bert"], device="cpu")
+        session = CompressionSession(loaded, use_disk_cache=False)
+        session.tfwsvd_settings = {"max_iter": 3, "tol": 1e-4, "time_budget": 5.0}
+        session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, sst2_small[0], 16, use_cache=False))
+        compressed[stream] = session.compress(method, uniform_ranks(session.layers, 0.25), stream=stream)
+        assert (compressed[stream] is loaded.model) is stream
+        assert not stream or not session.computed_methods()  # nothing kept of a streamed compression's factors
+        assert any(isinstance(m, LowRankLinear) for m in compressed[stream].modules())
+    batch = dict(loaded.tokenizer(["a gripping, funny film"], return_tensors="pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(compressed[True](**batch).logits, compressed[False](**batch).logits)
+
+
+def test_the_factors_estimate_is_what_the_session_keeps(tiny_models):
+    from fwsvd_core.compression.session import factors_bytes
+
+    session = CompressionSession(load_model(tiny_models["bert"], device="cpu"), use_disk_cache=False)
+    kept = sum(t.numel() * t.element_size() for f in session.factors("svd").values()
+               for t in (f.left, f.right, f.spectrum))
+    assert factors_bytes(session.layers) == kept

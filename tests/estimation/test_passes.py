@@ -188,3 +188,37 @@ def test_the_peak_memory_falls_with_the_group_size(minilm_dir, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         rise[blocks] = int(done.stdout.split()[-1])  # kilobytes
     assert rise["1"] < 0.4 * rise["all"], rise
+
+
+def test_compress_streams_when_the_factors_would_not_fit(tiny_lm_dir, glue_dir, tmp_path, capsys, monkeypatch, caplog):
+    """Issue 25, 1 and 2 end to end: with little memory the command line plans the Kronecker passes, keeps their
+    factors on disk and factorizes each layer as it replaces it; the export equals the one made with memory to spare,
+    and its scores are the dense model's before compression and the compressed one's."""
+    import json
+    import logging
+
+    from fwsvd_core import commands
+    from fwsvd_core.cli import main
+    from fwsvd_core.estimation.kronecker import kronecker_estimate
+
+    layers = require_layers(load_model(tiny_lm_dir, device="cpu").model)
+    common = ["compress", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source", "glue", "--data-dir",
+              str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--method", "kfac", "--rank-ratio", "0.25",
+              "--evaluate", "--eval-subsample", "8", "--device", "cpu"]
+    assert main([*common, "--output-dir", str(tmp_path / "roomy")]) == 0, capsys.readouterr().err
+    per_block = max(kronecker_estimate(g).total for g in block_groups(layers, 1))
+    monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)
+    # a tiny model's factors are smaller than a block's statistics: say they are as large as a 7B model's
+    monkeypatch.setattr(commands, "factors_bytes", lambda layers: 52 * 2**30)
+    with caplog.at_level(logging.INFO, logger="fwsvd_core"):
+        assert main([*common, "--output-dir", str(tmp_path / "tight")]) == 0, capsys.readouterr().err
+    assert "Kronecker factors: 2 passes of 1 block(s)" in caplog.text
+    assert "each layer is factorized as it is replaced" in caplog.text
+    results = {name: json.loads((tmp_path / f"{name}.results.json").read_text())["scores"] for name in ("roomy", "tight")}
+    assert list(results["tight"]) == ["dense", "kfac"]
+    for label in ("dense", "kfac"):
+        assert results["tight"][label]["perplexity"] == pytest.approx(results["roomy"][label]["perplexity"], rel=1e-4)
+    batch = {"input_ids": torch.tensor([[101, 1996, 2143, 2001, 1037, 6569, 102]])}
+    with torch.no_grad():
+        logits = [load_model(tmp_path / name, device="cpu").model(**batch).logits for name in ("roomy", "tight")]
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-4)
