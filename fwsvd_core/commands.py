@@ -246,7 +246,7 @@ def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterati
                                  iterations, max_length=args.max_length,
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
                                  blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
-                                                                  kronecker_estimate))
+                                                                  lambda g: kronecker_estimate(g, iterations)))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "

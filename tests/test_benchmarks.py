@@ -130,3 +130,27 @@ def test_allocation_benchmark_quick(tmp_path):
     for r in rows:
         assert r["greedy unspent"] >= 0 and r["exact unspent"] >= 0
         assert float(r["exact loss"]) <= float(r["greedy loss"]) * (1 + 1e-6)
+
+
+def test_speed_limit_quick(glue_dir, tmp_path):
+    """Issue 25, 3: every statistic timed on the same windows as a plain forward and backward pass."""
+    out = tmp_path / "speed_limit"
+    done = run("speed_limit.py", "--quick", "--data-dir", str(glue_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["pass"].split(" (")[0]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert {"plain forward + backward", "K-FAC factors", "Fisher row and column profiles", "perplexity evaluation",
+            "nearest Kronecker: K-FAC + 1 power iteration"} <= set(rows)
+    assert rows["plain forward + backward"]["of the plain pass"] == 1
+    assert all(r["seconds"] > 0 and r["of the plain pass"] > 0 for r in rows.values())
+
+
+def test_scale_kfac_quick(glue_dir, tmp_path):
+    """Issue 25, 4: a tiny decoder planned, its first pass and each layer shape's factorization measured; 70B planned
+    for this machine (it does not load here) with the memory one block per pass would need."""
+    out = tmp_path / "scale_kfac"
+    done = run("scale_kfac.py", "--quick", "--data-dir", str(glue_dir), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["size"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    tiny, big = rows["tiny"], rows["70b"]
+    assert tiny["first pass s"] > 0 and tiny["factorize s (est.)"] >= 0 and "pass(es) of" in tiny["plan"]
+    assert big["layers"] == 560 and "first pass s" not in big and "GiB" in big["memory for one block per pass"]

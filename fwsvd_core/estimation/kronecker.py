@@ -99,12 +99,14 @@ class KroneckerFactors:
         return self.inputs[kind][name], self.outputs[kind][name]
 
 
-def kronecker_estimate(layers: list[LayerInfo]) -> MemoryEstimate:
-    """The memory the factors take while they are estimated: float64 sums, the previous iterates and the results."""
+def kronecker_estimate(layers: list[LayerInfo], iterations: int = DEFAULT_ITERATIONS) -> MemoryEstimate:
+    """The memory the factors take while they are estimated: float64 sums, with power iterations the previous
+    iterates, and the results (K-FAC's, and the nearest product's with iterations)."""
     elements = sum(l.in_features**2 + l.out_features**2 for l in layers)
-    return MemoryEstimate("Kronecker factors of the Fisher",
-                          {"running sums (float64)": 8 * elements, "iterates": 4 * 2 * elements,
-                           "results": 4 * 2 * elements})
+    parts = {"running sums (float64)": 8 * elements, "results": 4 * (2 if iterations else 1) * elements}
+    if iterations:
+        parts["iterates"] = 4 * 2 * elements
+    return MemoryEstimate("Kronecker factors of the Fisher", parts)
 
 
 def _masked(batch: GradientBatch, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +170,7 @@ def compute_kronecker(
     start = time.perf_counter()
     layers = layers or require_layers(model)
     devices = {l.name: execution_device(model.get_submodule(l.name)) for l in layers}
-    require_fits(kronecker_estimate(layers), next(iter(devices.values())),
+    require_fits(kronecker_estimate(layers, iterations), next(iter(devices.values())),
                  ["estimate them for fewer layers", "use FWSVD or SVD-LLM, whose statistics are vectors or one Gram "
                   "matrix per layer"])
     part = shard(data)

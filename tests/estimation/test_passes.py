@@ -139,7 +139,7 @@ def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, g
     from fwsvd_core.estimation.kronecker import kronecker_estimate
 
     layers = require_layers(load_model(tiny_lm_dir, device="cpu").model)
-    per_block = max(kronecker_estimate(g).total for g in block_groups(layers, 1))
+    per_block = max(kronecker_estimate(g, 0).total for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)  # half of it: one block
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
         code = main(["statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source", "glue",
@@ -206,7 +206,7 @@ def test_compress_streams_when_the_factors_would_not_fit(tiny_lm_dir, glue_dir, 
               str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--method", "kfac", "--rank-ratio", "0.25",
               "--evaluate", "--eval-subsample", "8", "--device", "cpu"]
     assert main([*common, "--output-dir", str(tmp_path / "roomy")]) == 0, capsys.readouterr().err
-    per_block = max(kronecker_estimate(g).total for g in block_groups(layers, 1))
+    per_block = max(kronecker_estimate(g, 0).total for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)
     # a tiny model's factors are smaller than a block's statistics: say they are as large as a 7B model's
     monkeypatch.setattr(commands, "factors_bytes", lambda layers: 52 * 2**30)
