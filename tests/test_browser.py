@@ -1,4 +1,5 @@
 """End to end: the real app under `streamlit run`, driven in headless Chromium. Screenshots go to artifacts/."""
+import contextlib
 import time
 
 import pytest
@@ -21,16 +22,23 @@ def server(tmp_path_factory, minilm_dir, glue_dir):
     stop_app(proc)
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextlib.contextmanager
+def browser_page(height: int, timeout_ms: int):
+    """A page of headless Debian Chromium, 1400 pixels wide."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 2400})
-        page.set_default_timeout(120_000)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.set_default_timeout(timeout_ms)
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page(2400, 120_000) as page:
+        yield page
 
 
 def settle(page) -> None:

@@ -5,9 +5,9 @@ import os
 
 import pytest
 from conftest import make_tiny_model
-from test_browser import SHOTS, open_page, settle
+from test_browser import SHOTS, browser_page, open_page, settle
 
-from benchmarks.app_server import CHROMIUM, FLAGS, start_app, stop_app
+from benchmarks.app_server import start_app, stop_app
 
 pytestmark = pytest.mark.browser
 LOWER = "perplexity (lower is better)"
@@ -38,14 +38,8 @@ def server(tmp_path_factory, minilm_dir, glue_dir):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(240_000)
+    with browser_page(1000, 240_000) as page:
         yield page
-        browser.close()
 
 
 def shot(page, name: str, at: str | None = None) -> None:
