@@ -197,6 +197,10 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
     budget = int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+    if dist.is_available() and dist.is_initialized():  # every process must make the same passes: plan for the least
+        least = torch.tensor([budget], dtype=torch.int64)
+        dist.all_reduce(least, op=dist.ReduceOp.MIN)
+        budget = int(least.item())
     plan = plan_passes(session.layers, lambda group: estimate(group).total, budget)
     if plan.blocks_per_pass is not None:
         log.info(plan.describe(what))

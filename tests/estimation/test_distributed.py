@@ -86,3 +86,31 @@ def test_two_processes_give_a_language_model_s_single_process_statistics(tiny_lm
     assert stats.n_tokens == reference.n_tokens and set(reference.n_tokens.values()) == {9 * 16}
     for name in reference.second_moment:
         torch.testing.assert_close(stats.second_moment[name], reference.second_moment[name], rtol=1e-5, atol=1e-9)
+
+
+def test_two_processes_in_passes_give_one_process_s_kronecker_factors(tiny_lm_dir, glue_dir):
+    """Issue 25, 5 with 1: data-parallel and one block per pass together; every group cached once, and the factors
+    read back from those entries equal one process's single pass."""
+    from fwsvd_core.estimation.kronecker import compute_kronecker, estimate_kronecker
+    from fwsvd_core.inputs.families import get_family, load_task_data
+
+    env = {**os.environ, "FWSVD_CACHE_DIR": str(cache_root()), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "fwsvd_core", "statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source",
+               "glue", "--data-dir", str(glue_dir), "--calib-samples", "9", "--seq-len", "16", "--kronecker",
+               "--kronecker-iterations", "0", "--blocks-per-pass", "1", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert len(list((cache_root() / "kronecker").iterdir())) == 2  # the tiny decoder's two blocks, once each
+
+    loaded = load_model(tiny_lm_dir, device="cpu")
+    task = get_task("wikitext2")
+    train = get_family(task.family).prepare(loaded.tokenizer, load_task_data(task, "train", "glue", glue_dir), 16)
+    factors = estimate_kronecker(loaded.model, loaded.tokenizer, train, 9, iterations=0, max_length=16,
+                                 blocks_per_pass=1)
+    alone = compute_kronecker(loaded.model, loaded.tokenizer, train.sample(9, 0), iterations=0, max_length=16)
+    assert factors.from_cache and factors.n_examples == alone.n_examples == 9
+    for name in alone.inputs["kfac"]:
+        for got, expected in ((factors.inputs["kfac"][name], alone.inputs["kfac"][name]),
+                              (factors.outputs["kfac"][name], alone.outputs["kfac"][name])):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
