@@ -770,7 +770,7 @@ def test_a_full_disk_during_an_export_is_a_message_and_keeps_the_earlier_export(
 
     def full(*args, **kwargs):
         raise failure
-    monkeypatch.setattr(export_module, "save_safetensors_from", full)
+    monkeypatch.setattr(export_module, "save_weights", full)
     with pytest.raises(ExportError, match=r"No space left on device.*earlier one is still there"):
         save_compressed(session.compress("svd", uniform_ranks(session.layers, 0.5)), loaded.tokenizer, first_export,
                         overwrite=True)
@@ -781,7 +781,7 @@ def test_a_full_disk_during_an_export_is_a_message_and_keeps_the_earlier_export(
 def test_a_full_disk_in_the_cli_exits_3_with_a_message(tiny_models, tmp_path, glue_dir, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise SafetensorError("Error while serializing: IoError(No space left on device)")
-    monkeypatch.setattr(export_module, "save_safetensors_from", full)
+    monkeypatch.setattr(export_module, "save_weights", full)
     code = main(["compress", "--model", str(tiny_models["bert"]), "--task", "sst2", "--data-dir", str(glue_dir),
                  "--method", "svd", "--rank-ratio", "0.5", "--fisher-samples", "8", "--save", str(tmp_path / "out")])
     err = capsys.readouterr().err
