@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import REPO, device_description, write_report
+from common import REPO, device_description, timed_call, write_report
 
 from fwsvd_core.compression.allocation import (
     OPTIMALITY_GAP,
@@ -59,12 +58,6 @@ def sensitivity_like(layers: list[LayerInfo], rng: np.random.Generator) -> dict[
     return sensitivity_curves(layers, pd.DataFrame(rows))
 
 
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=32, help="decoder blocks (7 linear layers each)")
@@ -78,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         curves = draw(layers, np.random.default_rng(args.seed))
         for ratio in (float(r) for r in args.ratios.split(",")):
             budget = int(ratio * original_params(layers))
-            greedy, greedy_s = timed(allocate_greedy, layers, curves, budget)
-            exact, exact_s = timed(allocate_exact, layers, curves, budget)
+            greedy, greedy_s = timed_call(allocate_greedy, layers, curves, budget)
+            exact, exact_s = timed_call(allocate_exact, layers, curves, budget)
             g_loss, e_loss = predicted_loss(layers, curves, greedy), predicted_loss(layers, curves, exact)
             rows.append({"curves": shape, "kept ratio": ratio, "layers": len(layers),
                          "greedy s": round(greedy_s, 2), "exact s": round(exact_s, 2),

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -26,6 +27,13 @@ def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[s
         fn()
         times.append(time.perf_counter() - start)
     return {"median_s": statistics.median(times), "best_s": min(times), "repeats": repeats}
+
+
+def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """`fn`'s value and the wall seconds of that one call."""
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
 
 
 def peak_rss_mb() -> float:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
-from common import REPO, device_description, write_report
+from common import REPO, device_description, timed_call, write_report
 
 from fwsvd_core.compression.factorization import (
     KRONECKER_DAMPING,
@@ -46,12 +45,6 @@ def old_products(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, damping
     return (inv_b.T @ (u * s[None, :]))[:, :rank] @ (vh @ inv_a)[:rank]
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    value = fn(*args)
-    return value, time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="384x1536,1024x2752,4096x11008", help="out x in of each layer")
@@ -67,8 +60,8 @@ def main() -> None:
         weight = torch.randn(n_out, n_in, generator=torch.Generator().manual_seed(0))
         a, b = spd(n_in, args.spread, 1), spd(n_out, args.spread, 2)
         rank = min(n_out, n_in) // 4
-        old, old_seconds = timed(old_products, weight, a, b, KRONECKER_DAMPING, rank)
-        factors, new_seconds = timed(kronecker_svd, weight, a, b, "kfac", KRONECKER_DAMPING)
+        old, old_seconds = timed_call(old_products, weight, a, b, KRONECKER_DAMPING, rank)
+        factors, new_seconds = timed_call(kronecker_svd, weight, a, b, "kfac", KRONECKER_DAMPING)
         new = factors.left[:, :rank].double() @ factors.right[:rank].double()
         bound = max(damped_condition_bound(a, KRONECKER_DAMPING), damped_condition_bound(b, KRONECKER_DAMPING))
         rows.append({"layer (out x in)": size, "rank": rank,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import REPO, device_description, write_report
+from common import REPO, device_description, timed_call, write_report
 
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.evaluation import evaluate
@@ -67,9 +67,7 @@ def plain_passes(model, tokenizer, data: TaskData, batch_size: int, length: int,
 
 
 def seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return timed_call(fn)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

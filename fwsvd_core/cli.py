@@ -21,6 +21,7 @@ from fwsvd_core.estimation.fisher import ESTIMATORS, FISHER_FORMS
 from fwsvd_core.estimation.kronecker import DEFAULT_ITERATIONS
 from fwsvd_core.estimation.passes import AUTO
 from fwsvd_core.inputs.families import family_names
+from fwsvd_core.inputs.memory import parse_bytes
 from fwsvd_core.inputs.precision import DTYPE_CHOICES
 from fwsvd_core.inputs.tasks import TASKS, get_task
 
@@ -48,9 +49,11 @@ def _whole_number_or_auto(minimum: int):
 
 
 def _memory_size(text: str) -> str:
-    """An argparse type: a size such as 5G, 500M or a byte count (`inputs.memory.parse_bytes`)."""
-    if not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*[KMGT]?(I?B)?\s*", text, flags=re.IGNORECASE):
-        raise argparse.ArgumentTypeError(f"expected a size such as 5G or 500M, got {text!r}")
+    """An argparse type: a size such as 5G, 500M or a byte count, as `inputs.memory.parse_bytes` reads it."""
+    try:
+        parse_bytes(text)
+    except FwsvdError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 5G or 500M, got {text!r}") from None
     return text
 
 

@@ -190,13 +190,18 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
     return loaded, session, fisher_data, eval_data
 
 
+def _memory_budget(session: CompressionSession) -> int:
+    """The bytes statistics or factors may take beside the loaded model: a share of what its device has left."""
+    return int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+
+
 def _blocks_per_pass(args, session: CompressionSession, what: str,
                      estimate: Callable[[list[LayerInfo]], MemoryEstimate]) -> int | None:
     """--blocks-per-pass as given, or for `auto` planned from the statistic's memory `estimate` (said in the log
     when it takes more than one pass)."""
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
-    budget = int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+    budget = _memory_budget(session)
     if dist.is_available() and dist.is_initialized():  # every process must make the same passes: plan for the least
         least = torch.tensor([budget], dtype=torch.int64)
         dist.all_reduce(least, op=dist.ReduceOp.MIN)
@@ -461,7 +466,7 @@ def _scored(args, label: str, model, loaded: LoadedModel, eval_data: TaskData):
 def _streams(session: CompressionSession) -> bool:
     """Whether the factors of every layer would not fit in half the memory available beside the model: then each
     layer is factorized as it is replaced, in the model itself (said in the log)."""
-    needed, budget = factors_bytes(session.layers), int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+    needed, budget = factors_bytes(session.layers), _memory_budget(session)
     if needed <= budget:
         return False
     log.info(f"factors: every layer's would take {format_bytes(needed)} of the {format_bytes(budget)} they may: each "

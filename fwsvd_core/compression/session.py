@@ -201,8 +201,7 @@ class CompressionSession:
                                           else None)
                     out = {}
                     for i, l in enumerate(self.layers):
-                        # one layer's statistics at a time: those of a large model may be read from disk
-                        out[l.name] = chosen.factorize(self.weight(l.name).float(), self._inputs(chosen, l.name))
+                        out[l.name] = self._factorized(chosen, l.name)
                         if report is not None:
                             report(i + 1, len(self.layers))
                     if path:
@@ -271,7 +270,12 @@ class CompressionSession:
             if chosen.name in self._factors:
                 return self._factors[chosen.name][name]
             self._require_statistics(chosen)
-            return chosen.factorize(self.weight(name).float(), self._inputs(chosen, name))
+            return self._factorized(chosen, name)
+
+    def _factorized(self, method: Method, name: str) -> Factors:
+        """One layer factorized from its weight and its own statistics only: a large model's may be read from disk."""
+        assert method.factorize is not None
+        return method.factorize(self.weight(name).float(), self._inputs(method, name))
 
     def compress(self, method: str, ranks: RankMap, stream: bool = False) -> nn.Module:
         """A compressed copy from cached factors (slicing only, but for an iterative method's per-rank solves).
