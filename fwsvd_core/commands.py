@@ -51,8 +51,9 @@ from fwsvd_core.estimation.activations import activation_estimate, estimate_acti
 from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher, fisher_estimate
+from fwsvd_core.estimation.gradients import activation_checkpointing
 from fwsvd_core.estimation.kronecker import KroneckerFactors, estimate_kronecker, kronecker_estimate
-from fwsvd_core.estimation.passes import AUTO, STATISTICS_SHARE, plan_passes
+from fwsvd_core.estimation.passes import AUTO, STATISTICS_SHARE, PassPlan, plan_passes
 from fwsvd_core.folders import (
     RESULT_MARKER,
     check_result_targets,
@@ -64,7 +65,7 @@ from fwsvd_core.folders import (
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.families import family_names, family_of, label_mapping, load_task_data, task_for_files
 from fwsvd_core.inputs.layers import LayerInfo, layer_table
-from fwsvd_core.inputs.memory import MemoryEstimate, available_bytes, format_bytes
+from fwsvd_core.inputs.memory import MemoryEstimate, available_bytes, backward_activations, format_bytes
 from fwsvd_core.inputs.models import LoadedModel
 from fwsvd_core.inputs.precision import dtype_name, model_dtype
 from fwsvd_core.inputs.tasks import TASKS, TaskSpec, get_task
@@ -190,14 +191,17 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
     return loaded, session, fisher_data, eval_data
 
 
+GRADIENT_BATCH = 16  # examples per backward pass of the Fisher and Kronecker statistics
+
+
 def _memory_budget(session: CompressionSession) -> int:
     """The bytes statistics or factors may take beside the loaded model: a share of what its device has left."""
     return int(STATISTICS_SHARE * available_bytes(session.loaded.device))
 
 
 def _blocks_per_pass(args, session: CompressionSession, what: str,
-                     estimate: Callable[[list[LayerInfo]], MemoryEstimate]) -> int | None:
-    """--blocks-per-pass as given, or for `auto` planned from the statistic's memory `estimate` (said in the log
+                     estimate: Callable[[list[LayerInfo]], MemoryEstimate]) -> int | PassPlan | None:
+    """--blocks-per-pass as given, or for `auto` the plan made from the statistic's memory `estimate` (said in the log
     when it takes more than one pass)."""
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
@@ -207,18 +211,37 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
         dist.all_reduce(least, op=dist.ReduceOp.MIN)
         budget = int(least.item())
     plan = plan_passes(session.layers, lambda group: estimate(group).total, budget)
-    if plan.blocks_per_pass is not None:
-        log.info(plan.describe(what))
-    return plan.blocks_per_pass
+    if plan.passes == 1:
+        return None
+    log.info(plan.describe(what))
+    return plan
+
+
+def _checkpointing(args, session: CompressionSession, batch_size: int) -> bool:
+    """--activation-checkpointing as given, or for `auto` whether a batch's backward activations (estimated) would
+    exceed the memory the statistics leave to the passes (said in the log when on)."""
+    if args.activation_checkpointing != "auto":
+        return args.activation_checkpointing == "on"
+    config = getattr(session.model, "config", None)
+    if config is None:
+        return False
+    needed = backward_activations(config, batch_size, args.max_length)
+    room = int((1 - STATISTICS_SHARE) * available_bytes(session.loaded.device))
+    if needed <= room:
+        return False
+    log.info(f"activation checkpointing on: a batch of {batch_size} x {args.max_length} tokens keeps about "
+             f"{format_bytes(needed)} of activations for its backward pass, {format_bytes(room)} is left for them")
+    return True
 
 
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
-    fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.estimator,
-                             args.seed, max_length=args.max_length, fingerprint=session.loaded.fingerprint,
-                             progress=_progress("Fisher"), allow_degenerate=args.allow_degenerate_fisher,
-                             form=args.fisher_form,
-                             blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
-                                 g, "full" if args.fisher_form == "full" else "profiles")))
+    with activation_checkpointing(session.model, _checkpointing(args, session, GRADIENT_BATCH)):
+        fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
+                                 args.estimator, args.seed, batch_size=GRADIENT_BATCH, max_length=args.max_length,
+                                 fingerprint=session.loaded.fingerprint, progress=_progress("Fisher"),
+                                 allow_degenerate=args.allow_degenerate_fisher, form=args.fisher_form,
+                                 blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
+                                     g, "full" if args.fisher_form == "full" else "profiles")))
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
@@ -251,11 +274,12 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 
 
 def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
-    factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples, args.seed,
-                                 iterations, max_length=args.max_length,
-                                 fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
-                                 blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
-                                                                  lambda g: kronecker_estimate(g, iterations)))
+    with activation_checkpointing(session.model, _checkpointing(args, session, GRADIENT_BATCH)):
+        factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
+                                     args.seed, iterations, batch_size=GRADIENT_BATCH, max_length=args.max_length,
+                                     fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
+                                     blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
+                                                                      lambda g: kronecker_estimate(g, iterations)))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "

@@ -178,3 +178,19 @@ def tiny_lm_session(tiny_lm_dir, lm_windows):
     session = CompressionSession(loaded)
     session.set_fisher(estimate_fisher(loaded.model, loaded.tokenizer, lm_windows[0], n_examples=16, max_length=LM_WINDOW))
     return session
+
+
+# For a measuring child process: its peak resident memory since `reset_peak()`, in kilobytes. getrusage's ru_maxrss
+# starts a child at its parent's size (it survives fork and exec), so a big pytest process would hide the rise.
+PEAK_RSS_SOURCE = """
+def _status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark becomes the resident size now
+    return _status("VmHWM")
+def peak_kb():
+    return _status("VmHWM")
+"""

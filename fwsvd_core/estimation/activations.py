@@ -17,7 +17,7 @@ from torch import nn
 from fwsvd_core.cache import Check, cache_key, cache_root, computing, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
-from fwsvd_core.estimation.passes import block_groups, joined_key
+from fwsvd_core.estimation.passes import PassPlan, block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.exclusive import model_lock
@@ -40,7 +40,7 @@ class ActivationStats:
     @classmethod
     def merged(cls, parts: list[ActivationStats]) -> ActivationStats:
         """The statistics of every layer from those of groups of layers (`estimation.passes`; layers sharing an input
-        sit in one block, so in one group)."""
+        share statistics within their group, and a group cut inside a block computes its own)."""
         return cls({n: t for p in parts for n, t in p.mean_abs.items()},
                    {n: t for p in parts for n, t in p.second_moment.items()}, min(p.n_examples for p in parts),
                    {n: c for p in parts for n, c in p.n_tokens.items()}, sum(p.seconds for p in parts),
@@ -145,7 +145,7 @@ def estimate_activation_stats(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, seed: int = 0,
     layers: list[LayerInfo] | None = None, max_length: int = 128, fingerprint: str | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None, use_cache: bool = True,
-    blocks_per_pass: int | None = None,
+    blocks_per_pass: int | PassPlan | None = None,
 ) -> ActivationStats:
     """Statistics over a seeded sample of `n_examples`, read from the on-disk cache when computed before
     (`blocks_per_pass`: that many blocks per pass over the data, `estimation.passes`)."""

@@ -19,7 +19,7 @@ from fwsvd_core.cache import (
 from fwsvd_core.errors import FisherError, FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
-from fwsvd_core.estimation.passes import block_groups, joined_key
+from fwsvd_core.estimation.passes import PassPlan, block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
@@ -54,7 +54,7 @@ class FisherResult:
         non-finite gradient is skipped by the pass whose layers it reached, so the counts are the most any skipped."""
         first = parts[0]
         notes = [*dict.fromkeys(n for p in parts for n in p.notes),
-                 f"computed in {len(parts)} passes over the data, a group of blocks each"]
+                 f"computed in {len(parts)} passes over the data, a group of blocks (or layers) each"]
         return cls({n: t for p in parts for n, t in p.per_layer.items()}, first.estimator,
                    min(p.n_examples for p in parts), max(p.n_skipped for p in parts), first.split, first.source,
                    sum(p.seconds for p in parts), all(p.from_cache for p in parts), joined_key([p.key for p in parts]),
@@ -235,7 +235,7 @@ def estimate_fisher(
     seed: int = 0, batch_size: int = 16, max_length: int = 128, layers: list[LayerInfo] | None = None,
     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
     use_cache: bool = True, fingerprint: str | None = None, allow_degenerate: bool = False, form: str = "auto",
-    blocks_per_pass: int | None = None,
+    blocks_per_pass: int | PassPlan | None = None,
 ) -> FisherResult:
     """Fisher over a seeded sample of `n_examples`, read from the on-disk cache when it was computed before.
 
@@ -243,7 +243,8 @@ def estimate_fisher(
     gives a new Fisher. An unusable Fisher (see `require_usable_fisher`) is an error unless `allow_degenerate`.
     `form` 'auto' keeps the element-wise Fisher where the memory estimate says it fits, else only each
     layer's row and column sums ('profiles'); 'full' and 'profiles' choose. `blocks_per_pass` computes it for that
-    many blocks per pass over the data, each group cached as it is finished (`estimation.passes`).
+    many blocks per pass over the data (or in a `PassPlan`'s groups), each group cached as it is finished
+    (`estimation.passes`).
     """
     layers = layers or require_layers(model)
     if len(groups := block_groups(layers, blocks_per_pass)) > 1:

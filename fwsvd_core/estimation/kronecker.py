@@ -35,7 +35,7 @@ from fwsvd_core.cache import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
-from fwsvd_core.estimation.passes import block_groups, chained, joined_key
+from fwsvd_core.estimation.passes import PassPlan, block_groups, chained, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.layers import LayerInfo, execution_device, require_layers
@@ -232,7 +232,7 @@ def estimate_kronecker(
     model: nn.Module, tokenizer, data: TaskData, n_examples: int | None = 256, seed: int = 0,
     iterations: int = DEFAULT_ITERATIONS, batch_size: int = 16, max_length: int = 128,
     layers: list[LayerInfo] | None = None, fingerprint: str | None = None, progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None, use_cache: bool = True, blocks_per_pass: int | None = None,
+    cancel: CancelFn | None = None, use_cache: bool = True, blocks_per_pass: int | PassPlan | None = None,
 ) -> KroneckerFactors:
     """Kronecker factors over a seeded sample of `n_examples` (the Fisher's sample for the same seed), cached on disk
     (`blocks_per_pass`: that many blocks per pass over the data, `estimation.passes`)."""

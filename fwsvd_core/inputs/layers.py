@@ -89,6 +89,12 @@ def block_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def block_module_name(name: str) -> str | None:
+    """The repeated block a layer sits in, by module name ('model.layers.3' for 'model.layers.3.mlp.up_proj')."""
+    match = _BLOCK.search(name)
+    return name[: match.end(1)] if match else None
+
+
 def weight_out_in(module: nn.Module) -> torch.Tensor:
     """The weight as [out, in] whatever the module type (a view, not a copy).
 

@@ -293,6 +293,21 @@ def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str, form: str =
     return FLOAT32 * largest
 
 
+def _activation_floats(shape: ModelShape, max_length: int, checkpointed: bool = False) -> int:
+    """Floats per token a backward pass through every block keeps (`checkpointed`: each block's input, and one block's
+    activations at a time, as `estimation.gradients.activation_checkpointing` runs it)."""
+    per_block = shape.activation_floats + ACT_PER_ATTENTION * shape.num_heads * max_length
+    # one block more: the backward's gradient temporaries of the block it is in
+    blocks = 2 if checkpointed else shape.num_layers + 1
+    inputs = shape.num_layers * shape.hidden_size if checkpointed else 0
+    return blocks * per_block + inputs + MASK_PER_TOKEN * max_length + 2 * shape.hidden_size
+
+
+def backward_activations(config, batch_size: int, max_length: int, checkpointed: bool = False) -> int:
+    """Bytes of the activations one batch's backward pass keeps, counted in float32 (see `estimate_fisher`)."""
+    return FLOAT32 * batch_size * max_length * _activation_floats(model_shape(config), max_length, checkpointed)
+
+
 def _check_fisher_args(estimator: str, batch_size: int, max_length: int) -> None:
     """FwsvdError for an unknown estimator or a size that is not positive."""
     if estimator not in ESTIMATORS:
@@ -342,9 +357,7 @@ def _fisher_estimate(shape: ModelShape, dtype, batch_size: int, max_length: int,
     captured = ins + 2 * outs
     if shape.calls_per_layer > 1:  # a shared layer's calls are concatenated: a copy of its inputs and gradients
         captured += ins + outs
-    per_block = shape.activation_floats + ACT_PER_ATTENTION * shape.num_heads * max_length
-    # one block more: the backward's gradient temporaries of the block it is in
-    activations = (shape.num_layers + 1) * per_block + MASK_PER_TOKEN * max_length + 2 * shape.hidden_size
+    activations = _activation_floats(shape, max_length)
     batch = f"batch {batch_size}, {max_length} tokens"
     storage = shape.profile_bytes if form == "profiles" else shape.fisher_bytes
     parts = {

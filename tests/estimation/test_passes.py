@@ -1,13 +1,13 @@
 """Statistics in passes over groups of blocks equal one pass's (issue 25, 1), for an encoder and a decoder."""
 import pytest
 import torch
-from conftest import LM_WINDOW
+from conftest import LM_WINDOW, PEAK_RSS_SOURCE
 
 from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.fisher import estimate_fisher
 from fwsvd_core.estimation.kronecker import estimate_kronecker
-from fwsvd_core.estimation.passes import block_groups, plan_passes
+from fwsvd_core.estimation.passes import PassPlan, block_groups, plan_passes
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
 from fwsvd_core.loading import load_model
 
@@ -51,21 +51,37 @@ def test_the_fisher_in_one_pass_per_block_equals_one_pass(model_and_data, form):
     assert again.from_cache and again.key == passes.key  # each group was cached as it was finished
 
 
-def test_activations_and_kronecker_factors_in_passes_equal_one_pass(model_and_data):
+def split_blocks(layers: list[LayerInfo]) -> PassPlan:
+    """A plan cutting every block in two: its first two layers, then the rest."""
+    groups = []
+    for block in sorted({l.block for l in layers if l.block is not None}):
+        names = [l.name for l in layers if l.block == block]
+        groups += [tuple(names[:2]), tuple(names[2:])]
+    return PassPlan(None, len(groups), 0, 0, 0, tuple(groups))
+
+
+@pytest.mark.parametrize("per_pass", ["blocks", "layers"])
+def test_activations_and_kronecker_factors_in_passes_equal_one_pass(model_and_data, per_pass):
     loaded, data, length = model_and_data
     args = (loaded.model, loaded.tokenizer, data, 12)
+    groups = 1 if per_pass == "blocks" else split_blocks(require_layers(loaded.model))
     one = estimate_activation_stats(*args, max_length=length, use_cache=False)
-    passes = estimate_activation_stats(*args, max_length=length, blocks_per_pass=1)
-    assert passes.n_tokens == one.n_tokens and passes.shared_with == one.shared_with
+    passes = estimate_activation_stats(*args, max_length=length, blocks_per_pass=groups)
+    assert passes.n_tokens == one.n_tokens
+    if per_pass == "blocks":
+        assert passes.shared_with == one.shared_with
     assert_same(passes.second_moment, one.second_moment)
     assert_same(passes.mean_abs, one.mean_abs)
     single = estimate_kronecker(*args, iterations=1, max_length=length, use_cache=False)
-    grouped = estimate_kronecker(*args, iterations=1, max_length=length, blocks_per_pass=1)
+    grouped = estimate_kronecker(*args, iterations=1, max_length=length, blocks_per_pass=groups)
     assert grouped.n_examples == single.n_examples and len(grouped.change) == len(single.change) == 1
     assert grouped.change[0] == pytest.approx(single.change[0], rel=1e-4)
     for kind in single.inputs:
         assert_same(grouped.inputs[kind], single.inputs[kind])
         assert_same(grouped.outputs[kind], single.outputs[kind])
+    fisher = estimate_fisher(*args, max_length=length, form="full", use_cache=False)
+    assert_same(estimate_fisher(*args, max_length=length, form="full", blocks_per_pass=groups).per_layer,
+                fisher.per_layer)
 
 
 def test_the_command_line_caches_one_entry_per_group(tiny_lm_dir, glue_dir, capsys):
@@ -126,8 +142,29 @@ def test_the_plan_takes_the_largest_groups_of_blocks_that_fit():
     assert (plan.blocks_per_pass, plan.passes, plan.one_pass_bytes, plan.largest_group_bytes) == (2, 2, 800, 400)
     assert "2 passes of 2 block(s)" in plan.describe("Kronecker factors")
     assert plan_passes(LAYERS, size, 200).blocks_per_pass == 1
-    with pytest.raises(InsufficientMemoryError, match="even one block per pass"):
-        plan_passes(LAYERS, size, 150)
+
+
+def test_when_not_even_one_block_fits_the_plan_packs_consecutive_layers():
+    """Issue 25, 1: a LLaMA-7B block's K-FAC sums (6 GiB) do not fit beside the model on 24 GB, its layers' do."""
+    sizes = {"query": 100, "key": 60}
+    def size(group):
+        return sum(sizes[l.role] for l in group)
+    plan = plan_passes(LAYERS, size, 150)  # a block (160) does not fit; query + key of the next block (160) neither
+    assert plan.blocks_per_pass is None and plan.passes == 8 and plan.largest_group_bytes == 100
+    assert [len(g) for g in plan.layer_groups] == [1] * 8
+    # three layers a block, 30 + 100 + 30: a block (160) does not fit in 150, two consecutive layers do
+    layers = [LayerInfo(f"b{b}.{role}", b, role, 8, 8, "linear") for b in range(4) for role in ("query", "key", "value")]
+    sizes.update(query=30, key=100, value=30)
+    plan = plan_passes(layers, size, 150)
+    assert plan.layer_groups == (("b0.query", "b0.key"), ("b0.value", "b1.query"), ("b1.key", "b1.value"),
+                                 ("b2.query", "b2.key"), ("b2.value", "b3.query"), ("b3.key", "b3.value"))
+    assert "6 passes of at most 2 layer(s), as one block's statistics do not fit" in plan.describe("Kronecker factors")
+    assert [[l.name for l in g] for g in block_groups(layers, plan)] == [list(g) for g in plan.layer_groups]
+    sizes.update(query=100, key=60)
+    groups = block_groups(LAYERS, plan_passes(LAYERS, size, 150))
+    assert [[l.name for l in g] for g in groups] == [[l.name] for l in LAYERS]
+    with pytest.raises(InsufficientMemoryError, match=r"even one layer per pass: b0\.query needs"):
+        plan_passes(LAYERS, size, 90)
 
 
 def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, glue_dir, capsys, monkeypatch, caplog):
@@ -151,7 +188,7 @@ def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, g
 
 
 MEASURE = """
-import resource, sys, numpy as np, torch, transformers as tf
+import sys, numpy as np, torch, transformers as tf
 from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.inputs.data import TaskData
 from fwsvd_core.inputs.tasks import get_task
@@ -163,10 +200,10 @@ model = tf.AutoModelForCausalLM.from_config(config).eval()
 tokenizer = tf.AutoTokenizer.from_pretrained(sys.argv[1])
 ids = torch.randint(1000, 2000, (8, 32), generator=torch.Generator().manual_seed(0)).tolist()
 data = TaskData(get_task("wikitext2"), "train", ids, None, np.zeros(len(ids)), "random windows")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = reset_peak()
 blocks = None if sys.argv[2] == "all" else int(sys.argv[2])
 estimate_kronecker(model, tokenizer, data, 8, iterations=0, max_length=32, blocks_per_pass=blocks)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak_kb() - before)
 """
 
 
@@ -183,8 +220,8 @@ def test_the_peak_memory_falls_with_the_group_size(minilm_dir, tmp_path):
     env = {**os.environ, "FWSVD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     rise = {}
     for blocks in ("all", "1"):
-        done = subprocess.run([sys.executable, "-c", MEASURE, str(minilm_dir), blocks], capture_output=True, text=True,
-                              env=env, timeout=600)
+        done = subprocess.run([sys.executable, "-c", PEAK_RSS_SOURCE + MEASURE, str(minilm_dir), blocks],
+                              capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         rise[blocks] = int(done.stdout.split()[-1])  # kilobytes
     assert rise["1"] < 0.4 * rise["all"], rise

@@ -242,3 +242,17 @@ def test_a_7b_fisher_fits_24_gib_only_in_the_low_memory_form(monkeypatch):
     with pytest.raises(InsufficientMemoryError, match="--fisher-form profiles"):
         check_fisher(config, "cpu", 1, 128, weights_loaded=False)
     assert check_fisher(config, "cpu", 1, 128, weights_loaded=False, form="profiles").total < 24 * 2**30
+
+
+def test_a_checkpointed_backward_keeps_one_blocks_activations():
+    """Issue 25, 1: a 7B decoder's backward over 2048 tokens keeps tens of GB of activations (counted in float32, with
+    an eager attention's probabilities); checkpointed, two blocks' and every block's input."""
+    from fwsvd_core.inputs.memory import backward_activations
+
+    config = tf.LlamaConfig(**LLAMA_7B)
+    plain = backward_activations(config, 1, 2048)
+    checkpointed = backward_activations(config, 1, 2048, checkpointed=True)
+    assert plain > 20 * 2**30 and checkpointed < plain / 10
+    # each block more adds its input only: 2048 x 4096 floats
+    deeper = tf.LlamaConfig(**{**LLAMA_7B, "num_hidden_layers": 64})
+    assert backward_activations(deeper, 1, 2048, checkpointed=True) - checkpointed == 4 * 2048 * 32 * 4096
