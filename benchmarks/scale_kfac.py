@@ -45,12 +45,13 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
 
     from fwsvd_core.compression.factorization import KRONECKER_DAMPING, kronecker_svd
     from fwsvd_core.errors import InsufficientMemoryError
+    from fwsvd_core.estimation.gradients import activation_checkpointing
     from fwsvd_core.estimation.kronecker import estimate_kronecker, kronecker_estimate
     from fwsvd_core.estimation.passes import STATISTICS_SHARE, block_groups, plan_passes
     from fwsvd_core.inputs.families import load_task_data
     from fwsvd_core.inputs.families.causal_lm import windows
     from fwsvd_core.inputs.layers import require_layers
-    from fwsvd_core.inputs.memory import available_bytes, format_bytes
+    from fwsvd_core.inputs.memory import available_bytes, backward_activations, format_bytes
     from fwsvd_core.inputs.tasks import get_task
 
     with torch.device("meta"):
@@ -76,6 +77,11 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
         row["plan"] = f"does not fit here: {len(layers)} passes of one layer on a machine with that memory"
         return row
     groups = block_groups(layers, plan)
+    # as `fwsvd compress` decides it: checkpointed when the backward's activations exceed the other half
+    activations = backward_activations(skeleton.config, 1, length)  # batch 1
+    checkpointed = activations > (1 - STATISTICS_SHARE) * max(free - model_bytes, 0)
+    row["backward activations (est.)"] = format_bytes(activations)
+    row["checkpointing"] = "on" if checkpointed else "off"
     if plan.layer_groups:
         row["plan"] = f"{plan.passes} passes of at most {max(len(g) for g in plan.layer_groups)} layer(s)"
     else:
@@ -92,8 +98,9 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     data = windows(tokenizer, text, length).sample(sequences, seed=0)
     first = [l for l in require_layers(model) if l.name in {g.name for g in groups[0]}]
     start = time.perf_counter()
-    factors = estimate_kronecker(model, tokenizer, data, sequences, iterations=0, batch_size=1, max_length=length,
-                                 layers=first, use_cache=False)
+    with activation_checkpointing(model, checkpointed):
+        factors = estimate_kronecker(model, tokenizer, data, sequences, iterations=0, batch_size=1,
+                                     max_length=length, layers=first, use_cache=False)
     first_s = time.perf_counter() - start
     row.update({"first pass s": round(first_s, 1), "peak RSS MB": round(peak_rss_mb()),
                 "statistics s (est.)": round(first_s * plan.passes)})

@@ -109,12 +109,16 @@ def kronecker_estimate(layers: list[LayerInfo], iterations: int = DEFAULT_ITERAT
     return MemoryEstimate("Kronecker factors of the Fisher", parts)
 
 
-def _masked(batch: GradientBatch, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's inputs and output gradients of this batch, float32, padding tokens zeroed."""
+def _masked(batch: GradientBatch, name: str, device: torch.device, tensor: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's inputs of this batch (or `tensor`, its output gradients), float32, padding tokens zeroed."""
     mask = batch.token_mask(name).to(device=device, dtype=torch.float32)
-    x = batch.inputs[name].to(device).float() * mask
-    g = batch.grads[name].to(device).float() * mask
-    return x, g
+    return (batch.inputs[name] if tensor is None else tensor).to(device).float() * mask
+
+
+def _input_key(batch: GradientBatch, name: str) -> tuple:
+    """What tells layers that read the very same input tensor (query, key and value; gate and up) in this batch."""
+    x = batch.inputs[name]
+    return x.data_ptr(), tuple(x.shape), x.stride(), x.dtype, x.device
 
 
 def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device]):
@@ -126,11 +130,15 @@ def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device
     n_good = 0
     for batch in batches:
         n_good += batch.n_good
+        input_grams: dict[tuple, torch.Tensor] = {}  # one X^T X for the layers that read one input
         for name in sums_in:
-            x, g = _masked(batch, name, devices[name])
-            x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-            sums_in[name] += (x.T @ x).double()
-            sums_out[name] += (g.T @ g).double()
+            key = (*_input_key(batch, name), devices[name])
+            if (gram := input_grams.get(key)) is None:
+                x = _masked(batch, name, devices[name]).flatten(0, -2)
+                gram = input_grams[key] = x.T @ x
+            g = _masked(batch, name, devices[name], batch.grads[name]).flatten(0, -2)
+            sums_in[name] += gram
+            sums_out[name] += g.T @ g
             tokens[name] += int(batch.token_mask(name).sum())
     return sums_in, sums_out, tokens, n_good
 
@@ -142,7 +150,7 @@ def _power_pass(batches, current_in: dict[str, torch.Tensor], current_out: dict[
     new_in = {n: torch.zeros_like(a, dtype=torch.float64) for n, a in current_in.items()}
     for batch in batches:
         for name in new_in:
-            x, g = _masked(batch, name, devices[name])
+            x, g = _masked(batch, name, devices[name]), _masked(batch, name, devices[name], batch.grads[name])
             a, b = current_in[name], current_out[name]
             k_in = torch.bmm(x @ a, x.transpose(1, 2))  # X_n A X_n^T: [B, T, T]
             new_out[name] += (g.reshape(-1, g.shape[-1]).T @ torch.bmm(k_in, g).reshape(-1, g.shape[-1])).double()

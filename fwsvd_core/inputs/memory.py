@@ -293,10 +293,11 @@ def _chunk_bytes(shape: ModelShape, batch_size: int, estimator: str, form: str =
     return FLOAT32 * largest
 
 
-def _activation_floats(shape: ModelShape, max_length: int, checkpointed: bool = False) -> int:
+def _activation_floats(shape: ModelShape, max_length: int, checkpointed: bool = False, eager: bool = True) -> int:
     """Floats per token a backward pass through every block keeps (`checkpointed`: each block's input, and one block's
-    activations at a time, as `estimation.gradients.activation_checkpointing` runs it)."""
-    per_block = shape.activation_floats + ACT_PER_ATTENTION * shape.num_heads * max_length
+    activations at a time, as `estimation.gradients.activation_checkpointing` runs it; `eager`: with the attention's
+    probabilities)."""
+    per_block = shape.activation_floats + (ACT_PER_ATTENTION * shape.num_heads * max_length if eager else 0)
     # one block more: the backward's gradient temporaries of the block it is in
     blocks = 2 if checkpointed else shape.num_layers + 1
     inputs = shape.num_layers * shape.hidden_size if checkpointed else 0
@@ -304,8 +305,13 @@ def _activation_floats(shape: ModelShape, max_length: int, checkpointed: bool = 
 
 
 def backward_activations(config, batch_size: int, max_length: int, checkpointed: bool = False) -> int:
-    """Bytes of the activations one batch's backward pass keeps, counted in float32 (see `estimate_fisher`)."""
-    return FLOAT32 * batch_size * max_length * _activation_floats(model_shape(config), max_length, checkpointed)
+    """Bytes of the activations one batch's backward pass keeps, in the config's dtype (see `estimate_fisher`); an
+    attention's probabilities are counted unless the config names a fused kernel (sdpa, flash attention), which
+    keeps none."""
+    shape = model_shape(config)  # read first: building the model may settle the attention's kernel on the config
+    eager = getattr(config, "_attn_implementation", None) in (None, "eager")
+    floats = _activation_floats(shape, max_length, checkpointed, eager)
+    return dtype_bytes(config) * batch_size * max_length * floats
 
 
 def _check_fisher_args(estimator: str, batch_size: int, max_length: int) -> None:

@@ -83,3 +83,23 @@ def test_bad_settings_are_refused(tiny_models, sst2_small):
         compute_kronecker(loaded.model, loaded.tokenizer, sst2_small[0].sample(2), iterations=-1)
     with pytest.raises(FwsvdError, match="at least one example"):
         compute_kronecker(loaded.model, loaded.tokenizer, sst2_small[0].subset([]))
+
+
+def test_layers_reading_one_input_share_its_gram_matrix(tiny_models, sst2_small, monkeypatch):
+    """Query, key and value read one input: K-FAC forms its Gram matrix once per batch for the three (issue 25, 3)."""
+    from fwsvd_core.estimation import kronecker
+
+    loaded = load_model(tiny_models["bert"], device="cpu")
+    data = sst2_small[0].sample(8, seed=3)
+    formed = []
+    original = kronecker._masked
+
+    def counting(batch, name, device, tensor=None):
+        if tensor is None:
+            formed.append(name.rsplit(".", 1)[-1])
+        return original(batch, name, device, tensor)
+    monkeypatch.setattr(kronecker, "_masked", counting)
+    compute_kronecker(loaded.model, loaded.tokenizer, data, iterations=0, batch_size=8)
+    layers = find_layers(loaded.model)
+    assert len(formed) == len(layers) - 2 * loaded.model.config.num_hidden_layers  # one for query, key and value
+    assert "key" not in formed and "value" not in formed and "query" in formed
