@@ -129,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
              f"({tokens} tokens) of {data.source}, batch {b}. Device: {device_description(args.device)}, "
              f"{torch.get_num_threads()} threads. 'of the plain pass' is the plain pass's seconds over the "
              "statistic's (the plain forward's for the rows below it): 1.0 is the speed limit. Timings on a machine "
-             "shared with other work vary run to run; the ratios within one run are the figures to read."]
+             "shared with other work vary run to run; the ratios within one run are the figures to read.",
+             "The plain pass is a training step's: its backward computes every weight's gradient (the embeddings' and "
+             "the head's too). The statistics need only the gradients at the compressible layers' outputs and stop "
+             "the backward at the first of them, so the Fisher's passes can be faster than the plain one (above 1.0). "
+             "K-FAC's Gram matrices cost in^2 + out^2 per token and layer against the layer's 6 in out of forward and "
+             "backward; it forms one input Gram matrix for the layers that read one input and computes each Gram "
+             "matrix's upper triangle only (`fwsvd_core.estimation.grams`)."]
     write_report(Path(args.out), "Statistics against the speed limit of one forward and backward pass", command,
                  {"Same windows, one run": rows}, notes, {"rows": rows, "model": name, "tokens": tokens})
     return 0

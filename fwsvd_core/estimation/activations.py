@@ -17,6 +17,7 @@ from torch import nn
 from fwsvd_core.cache import Check, cache_key, cache_root, computing, expect_shapes, load_tensors, store_tensors
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
+from fwsvd_core.estimation.grams import from_upper, gram_upper
 from fwsvd_core.estimation.passes import PassPlan, block_groups, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn, iter_batches
 from fwsvd_core.inputs.data import TaskData
@@ -87,7 +88,7 @@ def collect_activation_stats(
                 sums[name] = torch.zeros(x.shape[1], device=x.device, dtype=torch.float64)
                 grams[name] = torch.zeros(x.shape[1], x.shape[1], device=x.device, dtype=torch.float64)
             sums[name] += x.abs().sum(dim=0)
-            grams[name] += x.T @ x
+            grams[name] += gram_upper(x)  # upper triangles, filled in at the end
             tokens[name] += x.shape[0]
         return hook
 
@@ -110,7 +111,7 @@ def collect_activation_stats(
     sum_over_processes(grams)
     tokens = dict(zip(tokens, count_over_processes(*tokens.values()), strict=True))
     mean_abs = {n: (sums[n] / max(tokens[n], 1)).float().cpu() for n in sums}
-    second = {n: (grams[n] / max(tokens[n], 1)).float().cpu() for n in grams}
+    second = {n: (from_upper(grams[n]) / max(tokens[n], 1)).float().cpu() for n in grams}
     for name, owner in shared_with.items():
         mean_abs[name], second[name], tokens[name] = mean_abs[owner], second[owner], tokens[owner]
     return ActivationStats(mean_abs, second, n_examples, tokens, time.perf_counter() - start, shared_with=shared_with)

@@ -35,6 +35,7 @@ from fwsvd_core.cache import (
 from fwsvd_core.errors import FwsvdError
 from fwsvd_core.estimation.distributed import count_over_processes, shard, sum_over_processes, writes_results
 from fwsvd_core.estimation.gradients import GradientBatch, gradient_batches
+from fwsvd_core.estimation.grams import from_upper, gram_upper
 from fwsvd_core.estimation.passes import PassPlan, block_groups, chained, joined_key
 from fwsvd_core.inputs.batching import CancelFn, ProgressFn
 from fwsvd_core.inputs.data import TaskData
@@ -134,11 +135,9 @@ def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device
         for name in sums_in:
             key = (*_input_key(batch, name), devices[name])
             if (gram := input_grams.get(key)) is None:
-                x = _masked(batch, name, devices[name]).flatten(0, -2)
-                gram = input_grams[key] = x.T @ x
-            g = _masked(batch, name, devices[name], batch.grads[name]).flatten(0, -2)
-            sums_in[name] += gram
-            sums_out[name] += g.T @ g
+                gram = input_grams[key] = gram_upper(_masked(batch, name, devices[name]).flatten(0, -2))
+            sums_in[name] += gram  # upper triangles: the sums are filled in once, at the end
+            sums_out[name] += gram_upper(_masked(batch, name, devices[name], batch.grads[name]).flatten(0, -2))
             tokens[name] += int(batch.token_mask(name).sum())
     return sums_in, sums_out, tokens, n_good
 
@@ -195,8 +194,8 @@ def compute_kronecker(
     sum_over_processes(sums_out)
     n_good, *counts = count_over_processes(n_good, *tokens.values())
     n = max(n_good, 1)
-    kfac_in = {name: _symmetric(s / max(t, 1.0)).float() for (name, s), t in zip(sums_in.items(), counts, strict=True)}
-    kfac_out = {name: _symmetric(s / n).float() for name, s in sums_out.items()}
+    kfac_in = {name: (from_upper(s) / max(t, 1.0)).float() for (name, s), t in zip(sums_in.items(), counts, strict=True)}
+    kfac_out = {name: (from_upper(s) / n).float() for name, s in sums_out.items()}
     del sums_in, sums_out
     inputs = {"kfac": {k: a.cpu() for k, a in kfac_in.items()}}
     outputs = {"kfac": {k: b.cpu() for k, b in kfac_out.items()}}
