@@ -105,19 +105,26 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     row.update({"first pass s": round(first_s, 1), "peak RSS MB": round(peak_rss_mb()),
                 "statistics s (est.)": round(first_s * plan.passes)})
     per_shape: dict[tuple[int, int], float] = {}
-    for layer in first:
+    estimated = {l.name for l in first}
+    synthetic = set()
+    for layer in require_layers(model):
         shape = (layer.out_features, layer.in_features)
         if shape in per_shape:
             continue
         weight = model.get_submodule(layer.name).weight.detach().float()
-        a, b = factors.pair(layer.name, "kfac")
+        if layer.name in estimated:
+            a, b = factors.pair(layer.name, "kfac")
+        else:  # a shape the first pass did not reach: Gram matrices of random tokens (the time does not depend on them)
+            x, g = torch.randn(length, layer.in_features), torch.randn(length, layer.out_features)
+            a, b = x.T @ x / length, g.T @ g / length
+            synthetic.add(shape)
         start = time.perf_counter()
         kronecker_svd(weight, a, b, "kfac", KRONECKER_DAMPING)
         per_shape[shape] = time.perf_counter() - start
-    missing = {(l.out_features, l.in_features) for l in layers} - per_shape.keys()
-    if not missing:
-        row["factorize s (est.)"] = round(sum(per_shape[(l.out_features, l.in_features)] for l in layers))
-        row["per layer s"] = ", ".join(f"{o}x{i} {s:.1f}" for (o, i), s in sorted(per_shape.items()))
+        del weight, a, b
+    row["factorize s (est.)"] = round(sum(per_shape[(l.out_features, l.in_features)] for l in layers))
+    row["per layer s"] = ", ".join(f"{o}x{i} {s:.1f}" + ("*" if (o, i) in synthetic else "")
+                                   for (o, i), s in sorted(per_shape.items()))
     return row
 
 
@@ -154,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Device: {device_description('cpu')}. {args.sequences} calibration sequence(s) of {args.seq_len} tokens "
         "(GLUE SST-2 sentences as text), batch 1. 'statistics, one pass' is the K-FAC estimate for every layer at once "
         "(float64 sums and float32 results); 'budget' is half of what is available once the model is loaded; the "
-        "statistics and factorization totals multiply the first pass and each layer shape's time.",
+        "statistics and factorization totals multiply the first pass and each layer shape's time (the first pass "
+        "goes back to the first block, the longest backward: the statistics' total is an upper bound). "
+        "'checkpointing' is decided as `fwsvd compress` decides it, from the estimate of the backward's activations "
+        "against the half of the memory the statistics leave. A layer time marked * factorized Gram matrices of random "
+        "tokens, for a shape the first pass did not reach.",
         "Published costs for comparison: SVD-LLM's whitening ran out of memory on an 80 GB GPU with 90 GB of RAM "
         "(its issue tracker); ASVD's and Dobi-SVD's calibrations take several hours; KFAC-SVD (LEMS) reports its "
         "statistics on a GPU. Rows without measurements are the planner's estimate only.",

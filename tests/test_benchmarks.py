@@ -154,3 +154,17 @@ def test_scale_kfac_quick(glue_dir, tmp_path):
     tiny, big = rows["tiny"], rows["70b"]
     assert tiny["first pass s"] > 0 and tiny["factorize s (est.)"] >= 0 and "pass(es) of" in tiny["plan"]
     assert big["layers"] == 560 and "first pass s" not in big and "GiB" in big["memory for one block per pass"]
+
+
+def test_accumulation_quick(tiny_lm_dir, glue_dir, tmp_path):
+    """Issue 25, 1: float32 running sums of the K-FAC Gram matrices against float64 ones, beside the sample's noise."""
+    out = tmp_path / "accumulation"
+    done = run("accumulation.py", "--quick", "--model", str(tiny_lm_dir), "--data-dir", str(glue_dir), "--out",
+               str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    summary = {r["quantity"]: float(r["largest"]) for r in report["summary"]}
+    assert summary["A float32 vs float64"] < 1e-5 and summary["B float32 vs float64"] < 1e-5
+    assert summary["A float32 vs float64"] < 1e-3 * summary["A half vs half (noise)"]
+    memory = {r["running sums"]: r["LLaMA-7B K-FAC statistics on this machine"] for r in report["memory"]}
+    assert set(memory) == {"float64", "float32"} and "passes (one block's statistics" in memory["float32"]

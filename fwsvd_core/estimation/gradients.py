@@ -156,8 +156,9 @@ def _gradient_batches(
 @contextmanager
 def activation_checkpointing(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Every repeated block's forward checkpointed (non-reentrant) while inside: a backward pass keeps each block's
-    input only and runs the block again where its activations are needed. The statistics are the same; the memory of
-    a 2048-token backward through a 7B decoder falls from about 20 GB of activations to one block's."""
+    input only and runs the block again where its activations are needed. The statistics are the same; by the estimate
+    (`inputs.memory.backward_activations`) a 2048-token backward through a 7B decoder in bfloat16 keeps about 12 GiB
+    of activations without it, 1.3 GiB with it."""
     if not enabled:
         yield
         return

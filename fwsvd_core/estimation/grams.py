@@ -29,6 +29,8 @@ def gram_upper(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def from_upper(m: torch.Tensor) -> torch.Tensor:
-    """The symmetric matrix whose upper triangle (with the diagonal) is m's."""
-    return m.triu() + m.triu(1).T
+def from_upper(m: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle (with the diagonal) is m's (`in_place`: made in m itself, with one
+    temporary of its size)."""
+    full = m.triu_() if in_place else m.triu()
+    return full.add_(full.triu(1).T)

@@ -15,7 +15,7 @@ Both are in loss units: 0.5 tr(dW^T B dW A) approximates the loss a weight chang
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,11 @@ from fwsvd_core.inputs.models import model_fingerprint
 
 KINDS = ("kfac", "nearest")
 DEFAULT_ITERATIONS = 3
+# The running sums of the Gram matrices. Each batch's Gram matrix is a float32 product; summing them in float32 too
+# moved demo:lm's factors by 2.6e-7 at most (relative) over 256 batches, against 0.08-0.75 between the factors of two
+# halves of the windows, and a kfac factorization by 1e-4 of its own error (`benchmarks/results/accumulation.md`),
+# for half the memory of float64 sums: LLaMA-7B's statistics take 32 passes on 24 GB instead of 64.
+ACCUMULATION = torch.float32
 
 
 @dataclass
@@ -101,11 +106,16 @@ class KroneckerFactors:
 
 
 def kronecker_estimate(layers: list[LayerInfo], iterations: int = DEFAULT_ITERATIONS) -> MemoryEstimate:
-    """The memory the factors take while they are estimated: float64 sums, with power iterations the previous
-    iterates, and the results (K-FAC's, and the nearest product's with iterations)."""
+    """The memory the factors take while they are estimated: the running sums (each layer's float32 result takes its
+    sum's place as it is finished, with two temporaries of one layer's size), with power iterations the K-FAC
+    results, the iterates and the nearest product's results besides."""
     elements = sum(l.in_features**2 + l.out_features**2 for l in layers)
-    parts = {"running sums (float64)": 8 * elements, "results": 4 * (2 if iterations else 1) * elements}
+    largest = max((max(l.in_features, l.out_features) ** 2 for l in layers), default=0)
+    size = ACCUMULATION.itemsize
+    parts = {f"running sums ({str(ACCUMULATION).removeprefix('torch.')})": size * elements,
+             "finishing one layer": 2 * size * largest}
     if iterations:
+        parts["results"] = 4 * 2 * elements
         parts["iterates"] = 4 * 2 * elements
     return MemoryEstimate("Kronecker factors of the Fisher", parts)
 
@@ -123,9 +133,9 @@ def _input_key(batch: GradientBatch, name: str) -> tuple:
 
 
 def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device]):
-    sums_in = {l.name: torch.zeros(l.in_features, l.in_features, dtype=torch.float64, device=devices[l.name])
+    sums_in = {l.name: torch.zeros(l.in_features, l.in_features, dtype=ACCUMULATION, device=devices[l.name])
                for l in layers}
-    sums_out = {l.name: torch.zeros(l.out_features, l.out_features, dtype=torch.float64, device=devices[l.name])
+    sums_out = {l.name: torch.zeros(l.out_features, l.out_features, dtype=ACCUMULATION, device=devices[l.name])
                 for l in layers}
     tokens = dict.fromkeys(sums_in, 0)
     n_good = 0
@@ -145,21 +155,32 @@ def _kfac_pass(batches, layers: list[LayerInfo], devices: dict[str, torch.device
 def _power_pass(batches, current_in: dict[str, torch.Tensor], current_out: dict[str, torch.Tensor],
                 devices: dict[str, torch.device]):
     """One pass: sum_n G_n A G_n^T and sum_n G_n^T B G_n for every layer, from token Gram matrices."""
-    new_out = {n: torch.zeros_like(b, dtype=torch.float64) for n, b in current_out.items()}
-    new_in = {n: torch.zeros_like(a, dtype=torch.float64) for n, a in current_in.items()}
+    new_out = {n: torch.zeros_like(b, dtype=ACCUMULATION) for n, b in current_out.items()}
+    new_in = {n: torch.zeros_like(a, dtype=ACCUMULATION) for n, a in current_in.items()}
     for batch in batches:
         for name in new_in:
             x, g = _masked(batch, name, devices[name]), _masked(batch, name, devices[name], batch.grads[name])
             a, b = current_in[name], current_out[name]
             k_in = torch.bmm(x @ a, x.transpose(1, 2))  # X_n A X_n^T: [B, T, T]
-            new_out[name] += (g.reshape(-1, g.shape[-1]).T @ torch.bmm(k_in, g).reshape(-1, g.shape[-1])).double()
+            new_out[name] += g.reshape(-1, g.shape[-1]).T @ torch.bmm(k_in, g).reshape(-1, g.shape[-1])
             k_out = torch.bmm(g @ b, g.transpose(1, 2))  # Gam_n B Gam_n^T
-            new_in[name] += (x.reshape(-1, x.shape[-1]).T @ torch.bmm(k_out, x).reshape(-1, x.shape[-1])).double()
+            new_in[name] += x.reshape(-1, x.shape[-1]).T @ torch.bmm(k_out, x).reshape(-1, x.shape[-1])
     return new_in, new_out
 
 
 def _symmetric(m: torch.Tensor) -> torch.Tensor:
     return 0.5 * (m + m.T)
+
+
+def _averaged(sums: dict[str, torch.Tensor], divisors: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Each layer's summed upper triangle as its full symmetric average, float32, made one layer at a time; each sum
+    leaves `sums` as its result is made (in its place when the sums are float32), so the two never coexist whole."""
+    averaged = {}
+    for name, divisor in zip(list(sums), divisors, strict=True):
+        total = sums.pop(name)
+        averaged[name] = from_upper(total, in_place=True).div_(max(divisor, 1.0)).float()
+        del total
+    return averaged
 
 
 def compute_kronecker(
@@ -194,9 +215,8 @@ def compute_kronecker(
     sum_over_processes(sums_out)
     n_good, *counts = count_over_processes(n_good, *tokens.values())
     n = max(n_good, 1)
-    kfac_in = {name: (from_upper(s) / max(t, 1.0)).float() for (name, s), t in zip(sums_in.items(), counts, strict=True)}
-    kfac_out = {name: (from_upper(s) / n).float() for name, s in sums_out.items()}
-    del sums_in, sums_out
+    kfac_in = _averaged(sums_in, counts)
+    kfac_out = _averaged(sums_out, [n] * len(sums_out))
     inputs = {"kfac": {k: a.cpu() for k, a in kfac_in.items()}}
     outputs = {"kfac": {k: b.cpu() for k, b in kfac_out.items()}}
     change: list[float] = []

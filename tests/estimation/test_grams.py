@@ -14,9 +14,11 @@ def test_the_upper_triangle_is_the_gram_matrix_and_from_upper_fills_in_the_rest(
         assert upper.dtype == dtype
         torch.testing.assert_close(upper.triu(), want.triu())
         torch.testing.assert_close(from_upper(upper), want)
-    # sums of triangles are the triangle of the sum
+    # sums of triangles are the triangle of the sum; in place, the sum itself becomes the full matrix
     total = gram_upper(x[:20]) + gram_upper(x[20:])
     torch.testing.assert_close(from_upper(total), expected)
+    assert from_upper(total, in_place=True) is total
+    torch.testing.assert_close(total, expected)
 
 
 def test_no_tokens_and_narrow_inputs():

@@ -208,7 +208,7 @@ print(peak_kb() - before)
 
 
 def test_the_peak_memory_falls_with_the_group_size(minilm_dir, tmp_path):
-    """Issue 25, 1: a decoder of 12 blocks whose Kronecker statistics (about 120 MB a block while summed in float64)
+    """Issue 25, 1: a decoder of 12 blocks whose Kronecker statistics (about 40 MB a block, summed in float32)
     dwarf the rest; the rise of the process's peak resident memory while they are estimated, one pass against one
     block per pass (each run in a process of its own)."""
     import os
