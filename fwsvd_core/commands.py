@@ -217,27 +217,39 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
     return plan
 
 
-def _checkpointing(args, session: CompressionSession, batch_size: int) -> bool:
-    """--activation-checkpointing as given, or for `auto` whether a batch's backward activations (estimated) would
-    exceed the memory the statistics leave to the passes (said in the log when on)."""
-    if args.activation_checkpointing != "auto":
-        return args.activation_checkpointing == "on"
+def _backward_plan(args, session: CompressionSession, may_shrink: bool = True) -> tuple[int, bool]:
+    """Examples per backward pass of the statistics, and whether to checkpoint the blocks: --activation-checkpointing
+    as given, or for `auto` on when a batch's backward activations (estimated) exceed the memory the statistics leave;
+    then, and when even checkpointed they would not fit, fewer examples per batch (`may_shrink`; both said in the
+    log). A batch's size does not change what the statistics are, except for the Fisher's `batch` estimator."""
     config = getattr(session.model, "config", None)
+    forced = args.activation_checkpointing != "auto"
     if config is None:
-        return False
-    needed = backward_activations(config, batch_size, args.max_length)
+        return GRADIENT_BATCH, args.activation_checkpointing == "on"
     room = int((1 - STATISTICS_SHARE) * available_bytes(session.loaded.device))
-    if needed <= room:
-        return False
-    log.info(f"activation checkpointing on: a batch of {batch_size} x {args.max_length} tokens keeps about "
-             f"{format_bytes(needed)} of activations for its backward pass, {format_bytes(room)} is left for them")
-    return True
+
+    def fits(batch: int, checkpointed: bool) -> bool:
+        return backward_activations(config, batch, args.max_length, checkpointed) <= room
+
+    on = args.activation_checkpointing == "on" if forced else not fits(GRADIENT_BATCH, False)
+    if on and not forced:
+        needed = backward_activations(config, GRADIENT_BATCH, args.max_length, False)
+        log.info(f"activation checkpointing on: a batch of {GRADIENT_BATCH} x {args.max_length} tokens keeps about "
+                 f"{format_bytes(needed)} of activations for its backward pass, {format_bytes(room)} is left for them")
+    if not may_shrink or fits(GRADIENT_BATCH, on):
+        return GRADIENT_BATCH, on
+    batch = next((b for b in range(GRADIENT_BATCH - 1, 0, -1) if fits(b, on)), 1)
+    log.info(f"statistics: {batch} example(s) per backward pass instead of {GRADIENT_BATCH}, so that the activations "
+             f"of {args.max_length}-token examples fit in {format_bytes(room)}" + (" (even then they may not)"
+                                                                                  if not fits(batch, on) else ""))
+    return batch, on
 
 
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
-    with activation_checkpointing(session.model, _checkpointing(args, session, GRADIENT_BATCH)):
+    batch, checkpointed = _backward_plan(args, session, may_shrink=args.estimator != "batch")
+    with activation_checkpointing(session.model, checkpointed):
         fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                 args.estimator, args.seed, batch_size=GRADIENT_BATCH, max_length=args.max_length,
+                                 args.estimator, args.seed, batch_size=batch, max_length=args.max_length,
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Fisher"),
                                  allow_degenerate=args.allow_degenerate_fisher, form=args.fisher_form,
                                  blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
@@ -274,9 +286,10 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 
 
 def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
-    with activation_checkpointing(session.model, _checkpointing(args, session, GRADIENT_BATCH)):
+    batch, checkpointed = _backward_plan(args, session)
+    with activation_checkpointing(session.model, checkpointed):
         factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                     args.seed, iterations, batch_size=GRADIENT_BATCH, max_length=args.max_length,
+                                     args.seed, iterations, batch_size=batch, max_length=args.max_length,
                                      fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
                                      blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
                                                                       lambda g: kronecker_estimate(g, iterations)))

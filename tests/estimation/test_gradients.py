@@ -115,7 +115,8 @@ def test_activation_checkpointing_lowers_the_peak_memory_of_a_long_backward(mini
 def test_the_command_line_checkpoints_when_the_activations_would_not_fit(tiny_lm_dir, glue_dir, capsys, monkeypatch,
                                                                           caplog, tmp_path):
     """`--activation-checkpointing auto` (the default) turns it on, and says so, when a batch's backward activations
-    exceed half the memory available; the statistics are those of a run without it (each run with a cache of its own)."""
+    exceed half the memory available, and takes fewer examples per batch when even then they would; the statistics
+    are those of a run without either (each run with a cache of its own)."""
     import logging
 
     from safetensors.torch import load_file
@@ -129,10 +130,13 @@ def test_the_command_line_checkpoints_when_the_activations_would_not_fit(tiny_lm
     monkeypatch.setenv("FWSVD_CACHE_DIR", str(tmp_path / "plain"))
     assert main([*args, "--activation-checkpointing", "off"]) == 0, capsys.readouterr().err
     monkeypatch.setenv("FWSVD_CACHE_DIR", str(tmp_path / "auto"))
-    monkeypatch.setattr(commands, "backward_activations", lambda config, batch, length: 2**40)
+    # without checkpointing a batch would not fit; with it, two examples' activations do
+    monkeypatch.setattr(commands, "backward_activations",
+                        lambda config, batch, length, checkpointed: 2**40 if not checkpointed or batch > 2 else 1)
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
         assert main(args) == 0, capsys.readouterr().err
     assert "activation checkpointing on: a batch of 16 x 16 tokens keeps about 1.0 TiB" in caplog.text
+    assert "statistics: 2 example(s) per backward pass instead of 16" in caplog.text
     for kind in ("fisher", "kronecker"):
         (plain,), (auto,) = ((tmp_path / run / kind).glob("*.safetensors") for run in ("plain", "auto"))
         expected, got = load_file(plain), load_file(auto)
