@@ -45,7 +45,7 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
 
     from fwsvd_core.compression.factorization import KRONECKER_DAMPING, kronecker_svd
     from fwsvd_core.errors import InsufficientMemoryError
-    from fwsvd_core.estimation.gradients import activation_checkpointing
+    from fwsvd_core.estimation.gradients import activation_checkpointing, captured_bytes
     from fwsvd_core.estimation.kronecker import estimate_kronecker, kronecker_estimate
     from fwsvd_core.estimation.passes import STATISTICS_SHARE, block_groups, plan_passes
     from fwsvd_core.inputs.families import load_task_data
@@ -72,7 +72,8 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     row["memory for one block per pass"] = format_bytes(model_bytes + 2 * largest)
     row["memory for one layer per pass"] = format_bytes(model_bytes + 2 * largest_layer)
     try:
-        plan = plan_passes(layers, lambda g: kronecker_estimate(g, 0).total, budget)
+        # as `fwsvd compress` plans it: the group's statistics and what a batch of one sequence captures of it
+        plan = plan_passes(layers, lambda g: kronecker_estimate(g, 0).total + captured_bytes(g, length, 2), budget)
     except InsufficientMemoryError:
         row["plan"] = f"does not fit here: {len(layers)} passes of one layer on a machine with that memory"
         return row

@@ -51,7 +51,7 @@ from fwsvd_core.estimation.activations import activation_estimate, estimate_acti
 from fwsvd_core.estimation.distributed import process_group
 from fwsvd_core.estimation.evaluation import evaluate
 from fwsvd_core.estimation.fisher import FisherResult, estimate_fisher, fisher_estimate
-from fwsvd_core.estimation.gradients import activation_checkpointing
+from fwsvd_core.estimation.gradients import activation_checkpointing, captured_bytes
 from fwsvd_core.estimation.kronecker import KroneckerFactors, estimate_kronecker, kronecker_estimate
 from fwsvd_core.estimation.passes import AUTO, STATISTICS_SHARE, PassPlan, plan_passes
 from fwsvd_core.folders import (
@@ -200,9 +200,11 @@ def _memory_budget(session: CompressionSession) -> int:
 
 
 def _blocks_per_pass(args, session: CompressionSession, what: str,
-                     estimate: Callable[[list[LayerInfo]], MemoryEstimate]) -> int | PassPlan | None:
-    """--blocks-per-pass as given, or for `auto` the plan made from the statistic's memory `estimate` (said in the log
-    when it takes more than one pass)."""
+                     estimate: Callable[[list[LayerInfo]], MemoryEstimate], batch_tokens: int = 0,
+                     ) -> int | PassPlan | None:
+    """--blocks-per-pass as given, or for `auto` the plan made from the statistic's memory `estimate` and, for a
+    backward pass of `batch_tokens` tokens, the layer inputs and gradients it captures (said in the log when it takes
+    more than one pass)."""
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
     budget = _memory_budget(session)
@@ -210,7 +212,9 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
         least = torch.tensor([budget], dtype=torch.int64)
         dist.all_reduce(least, op=dist.ReduceOp.MIN)
         budget = int(least.item())
-    plan = plan_passes(session.layers, lambda group: estimate(group).total, budget)
+    element = model_dtype(session.model).itemsize
+    plan = plan_passes(session.layers, lambda group: estimate(group).total + captured_bytes(group, batch_tokens, element),
+                       budget)
     if plan.passes == 1:
         return None
     log.info(plan.describe(what))
@@ -253,7 +257,8 @@ def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherR
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Fisher"),
                                  allow_degenerate=args.allow_degenerate_fisher, form=args.fisher_form,
                                  blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
-                                     g, "full" if args.fisher_form == "full" else "profiles")))
+                                     g, "full" if args.fisher_form == "full" else "profiles"),
+                                     batch * args.max_length))
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
@@ -292,7 +297,8 @@ def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterati
                                      args.seed, iterations, batch_size=batch, max_length=args.max_length,
                                      fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
                                      blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
-                                                                      lambda g: kronecker_estimate(g, iterations)))
+                                                                      lambda g: kronecker_estimate(g, iterations),
+                                                                      batch * args.max_length))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "

@@ -153,6 +153,12 @@ def _gradient_batches(
             config.use_cache = saved_cache_flag
 
 
+def captured_bytes(layers: list[LayerInfo], tokens: int, element_bytes: int) -> int:
+    """What `gradient_batches` holds of a batch of `tokens` tokens: every layer's inputs and output gradients, in the
+    model's dtype (a pass over a group of layers captures the group's)."""
+    return tokens * element_bytes * sum(l.in_features + l.out_features for l in layers)
+
+
 @contextmanager
 def activation_checkpointing(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """Every repeated block's forward checkpointed (non-reentrant) while inside: a backward pass keeps each block's

@@ -6,6 +6,7 @@ from conftest import LM_WINDOW, PEAK_RSS_SOURCE
 from fwsvd_core.errors import FwsvdError, InsufficientMemoryError
 from fwsvd_core.estimation.activations import estimate_activation_stats
 from fwsvd_core.estimation.fisher import estimate_fisher
+from fwsvd_core.estimation.gradients import captured_bytes
 from fwsvd_core.estimation.kronecker import estimate_kronecker
 from fwsvd_core.estimation.passes import PassPlan, block_groups, plan_passes
 from fwsvd_core.inputs.layers import LayerInfo, require_layers
@@ -176,15 +177,17 @@ def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, g
     from fwsvd_core.estimation.kronecker import kronecker_estimate
 
     layers = require_layers(load_model(tiny_lm_dir, device="cpu").model)
-    per_block = max(kronecker_estimate(g, 0).total for g in block_groups(layers, 1))
+    # a block's sums, and its layers' inputs and gradients of a batch of 16 windows of 16 tokens, in float32
+    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 16 * 16, 4) for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)  # half of it: one block
+    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # batches of 16 fit
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
         code = main(["statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source", "glue",
                      "--data-dir", str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--kronecker",
                      "--kronecker-iterations", "0", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     assert "Kronecker factors: 2 passes of 1 block(s), planned from the memory estimate" in caplog.text
-    assert "Fisher: " in caplog.text and "Fisher: 2 passes" not in caplog.text  # the Fisher's profiles fit in one
+    assert "Fisher: per-sample estimator" in caplog.text
 
 
 MEASURE = """
@@ -243,8 +246,9 @@ def test_compress_streams_when_the_factors_would_not_fit(tiny_lm_dir, glue_dir, 
               str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--method", "kfac", "--rank-ratio", "0.25",
               "--evaluate", "--eval-subsample", "8", "--device", "cpu"]
     assert main([*common, "--output-dir", str(tmp_path / "roomy")]) == 0, capsys.readouterr().err
-    per_block = max(kronecker_estimate(g, 0).total for g in block_groups(layers, 1))
+    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 16 * 16, 4) for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)
+    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # batches of 16 fit
     # a tiny model's factors are smaller than a block's statistics: say they are as large as a 7B model's
     monkeypatch.setattr(commands, "factors_bytes", lambda layers: 52 * 2**30)
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
