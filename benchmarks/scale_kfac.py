@@ -44,6 +44,7 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     import transformers as tf
 
     from fwsvd_core.compression.factorization import KRONECKER_DAMPING, kronecker_svd
+    from fwsvd_core.devices import release_freed_buffers
     from fwsvd_core.errors import InsufficientMemoryError
     from fwsvd_core.estimation.gradients import activation_checkpointing, captured_bytes
     from fwsvd_core.estimation.kronecker import estimate_kronecker, kronecker_estimate
@@ -60,7 +61,12 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
     layers = require_layers(skeleton)
     model_bytes = 2 * params
     free = available_bytes("cpu")
-    budget = int(STATISTICS_SHARE * max(free - model_bytes, 0))
+    # as `fwsvd compress` decides it: checkpointed when the backward's activations exceed the other half, and the
+    # statistics' share taken of what the activations leave
+    plain = backward_activations(skeleton.config, 1, length)  # batch 1
+    checkpointed = plain > (1 - STATISTICS_SHARE) * max(free - model_bytes, 0)
+    activations = backward_activations(skeleton.config, 1, length, checkpointed)
+    budget = int(STATISTICS_SHARE * max(free - model_bytes - activations, 0))
     row: dict = {"size": size, "params (B)": round(params / 1e9, 2), "layers": len(layers),
                  "model bf16": format_bytes(model_bytes), "statistics, one pass": format_bytes(
                      kronecker_estimate(layers, 0).total),
@@ -78,11 +84,10 @@ def one(size: str, measure: bool, sequences: int, length: int, data_dir: str | N
         row["plan"] = f"does not fit here: {len(layers)} passes of one layer on a machine with that memory"
         return row
     groups = block_groups(layers, plan)
-    # as `fwsvd compress` decides it: checkpointed when the backward's activations exceed the other half
-    activations = backward_activations(skeleton.config, 1, length)  # batch 1
-    checkpointed = activations > (1 - STATISTICS_SHARE) * max(free - model_bytes, 0)
-    row["backward activations (est.)"] = format_bytes(activations)
+    row["backward activations (est.)"] = format_bytes(plain)
     row["checkpointing"] = "on" if checkpointed else "off"
+    if checkpointed or plan.passes > 1:
+        release_freed_buffers()  # as the command line does when memory is short
     if plan.layer_groups:
         row["plan"] = f"{plan.passes} passes of at most {max(len(g) for g in plan.layer_groups)} layer(s)"
     else:
@@ -210,12 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Device: {device_description('cpu')}. {args.sequences} calibration sequence(s) of {args.seq_len} tokens "
         "(GLUE SST-2 sentences as text), batch 1. 'statistics, one pass' is the K-FAC estimate for every layer at once "
         "(float32 sums, each layer's result made in its sum's place); 'budget' is half of what is available once the "
-        "model is loaded, for a group's statistics and what a pass captures of it (its layers' inputs and gradients); the "
+        "model and the backward's activations are, for a group's statistics and what a pass captures of it (its layers' "
+        "inputs and gradients); the "
         "statistics and factorization totals multiply the first pass and each layer shape's time (the first pass "
         "goes back to the first block, the longest backward: the statistics' total is an upper bound). "
         "'checkpointing' is decided as `fwsvd compress` decides it, from the estimate of the backward's activations "
         "against the half of the memory the statistics leave. A layer time marked * factorized Gram matrices of random "
-        "tokens, for a shape the first pass did not reach.",
+        "tokens, for a shape the first pass did not reach. When memory is short (several passes, or checkpointing), "
+        "freed buffers of 1 MiB or more leave the process at once (`fwsvd_core.devices.release_freed_buffers`).",
         "Published costs for comparison: SVD-LLM's whitening ran out of memory on an 80 GB GPU with 90 GB of RAM "
         "(its issue tracker); ASVD's and Dobi-SVD's calibrations take several hours; KFAC-SVD (LEMS) reports its "
         "statistics on a GPU. Rows without measurements are the planner's estimate only.",

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.distributed as dist
@@ -39,6 +39,7 @@ from fwsvd_core.compression.methods import (
 from fwsvd_core.compression.ranks import RankRequest, count_params, read_rank_request, summarize
 from fwsvd_core.compression.session import CompressionSession, factors_bytes
 from fwsvd_core.demo import is_demo, needs_build
+from fwsvd_core.devices import release_freed_buffers
 from fwsvd_core.errors import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -200,14 +201,15 @@ def _memory_budget(session: CompressionSession) -> int:
 
 
 def _blocks_per_pass(args, session: CompressionSession, what: str,
-                     estimate: Callable[[list[LayerInfo]], MemoryEstimate], batch_tokens: int = 0,
+                     estimate: Callable[[list[LayerInfo]], MemoryEstimate], backward: BackwardPlan | None = None,
                      ) -> int | PassPlan | None:
     """--blocks-per-pass as given, or for `auto` the plan made from the statistic's memory `estimate` and, for a
-    backward pass of `batch_tokens` tokens, the layer inputs and gradients it captures (said in the log when it takes
-    more than one pass)."""
+    `backward` pass, the layer inputs and gradients it captures, within a share of the memory its activations leave
+    (said in the log when it takes more than one pass)."""
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
-    budget = _memory_budget(session)
+    reserved, batch_tokens = (0, 0) if backward is None else (backward.activation_bytes, backward.tokens)
+    budget = int(STATISTICS_SHARE * max(available_bytes(session.loaded.device) - reserved, 0))
     if dist.is_available() and dist.is_initialized():  # every process must make the same passes: plan for the least
         least = torch.tensor([budget], dtype=torch.int64)
         dist.all_reduce(least, op=dist.ReduceOp.MIN)
@@ -218,10 +220,20 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
     if plan.passes == 1:
         return None
     log.info(plan.describe(what))
+    release_freed_buffers()  # memory is short: no freed buffer kept in the allocator's heap
     return plan
 
 
-def _backward_plan(args, session: CompressionSession, may_shrink: bool = True) -> tuple[int, bool]:
+class BackwardPlan(NamedTuple):
+    """How the statistics' backward passes run: examples per batch, checkpointed or not, the activations they keep."""
+
+    batch: int
+    checkpointed: bool
+    activation_bytes: int
+    tokens: int  # per batch
+
+
+def _backward_plan(args, session: CompressionSession, may_shrink: bool = True) -> BackwardPlan:
     """Examples per backward pass of the statistics, and whether to checkpoint the blocks: --activation-checkpointing
     as given, or for `auto` on when a batch's backward activations (estimated) exceed the memory the statistics leave;
     then, and when even checkpointed they would not fit, fewer examples per batch (`may_shrink`; both said in the
@@ -229,36 +241,36 @@ def _backward_plan(args, session: CompressionSession, may_shrink: bool = True) -
     config = getattr(session.model, "config", None)
     forced = args.activation_checkpointing != "auto"
     if config is None:
-        return GRADIENT_BATCH, args.activation_checkpointing == "on"
+        return BackwardPlan(GRADIENT_BATCH, args.activation_checkpointing == "on", 0, GRADIENT_BATCH * args.max_length)
     room = int((1 - STATISTICS_SHARE) * available_bytes(session.loaded.device))
 
-    def fits(batch: int, checkpointed: bool) -> bool:
-        return backward_activations(config, batch, args.max_length, checkpointed) <= room
+    def needed(batch: int, checkpointed: bool) -> int:
+        return backward_activations(config, batch, args.max_length, checkpointed)
 
-    on = args.activation_checkpointing == "on" if forced else not fits(GRADIENT_BATCH, False)
+    on = args.activation_checkpointing == "on" if forced else needed(GRADIENT_BATCH, False) > room
     if on and not forced:
-        needed = backward_activations(config, GRADIENT_BATCH, args.max_length, False)
         log.info(f"activation checkpointing on: a batch of {GRADIENT_BATCH} x {args.max_length} tokens keeps about "
-                 f"{format_bytes(needed)} of activations for its backward pass, {format_bytes(room)} is left for them")
-    if not may_shrink or fits(GRADIENT_BATCH, on):
-        return GRADIENT_BATCH, on
-    batch = next((b for b in range(GRADIENT_BATCH - 1, 0, -1) if fits(b, on)), 1)
-    log.info(f"statistics: {batch} example(s) per backward pass instead of {GRADIENT_BATCH}, so that the activations "
-             f"of {args.max_length}-token examples fit in {format_bytes(room)}" + (" (even then they may not)"
-                                                                                  if not fits(batch, on) else ""))
-    return batch, on
+                 f"{format_bytes(needed(GRADIENT_BATCH, False))} of activations for its backward pass, "
+                 f"{format_bytes(room)} is left for them")
+        release_freed_buffers()  # memory is short: no freed buffer kept in the allocator's heap
+    batch = GRADIENT_BATCH
+    if may_shrink and needed(GRADIENT_BATCH, on) > room:
+        batch = next((b for b in range(GRADIENT_BATCH - 1, 0, -1) if needed(b, on) <= room), 1)
+        log.info(f"statistics: {batch} example(s) per backward pass instead of {GRADIENT_BATCH}, so that the "
+                 f"activations of {args.max_length}-token examples fit in {format_bytes(room)}"
+                 + (" (even then they may not)" if needed(batch, on) > room else ""))
+    return BackwardPlan(batch, on, needed(batch, on), batch * args.max_length)
 
 
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
-    batch, checkpointed = _backward_plan(args, session, may_shrink=args.estimator != "batch")
-    with activation_checkpointing(session.model, checkpointed):
+    backward = _backward_plan(args, session, may_shrink=args.estimator != "batch")
+    with activation_checkpointing(session.model, backward.checkpointed):
         fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                 args.estimator, args.seed, batch_size=batch, max_length=args.max_length,
+                                 args.estimator, args.seed, batch_size=backward.batch, max_length=args.max_length,
                                  fingerprint=session.loaded.fingerprint, progress=_progress("Fisher"),
                                  allow_degenerate=args.allow_degenerate_fisher, form=args.fisher_form,
                                  blocks_per_pass=_blocks_per_pass(args, session, "Fisher", lambda g: fisher_estimate(
-                                     g, "full" if args.fisher_form == "full" else "profiles"),
-                                     batch * args.max_length))
+                                     g, "full" if args.fisher_form == "full" else "profiles"), backward))
     cached = " (from cache)" if fisher.from_cache else ""
     # the skipped count is shown even with --quiet: it says how far the Fisher can be trusted
     log.log(logging.WARNING if fisher.n_skipped else logging.INFO,
@@ -291,14 +303,14 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 
 
 def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
-    batch, checkpointed = _backward_plan(args, session)
-    with activation_checkpointing(session.model, checkpointed):
+    backward = _backward_plan(args, session)
+    with activation_checkpointing(session.model, backward.checkpointed):
         factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
-                                     args.seed, iterations, batch_size=batch, max_length=args.max_length,
+                                     args.seed, iterations, batch_size=backward.batch, max_length=args.max_length,
                                      fingerprint=session.loaded.fingerprint, progress=_progress("Kronecker factors"),
                                      blocks_per_pass=_blocks_per_pass(args, session, "Kronecker factors",
                                                                       lambda g: kronecker_estimate(g, iterations),
-                                                                      batch * args.max_length))
+                                                                      backward))
     converged = f", last power iteration moved A by {factors.change[-1]:.2g}" if factors.change else ""
     log.log(logging.WARNING if factors.n_skipped else logging.INFO,
             f"Kronecker factors: {factors.n_examples} examples of {fisher_data.split}, {factors.n_skipped} skipped, "
