@@ -233,37 +233,39 @@ class BackwardPlan(NamedTuple):
     tokens: int  # per batch
 
 
-def _backward_plan(args, session: CompressionSession, may_shrink: bool = True) -> BackwardPlan:
-    """Examples per backward pass of the statistics, and whether to checkpoint the blocks: --activation-checkpointing
-    as given, or for `auto` on when a batch's backward activations (estimated) exceed the memory the statistics leave;
-    then, and when even checkpointed they would not fit, fewer examples per batch (`may_shrink`; both said in the
-    log). A batch's size does not change what the statistics are, except for the Fisher's `batch` estimator."""
+def _backward_plan(args, session: CompressionSession, data: TaskData, may_shrink: bool = True) -> BackwardPlan:
+    """Examples per backward pass of the statistics over `data`, and whether to checkpoint the blocks:
+    --activation-checkpointing as given, or for `auto` on when a batch's backward activations (estimated) exceed the
+    memory the statistics leave; then, and when even checkpointed they would not fit, fewer examples per batch
+    (`may_shrink`; both said in the log). A batch's size does not change what the statistics are, except for the
+    Fisher's `batch` estimator."""
+    full = max(1, min(GRADIENT_BATCH, args.fisher_samples or len(data), len(data)))  # no batch beyond the examples
     config = getattr(session.model, "config", None)
     forced = args.activation_checkpointing != "auto"
     if config is None:
-        return BackwardPlan(GRADIENT_BATCH, args.activation_checkpointing == "on", 0, GRADIENT_BATCH * args.max_length)
+        return BackwardPlan(full, args.activation_checkpointing == "on", 0, full * args.max_length)
     room = int((1 - STATISTICS_SHARE) * available_bytes(session.loaded.device))
 
     def needed(batch: int, checkpointed: bool) -> int:
         return backward_activations(config, batch, args.max_length, checkpointed)
 
-    on = args.activation_checkpointing == "on" if forced else needed(GRADIENT_BATCH, False) > room
+    on = args.activation_checkpointing == "on" if forced else needed(full, False) > room
     if on and not forced:
-        log.info(f"activation checkpointing on: a batch of {GRADIENT_BATCH} x {args.max_length} tokens keeps about "
-                 f"{format_bytes(needed(GRADIENT_BATCH, False))} of activations for its backward pass, "
+        log.info(f"activation checkpointing on: a batch of {full} x {args.max_length} tokens keeps about "
+                 f"{format_bytes(needed(full, False))} of activations for its backward pass, "
                  f"{format_bytes(room)} is left for them")
         release_freed_buffers()  # memory is short: no freed buffer kept in the allocator's heap
-    batch = GRADIENT_BATCH
-    if may_shrink and needed(GRADIENT_BATCH, on) > room:
-        batch = next((b for b in range(GRADIENT_BATCH - 1, 0, -1) if needed(b, on) <= room), 1)
-        log.info(f"statistics: {batch} example(s) per backward pass instead of {GRADIENT_BATCH}, so that the "
+    batch = full
+    if may_shrink and needed(full, on) > room:
+        batch = next((b for b in range(full - 1, 0, -1) if needed(b, on) <= room), 1)
+        log.info(f"statistics: {batch} example(s) per backward pass instead of {full}, so that the "
                  f"activations of {args.max_length}-token examples fit in {format_bytes(room)}"
                  + (" (even then they may not)" if needed(batch, on) > room else ""))
     return BackwardPlan(batch, on, needed(batch, on), batch * args.max_length)
 
 
 def _fisher(args, session: CompressionSession, fisher_data: TaskData) -> FisherResult:
-    backward = _backward_plan(args, session, may_shrink=args.estimator != "batch")
+    backward = _backward_plan(args, session, fisher_data, may_shrink=args.estimator != "batch")
     with activation_checkpointing(session.model, backward.checkpointed):
         fisher = estimate_fisher(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                  args.estimator, args.seed, batch_size=backward.batch, max_length=args.max_length,
@@ -303,7 +305,7 @@ def _calibrate(args, session: CompressionSession, fisher_data: TaskData, methods
 
 
 def _kronecker(args, session: CompressionSession, fisher_data: TaskData, iterations: int) -> KroneckerFactors:
-    backward = _backward_plan(args, session)
+    backward = _backward_plan(args, session, fisher_data)
     with activation_checkpointing(session.model, backward.checkpointed):
         factors = estimate_kronecker(session.model, session.loaded.tokenizer, fisher_data, args.fisher_samples,
                                      args.seed, iterations, batch_size=backward.batch, max_length=args.max_length,

@@ -177,10 +177,10 @@ def test_the_command_line_plans_the_passes_from_the_memory_it_has(tiny_lm_dir, g
     from fwsvd_core.estimation.kronecker import kronecker_estimate
 
     layers = require_layers(load_model(tiny_lm_dir, device="cpu").model)
-    # a block's sums, and its layers' inputs and gradients of a batch of 16 windows of 16 tokens, in float32
-    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 16 * 16, 4) for g in block_groups(layers, 1))
+    # a block's sums, and its layers' inputs and gradients of a batch of its 6 windows of 16 tokens, in float32
+    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 6 * 16, 4) for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)  # half of it: one block
-    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # batches of 16 fit
+    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # a batch of all 6 windows fits
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
         code = main(["statistics", "--model", str(tiny_lm_dir), "--task", "wikitext2", "--data-source", "glue",
                      "--data-dir", str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--kronecker",
@@ -246,9 +246,9 @@ def test_compress_streams_when_the_factors_would_not_fit(tiny_lm_dir, glue_dir, 
               str(glue_dir), "--calib-samples", "6", "--seq-len", "16", "--method", "kfac", "--rank-ratio", "0.25",
               "--evaluate", "--eval-subsample", "8", "--device", "cpu"]
     assert main([*common, "--output-dir", str(tmp_path / "roomy")]) == 0, capsys.readouterr().err
-    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 16 * 16, 4) for g in block_groups(layers, 1))
+    per_block = max(kronecker_estimate(g, 0).total + captured_bytes(g, 6 * 16, 4) for g in block_groups(layers, 1))
     monkeypatch.setattr(commands, "available_bytes", lambda device: 2 * per_block + 2)
-    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # batches of 16 fit
+    monkeypatch.setattr(commands, "backward_activations", lambda *args: 0)  # a batch of all 6 windows fits
     # a tiny model's factors are smaller than a block's statistics: say they are as large as a 7B model's
     monkeypatch.setattr(commands, "factors_bytes", lambda layers: 52 * 2**30)
     with caplog.at_level(logging.INFO, logger="fwsvd_core"):
