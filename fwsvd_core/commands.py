@@ -195,9 +195,10 @@ def _prepare(args) -> tuple[LoadedModel, CompressionSession, TaskData, TaskData]
 GRADIENT_BATCH = 16  # examples per backward pass of the Fisher and Kronecker statistics
 
 
-def _memory_budget(session: CompressionSession) -> int:
-    """The bytes statistics or factors may take beside the loaded model: a share of what its device has left."""
-    return int(STATISTICS_SHARE * available_bytes(session.loaded.device))
+def _memory_budget(session: CompressionSession, reserved: int = 0) -> int:
+    """The bytes statistics or factors may take beside the loaded model: a share of what its device has left once
+    `reserved` bytes (a backward pass's activations) are set aside."""
+    return int(STATISTICS_SHARE * max(available_bytes(session.loaded.device) - reserved, 0))
 
 
 def _blocks_per_pass(args, session: CompressionSession, what: str,
@@ -209,7 +210,7 @@ def _blocks_per_pass(args, session: CompressionSession, what: str,
     if args.blocks_per_pass != AUTO:
         return args.blocks_per_pass
     reserved, batch_tokens = (0, 0) if backward is None else (backward.activation_bytes, backward.tokens)
-    budget = int(STATISTICS_SHARE * max(available_bytes(session.loaded.device) - reserved, 0))
+    budget = _memory_budget(session, reserved)
     if dist.is_available() and dist.is_initialized():  # every process must make the same passes: plan for the least
         least = torch.tensor([budget], dtype=torch.int64)
         dist.all_reduce(least, op=dist.ReduceOp.MIN)
